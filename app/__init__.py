@@ -1,0 +1,3 @@
+"""VM Recovery: image-level backup and recovery for VMware vSphere."""
+
+__version__ = "0.1.0"

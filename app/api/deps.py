@@ -1,0 +1,86 @@
+"""Request dependencies: the session (commit at the edge), the caller, pagination."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.principal import Principal
+from app.auth.service import ApiKeyService
+from app.context import AppContext
+from app.pagination import MAX_PAGE_SIZE, PageRequest
+from app.proxies.models import Proxy
+from app.proxies.service import ProxyService
+
+_bearer = HTTPBearer(auto_error=False, description="An API key: 'Authorization: Bearer vmr_...'")
+_agent_bearer = HTTPBearer(
+    auto_error=False, scheme_name="ProxyToken", description="A proxy token: 'Authorization: Bearer vmrp_...'"
+)
+
+
+def get_ctx(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[AppContext, Depends(get_ctx)]
+
+
+async def _session(ctx: Ctx) -> AsyncIterator[AsyncSession]:
+    """One transaction per request, committed before the response is sent.
+
+    Services only flush; a request that raises is rolled back whole, so a bad request
+    changes nothing.
+    """
+    async with ctx.sessionmaker() as session:
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        else:
+            await session.commit()
+
+
+Session = Annotated[AsyncSession, Depends(_session, scope="function")]
+
+
+async def _principal(
+    ctx: Ctx, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    # Its own short transaction: recording key use must not hold a write lock for the
+    # whole request (SQLite has one writer).
+    async with ctx.sessionmaker.begin() as session:
+        return await ApiKeyService(session, ctx.clock).authenticate(
+            credentials.credentials if credentials else None
+        )
+
+
+CurrentPrincipal = Annotated[Principal, Depends(_principal)]
+
+
+async def _agent(
+    ctx: Ctx,
+    session: Session,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_agent_bearer)],
+) -> Proxy:
+    return await ProxyService(session, ctx.clock, ctx.liveness).authenticate_agent(
+        credentials.credentials if credentials else None
+    )
+
+
+CurrentProxy = Annotated[Proxy, Depends(_agent)]
+
+
+def _page(
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page.")] = 50,
+    offset: Annotated[int, Query(ge=0, description="Items to skip.")] = 0,
+) -> PageRequest:
+    return PageRequest(limit=limit, offset=offset)
+
+
+Pagination = Annotated[PageRequest, Depends(_page)]

@@ -1,0 +1,41 @@
+"""Everything the server's parts share, built once by the composition root."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app.clock import Clock
+from app.crypto import SecretBox
+from app.inventory.service import ProxyLiveness
+from app.inventory.sync import InventorySyncer
+from app.settings import Settings
+from app.vcenters.checks import VCenterChecker
+from app.vcenters.gateway import VCenterGateway
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    clock: Clock
+    box: SecretBox
+    gateway: VCenterGateway
+
+    @property
+    def liveness(self) -> ProxyLiveness:
+        return ProxyLiveness(self.clock, self.settings.proxy_stale_after_s, self.settings.proxy_offline_after_s)
+
+    @property
+    def syncer(self) -> InventorySyncer:
+        return InventorySyncer(
+            self.sessionmaker, self.gateway, self.box, self.clock, self.settings.vcenter_timeout_s
+        )
+
+    @property
+    def checker(self) -> VCenterChecker:
+        return VCenterChecker(
+            self.sessionmaker, self.gateway, self.box, self.clock, self.settings.vcenter_timeout_s
+        )

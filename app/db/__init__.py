@@ -1,0 +1,1 @@
+"""The catalog: SQLAlchemy 2 async on PostgreSQL (production) or SQLite (embedded)."""

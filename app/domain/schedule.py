@@ -1,0 +1,94 @@
+"""Policy schedules: weekly times or a cron expression, in an IANA timezone.
+
+Times are wall-clock times in the policy's timezone, so that "22:00" stays 22:00 across DST
+changes. A time that does not exist on a spring-forward day runs at the first instant after
+the gap; a time that exists twice on a fall-back day runs once, at its first occurrence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class ScheduleError(ValueError):
+    pass
+
+
+def load_timezone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ScheduleError(f"unknown IANA timezone '{name}' (e.g. 'Europe/Berlin', 'UTC')") from exc
+
+
+def parse_hhmm(value: str) -> time:
+    try:
+        hours, minutes = value.split(":")
+        if len(hours) != 2 or len(minutes) != 2:
+            raise ValueError
+        return time(int(hours), int(minutes))
+    except ValueError as exc:
+        raise ScheduleError(f"'{value}' is not a time of day in HH:MM (00:00-23:59)") from exc
+
+
+def validate_cron(expression: str) -> None:
+    try:
+        CronSim(expression, datetime(2026, 1, 1))
+    except CronSimError as exc:
+        raise ScheduleError(f"invalid cron expression '{expression}': {exc}") from exc
+
+
+def localize(day: date, at: time, tz: ZoneInfo) -> datetime:
+    """Wall-clock ``day at`` in ``tz`` as an aware instant, resolving DST gaps forward."""
+    naive = datetime.combine(day, at)
+    candidate = naive.replace(tzinfo=tz, fold=0)
+    round_trip = candidate.astimezone(UTC).astimezone(tz)
+    if round_trip.replace(tzinfo=None) != naive:
+        # Non-existent local time (spring forward): run at the end of the gap.
+        return naive.replace(tzinfo=tz, fold=1).astimezone(UTC).astimezone(tz)
+    return candidate
+
+
+@dataclass(frozen=True)
+class WeeklySchedule:
+    times: tuple[time, ...]
+    days: tuple[str, ...]
+
+    def next_after(self, after: datetime, tz: ZoneInfo) -> datetime:
+        local = after.astimezone(tz)
+        for offset in range(0, 9):
+            day = local.date() + timedelta(days=offset)
+            if WEEKDAYS[day.weekday()] not in self.days:
+                continue
+            for at in sorted(self.times):
+                candidate = localize(day, at, tz)
+                if candidate > after:
+                    return candidate.astimezone(UTC)
+        raise ScheduleError("the schedule has no day to run on")
+
+
+@dataclass(frozen=True)
+class CronSchedule:
+    expression: str
+
+    def next_after(self, after: datetime, tz: ZoneInfo) -> datetime:
+        local = after.astimezone(tz)
+        return next(CronSim(self.expression, local)).astimezone(UTC)
+
+
+def time_in_window(at: time, window_start: time, window_minutes: int) -> bool:
+    """Whether a wall-clock time falls in a window that may wrap past midnight."""
+    start = window_start.hour * 60 + window_start.minute
+    minute = at.hour * 60 + at.minute
+    return (minute - start) % (24 * 60) < window_minutes or window_minutes >= 24 * 60
+
+
+def times_outside_window(times: Sequence[time], window_start: time, window_minutes: int) -> list[time]:
+    return [t for t in times if not time_in_window(t, window_start, window_minutes)]

@@ -1,0 +1,223 @@
+"""All SQL about synced inventory (hosts, datastores, VMs)."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, exists, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.protection import tag_matches
+from app.inventory.models import Datastore, Host, VirtualMachine, vm_datastores
+from app.pagination import PageRequest
+from app.policies.models import Policy
+from app.proxies.models import Proxy, proxy_hosts
+
+
+@dataclass(frozen=True)
+class HostFilter:
+    vcenter_id: uuid.UUID | None = None
+    tenant_id: uuid.UUID | None = None
+    cluster: str | None = None
+    connection_state: str | None = None
+    name_contains: str | None = None
+    has_online_proxy: bool | None = None
+    include_gone: bool = False
+
+
+@dataclass(frozen=True)
+class DatastoreFilter:
+    vcenter_id: uuid.UUID | None = None
+    tenant_id: uuid.UUID | None = None
+    space_status: str | None = None
+    name_contains: str | None = None
+    include_gone: bool = False
+
+
+@dataclass(frozen=True)
+class VmFilter:
+    vcenter_id: uuid.UUID | None = None
+    tenant_id: uuid.UUID | None = None
+    host_id: uuid.UUID | None = None
+    datastore_id: uuid.UUID | None = None
+    power_state: str | None = None
+    protection_status: str | None = None
+    policy_id: uuid.UUID | None = None
+    name_contains: str | None = None
+    folder: str | None = None
+    tag: str | None = None
+    include_gone: bool = False
+
+
+class InventoryRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def _page(self, stmt: Select[Any], order: Sequence[Any], page: PageRequest) -> tuple[list[Any], int]:
+        total = (await self.session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
+        rows = await self.session.execute(stmt.order_by(*order).limit(page.limit).offset(page.offset))
+        return list(rows.scalars()), total
+
+    # hosts
+
+    def _online_proxy_exists(self, online_since: datetime) -> Any:
+        return exists(
+            select(1)
+            .select_from(proxy_hosts.join(Proxy, Proxy.id == proxy_hosts.c.proxy_id))
+            .where(proxy_hosts.c.host_id == Host.id, Proxy.last_heartbeat_at >= online_since)
+        )
+
+    async def list_hosts(
+        self, scope: uuid.UUID | None, f: HostFilter, page: PageRequest, online_since: datetime
+    ) -> tuple[list[Host], int]:
+        stmt = select(Host)
+        for column, value in ((Host.tenant_id, scope), (Host.tenant_id, f.tenant_id),
+                              (Host.vcenter_id, f.vcenter_id), (Host.cluster, f.cluster),
+                              (Host.connection_state, f.connection_state)):
+            if value is not None:
+                stmt = stmt.where(column == value)
+        if f.name_contains:
+            stmt = stmt.where(Host.name.icontains(f.name_contains, autoescape=True))
+        if not f.include_gone:
+            stmt = stmt.where(Host.gone_at.is_(None))
+        if f.has_online_proxy is not None:
+            online = self._online_proxy_exists(online_since)
+            stmt = stmt.where(online if f.has_online_proxy else ~online)
+        return await self._page(stmt, (Host.name, Host.id), page)
+
+    async def get_host(self, host_id: uuid.UUID, scope: uuid.UUID | None) -> Host | None:
+        stmt = select(Host).where(Host.id == host_id)
+        if scope is not None:
+            stmt = stmt.where(Host.tenant_id == scope)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def hosts_by_ids(self, host_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Host]:
+        if not host_ids:
+            return {}
+        rows = await self.session.execute(select(Host).where(Host.id.in_(set(host_ids))))
+        return {h.id: h for h in rows.scalars()}
+
+    async def proxies_for_hosts(self, host_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[Proxy]]:
+        out: dict[uuid.UUID, list[Proxy]] = defaultdict(list)
+        if not host_ids:
+            return out
+        rows = await self.session.execute(
+            select(proxy_hosts.c.host_id, Proxy)
+            .join(Proxy, Proxy.id == proxy_hosts.c.proxy_id)
+            .where(proxy_hosts.c.host_id.in_(set(host_ids)))
+            .order_by(Proxy.name)
+        )
+        for host_id, proxy in rows.tuples():
+            out[host_id].append(proxy)
+        return out
+
+    async def protected_vm_counts(self, host_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
+        if not host_ids:
+            return {}
+        rows = await self.session.execute(
+            select(VirtualMachine.host_id, func.count())
+            .where(
+                VirtualMachine.host_id.in_(set(host_ids)),
+                VirtualMachine.protection_status == "protected",
+                VirtualMachine.gone_at.is_(None),
+            )
+            .group_by(VirtualMachine.host_id)
+        )
+        return {hid: n for hid, n in rows.tuples() if hid is not None}
+
+    # datastores
+
+    async def list_datastores(
+        self, scope: uuid.UUID | None, f: DatastoreFilter, page: PageRequest
+    ) -> tuple[list[Datastore], int]:
+        stmt = select(Datastore)
+        for column, value in ((Datastore.tenant_id, scope), (Datastore.tenant_id, f.tenant_id),
+                              (Datastore.vcenter_id, f.vcenter_id), (Datastore.space_status, f.space_status)):
+            if value is not None:
+                stmt = stmt.where(column == value)
+        if f.name_contains:
+            stmt = stmt.where(Datastore.name.icontains(f.name_contains, autoescape=True))
+        if not f.include_gone:
+            stmt = stmt.where(Datastore.gone_at.is_(None))
+        return await self._page(stmt, (Datastore.name, Datastore.id), page)
+
+    async def get_datastore(self, datastore_id: uuid.UUID, scope: uuid.UUID | None) -> Datastore | None:
+        stmt = select(Datastore).where(Datastore.id == datastore_id)
+        if scope is not None:
+            stmt = stmt.where(Datastore.tenant_id == scope)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def datastores_for_vms(self, vm_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[Datastore]]:
+        out: dict[uuid.UUID, list[Datastore]] = defaultdict(list)
+        if not vm_ids:
+            return out
+        rows = await self.session.execute(
+            select(vm_datastores.c.vm_id, Datastore)
+            .join(Datastore, Datastore.id == vm_datastores.c.datastore_id)
+            .where(vm_datastores.c.vm_id.in_(set(vm_ids)))
+            .order_by(Datastore.name)
+        )
+        for vm_id, datastore in rows.tuples():
+            out[vm_id].append(datastore)
+        return out
+
+    # VMs
+
+    async def list_vms(
+        self, scope: uuid.UUID | None, f: VmFilter, page: PageRequest
+    ) -> tuple[list[VirtualMachine], int]:
+        stmt = select(VirtualMachine)
+        for column, value in (
+            (VirtualMachine.tenant_id, scope),
+            (VirtualMachine.tenant_id, f.tenant_id),
+            (VirtualMachine.vcenter_id, f.vcenter_id),
+            (VirtualMachine.host_id, f.host_id),
+            (VirtualMachine.power_state, f.power_state),
+            (VirtualMachine.protection_status, f.protection_status),
+            (VirtualMachine.protection_policy_id, f.policy_id),
+        ):
+            if value is not None:
+                stmt = stmt.where(column == value)
+        if f.datastore_id is not None:
+            stmt = stmt.where(
+                exists(
+                    select(1).where(
+                        vm_datastores.c.vm_id == VirtualMachine.id,
+                        vm_datastores.c.datastore_id == f.datastore_id,
+                    )
+                )
+            )
+        if f.name_contains:
+            stmt = stmt.where(VirtualMachine.name.icontains(f.name_contains, autoescape=True))
+        if f.folder:
+            prefix = f.folder.rstrip("/")
+            stmt = stmt.where(
+                (VirtualMachine.folder_path == prefix)
+                | VirtualMachine.folder_path.startswith(prefix + "/", autoescape=True)
+            )
+        if not f.include_gone:
+            stmt = stmt.where(VirtualMachine.gone_at.is_(None))
+        if f.tag:
+            # Tags are JSON; filter the candidates in Python to stay dialect-neutral, keeping
+            # exact totals. Tag filters run on one tenant's VMs, which is a bounded set.
+            rows = (await self.session.execute(stmt.order_by(VirtualMachine.name, VirtualMachine.id))).scalars()
+            matching = [vm for vm in rows if tag_matches(f.tag, vm.tags or [])]
+            return matching[page.offset : page.offset + page.limit], len(matching)
+        return await self._page(stmt, (VirtualMachine.name, VirtualMachine.id), page)
+
+    async def get_vm(self, vm_id: uuid.UUID, scope: uuid.UUID | None) -> VirtualMachine | None:
+        stmt = select(VirtualMachine).where(VirtualMachine.id == vm_id)
+        if scope is not None:
+            stmt = stmt.where(VirtualMachine.tenant_id == scope)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def policy_names(self, policy_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+        if not policy_ids:
+            return {}
+        rows = await self.session.execute(select(Policy.id, Policy.name).where(Policy.id.in_(set(policy_ids))))
+        return dict(rows.tuples())

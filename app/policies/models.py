@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db.base import Base, IdMixin, JSONType, TimestampMixin
+
+
+class Policy(IdMixin, TimestampMixin, Base):
+    """A protection policy. Structured parts (schedule, window, retention, selection) are JSON
+    validated by the pydantic schemas, because they are read and written whole."""
+
+    __tablename__ = "policies"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    schedule: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    timezone: Mapped[str] = mapped_column(String(64))
+    backup_window: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    rpo_hours: Mapped[int] = mapped_column(Integer)
+    rto_hours: Mapped[int] = mapped_column(Integer)
+    retention: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    offsite_copy: Mapped[bool] = mapped_column(default=False)
+    application_aware: Mapped[bool] = mapped_column(default=False)
+    retry_count: Mapped[int] = mapped_column(Integer, default=3)
+    selection: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    exclusions: Mapped[dict[str, Any]] = mapped_column(JSONType)

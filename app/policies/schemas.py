@@ -1,0 +1,184 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from app.domain import schedule as sched
+from app.domain.schedule import WEEKDAYS
+from app.schemas import InputModel, OutputModel
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+HHMM = Annotated[str, Field(pattern=r"^\d{2}:\d{2}$", examples=["22:00"])]
+
+
+class WeeklyScheduleSpec(InputModel):
+    """Run at these wall-clock times on these days, in the policy's timezone."""
+
+    type: Literal["weekly"] = "weekly"
+    times: list[HHMM] = Field(min_length=1, max_length=24)
+    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS), min_length=1)
+
+    @field_validator("times")
+    @classmethod
+    def _times_valid(cls, value: list[str]) -> list[str]:
+        for item in value:
+            sched.parse_hhmm(item)
+        return sorted(set(value))
+
+    @field_validator("days")
+    @classmethod
+    def _days_unique(cls, value: list[str]) -> list[str]:
+        return [d for d in WEEKDAYS if d in value]
+
+
+class CronScheduleSpec(InputModel):
+    """Run when a standard five-field cron expression fires, in the policy's timezone."""
+
+    type: Literal["cron"]
+    expression: str = Field(min_length=1, max_length=200, examples=["0 22 * * 1-5"])
+
+    @field_validator("expression")
+    @classmethod
+    def _cron_valid(cls, value: str) -> str:
+        sched.validate_cron(value)
+        return value
+
+
+ScheduleSpec = Annotated[WeeklyScheduleSpec | CronScheduleSpec, Field(discriminator="type")]
+
+
+class BackupWindow(InputModel):
+    """When backups may start: jobs not started by the end of the window are missed."""
+
+    start: HHMM = "22:00"
+    duration_minutes: int = Field(default=480, ge=15, le=1440)
+
+    @field_validator("start")
+    @classmethod
+    def _start_valid(cls, value: str) -> str:
+        sched.parse_hhmm(value)
+        return value
+
+
+class Retention(InputModel):
+    """Restore points kept per VM, grandfather-father-son."""
+
+    daily: int = Field(default=7, ge=0, le=3650)
+    weekly: int = Field(default=4, ge=0, le=520)
+    monthly: int = Field(default=6, ge=0, le=240)
+
+    @model_validator(mode="after")
+    def _keeps_something(self) -> Retention:
+        if self.daily + self.weekly + self.monthly == 0:
+            raise ValueError("retention must keep at least one restore point")
+        return self
+
+
+TagSelector = Annotated[str, Field(min_length=1, max_length=400, examples=["backup:gold", "gold"])]
+FolderPrefix = Annotated[str, Field(min_length=1, max_length=2000, pattern=r"^/", examples=["/DC0/vm/Prod"])]
+
+
+class VmSelection(InputModel):
+    vm_ids: list[uuid.UUID] = Field(default_factory=list, max_length=10000)
+    folders: list[FolderPrefix] = Field(default_factory=list, max_length=500)
+    tags: list[TagSelector] = Field(default_factory=list, max_length=500)
+
+
+def _check_schedule_in_window(schedule: ScheduleSpec | None, window: BackupWindow | None) -> None:
+    if isinstance(schedule, WeeklyScheduleSpec) and window is not None:
+        outside = sched.times_outside_window(
+            [sched.parse_hhmm(t) for t in schedule.times],
+            sched.parse_hhmm(window.start),
+            window.duration_minutes,
+        )
+        if outside:
+            listed = ", ".join(t.strftime("%H:%M") for t in outside)
+            raise ValueError(
+                f"schedule time(s) {listed} fall outside the backup window starting "
+                f"{window.start} for {window.duration_minutes} minutes"
+            )
+
+
+class PolicyFields(InputModel):
+    description: str | None = Field(default=None, max_length=2000)
+    enabled: bool = True
+    timezone: str = Field(default="UTC", max_length=64, examples=["Europe/Berlin"])
+    schedule: ScheduleSpec = Field(default_factory=lambda: WeeklyScheduleSpec(times=["22:00"]))
+    window: BackupWindow = Field(default_factory=BackupWindow)
+    rpo_hours: int = Field(default=24, ge=1, le=24 * 366)
+    rto_hours: int = Field(default=12, ge=1, le=24 * 366)
+    retention: Retention = Field(default_factory=Retention)
+    offsite_copy: bool = False
+    application_aware: bool = Field(default=False, description="Quiesced snapshots (VMware Tools).")
+    retry_count: int = Field(default=3, ge=0, le=20)
+    selection: VmSelection = Field(default_factory=VmSelection)
+    exclusions: VmSelection = Field(default_factory=VmSelection)
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz_valid(cls, value: str) -> str:
+        sched.load_timezone(value)
+        return value
+
+
+class PolicyCreate(PolicyFields):
+    tenant_id: uuid.UUID
+    name: str = Field(min_length=1, max_length=200)
+
+    @model_validator(mode="after")
+    def _schedule_in_window(self) -> PolicyCreate:
+        _check_schedule_in_window(self.schedule, self.window)
+        return self
+
+
+class PolicyUpdate(InputModel):
+    """Only the fields sent are changed."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+    enabled: bool | None = None
+    timezone: str | None = Field(default=None, max_length=64)
+    schedule: ScheduleSpec | None = None
+    window: BackupWindow | None = None
+    rpo_hours: int | None = Field(default=None, ge=1, le=24 * 366)
+    rto_hours: int | None = Field(default=None, ge=1, le=24 * 366)
+    retention: Retention | None = None
+    offsite_copy: bool | None = None
+    application_aware: bool | None = None
+    retry_count: int | None = Field(default=None, ge=0, le=20)
+    selection: VmSelection | None = None
+    exclusions: VmSelection | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz_valid(cls, value: str | None) -> str | None:
+        if value is not None:
+            sched.load_timezone(value)
+        return value
+
+
+class PolicyRead(OutputModel):
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    name: str
+    description: str | None
+    enabled: bool
+    timezone: str
+    schedule: WeeklyScheduleSpec | CronScheduleSpec
+    window: BackupWindow
+    rpo_hours: int
+    rto_hours: int
+    retention: Retention
+    offsite_copy: bool
+    application_aware: bool
+    retry_count: int
+    selection: VmSelection
+    exclusions: VmSelection
+    protected_vm_count: int = 0
+    conflict_vm_count: int = 0
+    next_run_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,1 @@
+"""Background loops of the service: small, idempotent, each with its own interval."""

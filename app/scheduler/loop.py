@@ -1,0 +1,47 @@
+"""The base of every background loop.
+
+A loop runs ``run_once`` every ``interval`` seconds (with jitter, so replicas do not tick in
+lockstep), logs what it did, and survives a failing iteration: one bad vCenter or a database
+blip must not stop the service's housekeeping. Tests call ``run_once`` directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from abc import ABC, abstractmethod
+
+log = logging.getLogger(__name__)
+
+
+class LoopService(ABC):
+    name: str = "loop"
+
+    def __init__(self, interval_s: float, jitter: float = 0.1) -> None:
+        self.interval_s = interval_s
+        self.jitter = jitter
+        self._stopping = asyncio.Event()
+
+    @abstractmethod
+    async def run_once(self) -> None:
+        """One iteration; must be safe to run again at any time (idempotent)."""
+
+    async def run_forever(self) -> None:
+        log.info("%s loop started (every %.0f s)", self.name, self.interval_s)
+        while not self._stopping.is_set():
+            try:
+                await self.run_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s loop iteration failed; retrying next interval", self.name)
+            delay = self.interval_s * (1 + random.uniform(-self.jitter, self.jitter))  # noqa: S311
+            try:
+                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+        log.info("%s loop stopped", self.name)
+
+    def stop(self) -> None:
+        self._stopping.set()

@@ -1,0 +1,61 @@
+"""Service configuration, read once from ``VMR_*`` environment variables.
+
+Every setting has an embedded default so that ``vmrecovery serve`` starts in an empty
+directory with nothing installed: the catalog is then a SQLite file under ``VMR_DATA_DIR``
+and the secret key is generated into the same directory on first start.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VMR_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("./var"), description="Where embedded state lives.")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy async URL of the catalog; unset means SQLite under data_dir.",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Key that encrypts vCenter credentials; generated into data_dir when unset.",
+    )
+    auto_migrate: bool | None = Field(
+        default=None,
+        description="Migrate the catalog on start; defaults to on for SQLite, off for PostgreSQL.",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    log_level: str = "info"
+    inventory_sync_interval_s: float = Field(default=900.0, gt=0)
+    inventory_loop_interval_s: float = Field(default=30.0, gt=0)
+    vcenter_timeout_s: float = Field(default=30.0, gt=0)
+    proxy_stale_after_s: float = Field(default=90.0, gt=0)
+    proxy_offline_after_s: float = Field(default=300.0, gt=0)
+    run_loops: bool = Field(default=True, description="Run the background loops inside serve.")
+
+    @cached_property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.resolved_data_dir / 'catalog.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def should_auto_migrate(self) -> bool:
+        if self.auto_migrate is not None:
+            return self.auto_migrate
+        return self.is_sqlite
