@@ -220,4 +220,4 @@ class InventoryRepository:
         if not policy_ids:
             return {}
         rows = await self.session.execute(select(Policy.id, Policy.name).where(Policy.id.in_(set(policy_ids))))
-        return dict(rows.tuples())
+        return {policy_id: name for policy_id, name in rows.tuples()}

@@ -4,14 +4,21 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from app.domain import schedule as sched
 from app.domain.schedule import WEEKDAYS
 from app.schemas import InputModel, OutputModel
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-HHMM = Annotated[str, Field(pattern=r"^\d{2}:\d{2}$", examples=["22:00"])]
+
+
+def _valid_hhmm(value: str) -> str:
+    sched.parse_hhmm(value)
+    return value
+
+
+HHMM = Annotated[str, Field(pattern=r"^\d{2}:\d{2}$", examples=["22:00"]), AfterValidator(_valid_hhmm)]
 
 
 class WeeklyScheduleSpec(InputModel):
@@ -23,9 +30,7 @@ class WeeklyScheduleSpec(InputModel):
 
     @field_validator("times")
     @classmethod
-    def _times_valid(cls, value: list[str]) -> list[str]:
-        for item in value:
-            sched.parse_hhmm(item)
+    def _times_sorted(cls, value: list[str]) -> list[str]:
         return sorted(set(value))
 
     @field_validator("days")
@@ -55,12 +60,6 @@ class BackupWindow(InputModel):
 
     start: HHMM = "22:00"
     duration_minutes: int = Field(default=480, ge=15, le=1440)
-
-    @field_validator("start")
-    @classmethod
-    def _start_valid(cls, value: str) -> str:
-        sched.parse_hhmm(value)
-        return value
 
 
 class Retention(InputModel):

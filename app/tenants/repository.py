@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import ApiKey
@@ -46,6 +46,10 @@ class TenantRepository:
         await self.session.flush()
 
     async def delete(self, tenant: Tenant) -> None:
+        # Revoked keys are history of a tenant that is going away; they go with it.
+        await self.session.execute(
+            delete(ApiKey).where(ApiKey.tenant_id == tenant.id, ApiKey.revoked_at.is_not(None))
+        )
         await self.session.delete(tenant)
         await self.session.flush()
 
