@@ -25,7 +25,9 @@ def _logging(level: str) -> None:
 
 @cli.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to listen on (VMR_HOST, default 127.0.0.1).")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to listen on (VMR_HOST, default 127.0.0.1).")
+    ] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on (VMR_PORT, default 8080).")] = None,
     no_loops: Annotated[
         bool, typer.Option("--no-loops", help="Do not run background loops (inventory refresh) here.")

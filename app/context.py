@@ -8,8 +8,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.clock import Clock
 from app.crypto import SecretBox
-from app.inventory.service import ProxyLiveness
 from app.inventory.sync import InventorySyncer
+from app.proxies.liveness import ProxyLiveness
 from app.settings import Settings
 from app.vcenters.checks import VCenterChecker
 from app.vcenters.gateway import VCenterGateway
@@ -26,7 +26,9 @@ class AppContext:
 
     @property
     def liveness(self) -> ProxyLiveness:
-        return ProxyLiveness(self.clock, self.settings.proxy_stale_after_s, self.settings.proxy_offline_after_s)
+        return ProxyLiveness(
+            self.clock, self.settings.proxy_stale_after_s, self.settings.proxy_offline_after_s
+        )
 
     @property
     def syncer(self) -> InventorySyncer:

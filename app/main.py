@@ -27,7 +27,9 @@ log = logging.getLogger(__name__)
 API_PREFIX = "/api/v1"
 
 
-def build_context(settings: Settings, clock: Clock | None = None, gateway: VCenterGateway | None = None) -> AppContext:
+def build_context(
+    settings: Settings, clock: Clock | None = None, gateway: VCenterGateway | None = None
+) -> AppContext:
     if gateway is None:
         from app.vadp.gateway import PyVmomiGateway
 

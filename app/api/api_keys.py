@@ -17,18 +17,31 @@ router = APIRouter(prefix="/api-keys", tags=["api-keys"], responses=AUTH_ERRORS)
 
 @router.get("", response_model=Page[ApiKeyRead], summary="List API keys (customers see their tenant's)")
 async def list_keys(
-    ctx: Ctx, session: Session, principal: CurrentPrincipal, page: Pagination,
-    tenant_id: uuid.UUID | None = None, role: Role | None = None,
+    ctx: Ctx,
+    session: Session,
+    principal: CurrentPrincipal,
+    page: Pagination,
+    tenant_id: uuid.UUID | None = None,
+    role: Role | None = None,
     include_revoked: Annotated[bool, Query()] = False,
 ) -> Page[ApiKeyRead]:
-    items, total = await ApiKeyService(session, ctx.clock).list(principal, page, tenant_id, role, include_revoked)
-    return Page(items=[ApiKeyRead.model_validate(k) for k in items], total=total,
-                limit=page.limit, offset=page.offset)
+    items, total = await ApiKeyService(session, ctx.clock).list_page(
+        principal, page, tenant_id, role, include_revoked
+    )
+    return Page(
+        items=[ApiKeyRead.model_validate(k) for k in items], total=total, limit=page.limit, offset=page.offset
+    )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=ApiKeyCreated,
-             summary="Create an API key (operators); the secret is shown once")
-async def create_key(ctx: Ctx, session: Session, principal: CurrentPrincipal, body: ApiKeyCreate) -> ApiKeyCreated:
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ApiKeyCreated,
+    summary="Create an API key (operators); the secret is shown once",
+)
+async def create_key(
+    ctx: Ctx, session: Session, principal: CurrentPrincipal, body: ApiKeyCreate
+) -> ApiKeyCreated:
     key, secret = await ApiKeyService(session, ctx.clock).create(principal, body)
     return ApiKeyCreated.model_validate({**ApiKeyRead.model_validate(key).model_dump(), "key": secret})
 
@@ -38,13 +51,25 @@ async def get_key(ctx: Ctx, session: Session, principal: CurrentPrincipal, key_i
     return ApiKeyRead.model_validate(await ApiKeyService(session, ctx.clock).get(principal, key_id))
 
 
-@router.post("/{key_id}/revoke", response_model=ApiKeyRead, responses={**NOT_FOUND, **CONFLICT},
-             summary="Revoke an API key (operators)")
-async def revoke_key(ctx: Ctx, session: Session, principal: CurrentPrincipal, key_id: uuid.UUID) -> ApiKeyRead:
+@router.post(
+    "/{key_id}/revoke",
+    response_model=ApiKeyRead,
+    responses={**NOT_FOUND, **CONFLICT},
+    summary="Revoke an API key (operators)",
+)
+async def revoke_key(
+    ctx: Ctx, session: Session, principal: CurrentPrincipal, key_id: uuid.UUID
+) -> ApiKeyRead:
     return ApiKeyRead.model_validate(await ApiKeyService(session, ctx.clock).revoke(principal, key_id))
 
 
-@router.delete("/{key_id}", response_model=ApiKeyRead, responses={**NOT_FOUND, **CONFLICT},
-               summary="Revoke an API key (same as POST .../revoke)")
-async def delete_key(ctx: Ctx, session: Session, principal: CurrentPrincipal, key_id: uuid.UUID) -> ApiKeyRead:
+@router.delete(
+    "/{key_id}",
+    response_model=ApiKeyRead,
+    responses={**NOT_FOUND, **CONFLICT},
+    summary="Revoke an API key (same as POST .../revoke)",
+)
+async def delete_key(
+    ctx: Ctx, session: Session, principal: CurrentPrincipal, key_id: uuid.UUID
+) -> ApiKeyRead:
     return ApiKeyRead.model_validate(await ApiKeyService(session, ctx.clock).revoke(principal, key_id))

@@ -35,8 +35,10 @@ async def readyz(ctx: Ctx) -> JSONResponse:
             checks["migrations"] = "ok"
         else:
             ready = False
-            checks["migrations"] = f"schema at {current or 'nothing'}, code needs {head}; run 'vmrecovery migrate'"
-    except Exception as exc:  # noqa: BLE001 - any failure means "not ready", with the reason
+            checks["migrations"] = (
+                f"schema at {current or 'nothing'}, code needs {head}; run 'vmrecovery migrate'"
+            )
+    except Exception as exc:
         ready = False
         checks["catalog"] = f"unreachable: {type(exc).__name__}: {exc}"
     status = "ready" if ready else "not ready"

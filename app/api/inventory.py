@@ -22,13 +22,27 @@ GoneQuery = Annotated[bool, Query(description="Include objects that disappeared 
 
 @router.get("/hosts", response_model=Page[HostRead], summary="ESXi hosts, with the proxies serving them")
 async def list_hosts(
-    ctx: Ctx, session: Session, principal: CurrentPrincipal, page: Pagination,
-    vcenter_id: uuid.UUID | None = None, tenant_id: uuid.UUID | None = None,
-    cluster: str | None = None, connection_state: str | None = None,
-    has_online_proxy: bool | None = None, q: NameQuery = None, include_gone: GoneQuery = False,
+    ctx: Ctx,
+    session: Session,
+    principal: CurrentPrincipal,
+    page: Pagination,
+    vcenter_id: uuid.UUID | None = None,
+    tenant_id: uuid.UUID | None = None,
+    cluster: str | None = None,
+    connection_state: str | None = None,
+    has_online_proxy: bool | None = None,
+    q: NameQuery = None,
+    include_gone: GoneQuery = False,
 ) -> Page[HostRead]:
-    f = HostFilter(vcenter_id=vcenter_id, tenant_id=tenant_id, cluster=cluster, connection_state=connection_state,
-                   name_contains=q, has_online_proxy=has_online_proxy, include_gone=include_gone)
+    f = HostFilter(
+        vcenter_id=vcenter_id,
+        tenant_id=tenant_id,
+        cluster=cluster,
+        connection_state=connection_state,
+        name_contains=q,
+        has_online_proxy=has_online_proxy,
+        include_gone=include_gone,
+    )
     items, total = await InventoryService(session, ctx.liveness).list_hosts(principal, f, page)
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
@@ -38,15 +52,27 @@ async def get_host(ctx: Ctx, session: Session, principal: CurrentPrincipal, host
     return await InventoryService(session, ctx.liveness).get_host(principal, host_id)
 
 
-@router.get("/datastores", response_model=Page[DatastoreRead], summary="Datastores with their free-space status")
+@router.get(
+    "/datastores", response_model=Page[DatastoreRead], summary="Datastores with their free-space status"
+)
 async def list_datastores(
-    ctx: Ctx, session: Session, principal: CurrentPrincipal, page: Pagination,
-    vcenter_id: uuid.UUID | None = None, tenant_id: uuid.UUID | None = None,
-    space_status: SpaceStatus | None = None, q: NameQuery = None, include_gone: GoneQuery = False,
+    ctx: Ctx,
+    session: Session,
+    principal: CurrentPrincipal,
+    page: Pagination,
+    vcenter_id: uuid.UUID | None = None,
+    tenant_id: uuid.UUID | None = None,
+    space_status: SpaceStatus | None = None,
+    q: NameQuery = None,
+    include_gone: GoneQuery = False,
 ) -> Page[DatastoreRead]:
-    f = DatastoreFilter(vcenter_id=vcenter_id, tenant_id=tenant_id,
-                        space_status=space_status.value if space_status else None,
-                        name_contains=q, include_gone=include_gone)
+    f = DatastoreFilter(
+        vcenter_id=vcenter_id,
+        tenant_id=tenant_id,
+        space_status=space_status.value if space_status else None,
+        name_contains=q,
+        include_gone=include_gone,
+    )
     items, total = await InventoryService(session, ctx.liveness).list_datastores(principal, f, page)
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
@@ -60,19 +86,35 @@ async def get_datastore(
 
 @router.get("/vms", response_model=Page[VmRead], summary="Virtual machines and their protection status")
 async def list_vms(
-    ctx: Ctx, session: Session, principal: CurrentPrincipal, page: Pagination,
-    vcenter_id: uuid.UUID | None = None, tenant_id: uuid.UUID | None = None,
-    host_id: uuid.UUID | None = None, datastore_id: uuid.UUID | None = None,
-    power_state: str | None = None, protection_status: ProtectionStatus | None = None,
-    policy_id: uuid.UUID | None = None, q: NameQuery = None,
+    ctx: Ctx,
+    session: Session,
+    principal: CurrentPrincipal,
+    page: Pagination,
+    vcenter_id: uuid.UUID | None = None,
+    tenant_id: uuid.UUID | None = None,
+    host_id: uuid.UUID | None = None,
+    datastore_id: uuid.UUID | None = None,
+    power_state: str | None = None,
+    protection_status: ProtectionStatus | None = None,
+    policy_id: uuid.UUID | None = None,
+    q: NameQuery = None,
     folder: Annotated[str | None, Query(max_length=2000, description="Folder path prefix")] = None,
     tag: Annotated[str | None, Query(max_length=400, description="'category:tag' or 'tag'")] = None,
     include_gone: GoneQuery = False,
 ) -> Page[VmRead]:
-    f = VmFilter(vcenter_id=vcenter_id, tenant_id=tenant_id, host_id=host_id, datastore_id=datastore_id,
-                 power_state=power_state,
-                 protection_status=protection_status.value if protection_status else None,
-                 policy_id=policy_id, name_contains=q, folder=folder, tag=tag, include_gone=include_gone)
+    f = VmFilter(
+        vcenter_id=vcenter_id,
+        tenant_id=tenant_id,
+        host_id=host_id,
+        datastore_id=datastore_id,
+        power_state=power_state,
+        protection_status=protection_status.value if protection_status else None,
+        policy_id=policy_id,
+        name_contains=q,
+        folder=folder,
+        tag=tag,
+        include_gone=include_gone,
+    )
     items, total = await InventoryService(session, ctx.liveness).list_vms(principal, f, page)
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 

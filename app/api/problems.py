@@ -84,7 +84,10 @@ async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:
     # Reached when two requests race past the service's own checks (e.g. the same name).
     log.info("integrity conflict on %s %s: %s", request.method, request.url.path, exc)
     return problem(
-        request, 409, "conflict", "Conflict",
+        request,
+        409,
+        "conflict",
+        "Conflict",
         "The change conflicts with an existing object (a unique name or a reference); reload and retry.",
     )
 
@@ -93,7 +96,10 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     incident = uuid.uuid4().hex[:12]
     log.exception("unhandled error on %s %s (incident %s)", request.method, request.url.path, incident)
     return problem(
-        request, 500, "internal-error", "Internal error",
+        request,
+        500,
+        "internal-error",
+        "Internal error",
         f"The server failed to handle this request; report incident {incident} to the operator.",
         incident=incident,
     )

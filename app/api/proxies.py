@@ -16,17 +16,25 @@ router = APIRouter(prefix="/proxies", tags=["proxies"], responses=AUTH_ERRORS)
 
 @router.get("", response_model=Page[ProxyRead], summary="List proxies (operators)")
 async def list_proxies(
-    ctx: Ctx, session: Session, principal: CurrentPrincipal, page: Pagination,
+    ctx: Ctx,
+    session: Session,
+    principal: CurrentPrincipal,
+    page: Pagination,
     host_id: uuid.UUID | None = None,
     q: Annotated[str | None, Query(max_length=200, description="Name contains")] = None,
 ) -> Page[ProxyRead]:
     service = ProxyService(session, ctx.clock, ctx.liveness)
-    items, total = await service.list(principal, page, host_id, q)
+    items, total = await service.list_page(principal, page, host_id, q)
     return Page(items=await service.to_read(items), total=total, limit=page.limit, offset=page.offset)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=ProxyCreated, responses=CONFLICT,
-             summary="Register a proxy for hosts (operators); its token is shown once")
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ProxyCreated,
+    responses=CONFLICT,
+    summary="Register a proxy for hosts (operators); its token is shown once",
+)
 async def register_proxy(
     ctx: Ctx, session: Session, principal: CurrentPrincipal, body: ProxyCreate
 ) -> ProxyCreated:
@@ -37,7 +45,9 @@ async def register_proxy(
 
 
 @router.get("/{proxy_id}", response_model=ProxyRead, responses=NOT_FOUND)
-async def get_proxy(ctx: Ctx, session: Session, principal: CurrentPrincipal, proxy_id: uuid.UUID) -> ProxyRead:
+async def get_proxy(
+    ctx: Ctx, session: Session, principal: CurrentPrincipal, proxy_id: uuid.UUID
+) -> ProxyRead:
     service = ProxyService(session, ctx.clock, ctx.liveness)
     return (await service.to_read([await service.get(principal, proxy_id)]))[0]
 
@@ -50,8 +60,12 @@ async def update_proxy(
     return (await service.to_read([await service.update(principal, proxy_id, body)]))[0]
 
 
-@router.post("/{proxy_id}/token", response_model=ProxyCreated, responses=NOT_FOUND,
-             summary="Issue a new token; the old one stops working at once")
+@router.post(
+    "/{proxy_id}/token",
+    response_model=ProxyCreated,
+    responses=NOT_FOUND,
+    summary="Issue a new token; the old one stops working at once",
+)
 async def rotate_proxy_token(
     ctx: Ctx, session: Session, principal: CurrentPrincipal, proxy_id: uuid.UUID
 ) -> ProxyCreated:

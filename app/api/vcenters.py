@@ -16,27 +16,46 @@ router = APIRouter(prefix="/vcenters", tags=["vcenters"], responses=AUTH_ERRORS)
 
 @router.get("", response_model=Page[VCenterRead])
 async def list_vcenters(
-    ctx: Ctx, session: Session, principal: CurrentPrincipal, page: Pagination,
-    tenant_id: uuid.UUID | None = None, connection_status: str | None = None,
+    ctx: Ctx,
+    session: Session,
+    principal: CurrentPrincipal,
+    page: Pagination,
+    tenant_id: uuid.UUID | None = None,
+    connection_status: str | None = None,
 ) -> Page[VCenterRead]:
-    items, total = await VCenterService(session, ctx.clock, ctx.box).list(
+    items, total = await VCenterService(session, ctx.clock, ctx.box).list_page(
         principal, page, tenant_id, connection_status
     )
-    return Page(items=[VCenterRead.model_validate(v) for v in items], total=total,
-                limit=page.limit, offset=page.offset)
+    return Page(
+        items=[VCenterRead.model_validate(v) for v in items],
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+    )
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=VCenterRead, responses=CONFLICT,
-             summary="Register a vCenter (operators); credentials are stored encrypted, never returned")
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=VCenterRead,
+    responses=CONFLICT,
+    summary="Register a vCenter (operators); credentials are stored encrypted, never returned",
+)
 async def register_vcenter(
     ctx: Ctx, session: Session, principal: CurrentPrincipal, body: VCenterCreate
 ) -> VCenterRead:
-    return VCenterRead.model_validate(await VCenterService(session, ctx.clock, ctx.box).register(principal, body))
+    return VCenterRead.model_validate(
+        await VCenterService(session, ctx.clock, ctx.box).register(principal, body)
+    )
 
 
 @router.get("/{vcenter_id}", response_model=VCenterRead, responses=NOT_FOUND)
-async def get_vcenter(ctx: Ctx, session: Session, principal: CurrentPrincipal, vcenter_id: uuid.UUID) -> VCenterRead:
-    return VCenterRead.model_validate(await VCenterService(session, ctx.clock, ctx.box).get(principal, vcenter_id))
+async def get_vcenter(
+    ctx: Ctx, session: Session, principal: CurrentPrincipal, vcenter_id: uuid.UUID
+) -> VCenterRead:
+    return VCenterRead.model_validate(
+        await VCenterService(session, ctx.clock, ctx.box).get(principal, vcenter_id)
+    )
 
 
 @router.patch("/{vcenter_id}", response_model=VCenterRead, responses={**NOT_FOUND, **CONFLICT})
@@ -48,14 +67,24 @@ async def update_vcenter(
     )
 
 
-@router.delete("/{vcenter_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND,
-               summary="Unregister a vCenter and forget its inventory (operators)")
-async def delete_vcenter(ctx: Ctx, session: Session, principal: CurrentPrincipal, vcenter_id: uuid.UUID) -> None:
+@router.delete(
+    "/{vcenter_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=NOT_FOUND,
+    summary="Unregister a vCenter and forget its inventory (operators)",
+)
+async def delete_vcenter(
+    ctx: Ctx, session: Session, principal: CurrentPrincipal, vcenter_id: uuid.UUID
+) -> None:
     await VCenterService(session, ctx.clock, ctx.box).delete(principal, vcenter_id)
 
 
-@router.post("/{vcenter_id}/test", response_model=VCenterTestResult, responses=NOT_FOUND,
-             summary="Check that the vCenter answers and accepts the credentials")
+@router.post(
+    "/{vcenter_id}/test",
+    response_model=VCenterTestResult,
+    responses=NOT_FOUND,
+    summary="Check that the vCenter answers and accepts the credentials",
+)
 async def test_vcenter(
     ctx: Ctx, session: Session, principal: CurrentPrincipal, vcenter_id: uuid.UUID
 ) -> VCenterTestResult:
@@ -65,8 +94,12 @@ async def test_vcenter(
     return await ctx.checker.check(vcenter_id)
 
 
-@router.post("/{vcenter_id}/sync", response_model=SyncReport, responses={**NOT_FOUND, **CONFLICT, **UPSTREAM},
-             summary="Refresh the inventory from vCenter now")
+@router.post(
+    "/{vcenter_id}/sync",
+    response_model=SyncReport,
+    responses={**NOT_FOUND, **CONFLICT, **UPSTREAM},
+    summary="Refresh the inventory from vCenter now",
+)
 async def sync_vcenter(
     ctx: Ctx, session: Session, principal: CurrentPrincipal, vcenter_id: uuid.UUID
 ) -> SyncReport:

@@ -26,7 +26,7 @@ class ApiKeyRepository:
             stmt = stmt.where(ApiKey.tenant_id == scope)
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
-    async def list(
+    async def list_page(
         self,
         scope: uuid.UUID | None,
         page: PageRequest,

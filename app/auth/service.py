@@ -67,7 +67,7 @@ class ApiKeyService:
             raise NotFound(f"API key {key_id} does not exist.")
         return key
 
-    async def list(
+    async def list_page(
         self,
         principal: Principal,
         page: PageRequest,
@@ -75,7 +75,7 @@ class ApiKeyService:
         role: Role | None = None,
         include_revoked: bool = False,
     ) -> tuple[list[ApiKey], int]:
-        return await self.repo.list(
+        return await self.repo.list_page(
             principal.tenant_scope, page, tenant_id, role.value if role else None, include_revoked
         )
 

@@ -13,8 +13,8 @@ import secrets
 from dataclasses import dataclass
 
 API_KEY_PREFIX = "vmr"
-PROXY_TOKEN_PREFIX = "vmrp"
-GUEST_TOKEN_PREFIX = "vmrg"
+PROXY_TOKEN_PREFIX = "vmrp"  # noqa: S105 - a prefix, not a secret
+GUEST_TOKEN_PREFIX = "vmrg"  # noqa: S105 - a prefix, not a secret
 
 
 @dataclass(frozen=True)

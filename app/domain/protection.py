@@ -110,9 +110,7 @@ def resolve(vm: VmFacts, policies: Sequence[PolicyRule]) -> Protection:
         return Protection(ProtectionStatus.PROTECTED, policy.policy_id, f"policy '{policy.name}': {why}")
     if excluded:
         policy, why = excluded[0]
-        return Protection(
-            ProtectionStatus.EXCLUDED, None, f"excluded by policy '{policy.name}' ({why})"
-        )
+        return Protection(ProtectionStatus.EXCLUDED, None, f"excluded by policy '{policy.name}' ({why})")
     if disabled:
         return Protection(
             ProtectionStatus.UNPROTECTED, None, f"selected only by disabled policy '{disabled[0].name}'"

@@ -92,14 +92,22 @@ async def apply_snapshot(
 
     def host_values(h: HostInfo) -> dict[str, Any]:
         return {
-            "moid": h.moid, "name": h.name, "cluster": h.cluster, "datacenter": h.datacenter,
-            "connection_state": h.connection_state, "power_state": h.power_state,
+            "moid": h.moid,
+            "name": h.name,
+            "cluster": h.cluster,
+            "datacenter": h.datacenter,
+            "connection_state": h.connection_state,
+            "power_state": h.power_state,
             "in_maintenance_mode": h.in_maintenance_mode,
         }
 
     host_counts, hosts = _reconcile(
-        session, hosts_existing, ((h.moid, h) for h in snapshot.hosts),
-        lambda: Host(id=uuid.uuid4(), vcenter_id=vc_id, tenant_id=tenant_id), host_values, now,
+        session,
+        hosts_existing,
+        ((h.moid, h) for h in snapshot.hosts),
+        lambda: Host(id=uuid.uuid4(), vcenter_id=vc_id, tenant_id=tenant_id),
+        host_values,
+        now,
     )
 
     ds_existing = {
@@ -109,16 +117,25 @@ async def apply_snapshot(
 
     def ds_values(d: DatastoreInfo) -> dict[str, Any]:
         return {
-            "moid": d.moid, "name": d.name, "datacenter": d.datacenter, "type": d.type, "url": d.url,
-            "capacity_bytes": d.capacity_bytes, "free_bytes": d.free_bytes,
+            "moid": d.moid,
+            "name": d.name,
+            "datacenter": d.datacenter,
+            "type": d.type,
+            "url": d.url,
+            "capacity_bytes": d.capacity_bytes,
+            "free_bytes": d.free_bytes,
             "free_percent": free_percent(d.capacity_bytes, d.free_bytes),
             "space_status": space_status(d.capacity_bytes, d.free_bytes).value,
             "accessible": d.accessible,
         }
 
     ds_counts, datastores = _reconcile(
-        session, ds_existing, ((d.moid, d) for d in snapshot.datastores),
-        lambda: Datastore(id=uuid.uuid4(), vcenter_id=vc_id, tenant_id=tenant_id), ds_values, now,
+        session,
+        ds_existing,
+        ((d.moid, d) for d in snapshot.datastores),
+        lambda: Datastore(id=uuid.uuid4(), vcenter_id=vc_id, tenant_id=tenant_id),
+        ds_values,
+        now,
     )
     await session.flush()
 
@@ -132,15 +149,27 @@ async def apply_snapshot(
     def vm_values(v: VmInfo) -> dict[str, Any]:
         host = hosts.get(v.host_moid) if v.host_moid else None
         return {
-            "moid": v.moid, "name": v.name, "instance_uuid": _vm_key(v), "bios_uuid": v.bios_uuid,
-            "power_state": v.power_state, "host_id": host.id if host else None, "guest_os": v.guest_os,
-            "folder_path": v.folder_path, "tags": list(v.tags), "disks": [asdict(d) for d in v.disks],
-            "tools_running": v.tools_running, "is_template": v.is_template,
+            "moid": v.moid,
+            "name": v.name,
+            "instance_uuid": _vm_key(v),
+            "bios_uuid": v.bios_uuid,
+            "power_state": v.power_state,
+            "host_id": host.id if host else None,
+            "guest_os": v.guest_os,
+            "folder_path": v.folder_path,
+            "tags": list(v.tags),
+            "disks": [asdict(d) for d in v.disks],
+            "tools_running": v.tools_running,
+            "is_template": v.is_template,
         }
 
     vm_counts, vms = _reconcile(
-        session, vms_existing, ((_vm_key(v), v) for v in snapshot.vms),
-        lambda: VirtualMachine(id=uuid.uuid4(), vcenter_id=vc_id, tenant_id=tenant_id), vm_values, now,
+        session,
+        vms_existing,
+        ((_vm_key(v), v) for v in snapshot.vms),
+        lambda: VirtualMachine(id=uuid.uuid4(), vcenter_id=vc_id, tenant_id=tenant_id),
+        vm_values,
+        now,
     )
     await session.flush()
 

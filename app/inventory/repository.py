@@ -58,7 +58,9 @@ class InventoryRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def _page(self, stmt: Select[Any], order: Sequence[Any], page: PageRequest) -> tuple[list[Any], int]:
+    async def _page(
+        self, stmt: Select[Any], order: Sequence[Any], page: PageRequest
+    ) -> tuple[list[Any], int]:
         total = (await self.session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
         rows = await self.session.execute(stmt.order_by(*order).limit(page.limit).offset(page.offset))
         return list(rows.scalars()), total
@@ -76,9 +78,13 @@ class InventoryRepository:
         self, scope: uuid.UUID | None, f: HostFilter, page: PageRequest, online_since: datetime
     ) -> tuple[list[Host], int]:
         stmt = select(Host)
-        for column, value in ((Host.tenant_id, scope), (Host.tenant_id, f.tenant_id),
-                              (Host.vcenter_id, f.vcenter_id), (Host.cluster, f.cluster),
-                              (Host.connection_state, f.connection_state)):
+        for column, value in (
+            (Host.tenant_id, scope),
+            (Host.tenant_id, f.tenant_id),
+            (Host.vcenter_id, f.vcenter_id),
+            (Host.cluster, f.cluster),
+            (Host.connection_state, f.connection_state),
+        ):
             if value is not None:
                 stmt = stmt.where(column == value)
         if f.name_contains:
@@ -136,8 +142,12 @@ class InventoryRepository:
         self, scope: uuid.UUID | None, f: DatastoreFilter, page: PageRequest
     ) -> tuple[list[Datastore], int]:
         stmt = select(Datastore)
-        for column, value in ((Datastore.tenant_id, scope), (Datastore.tenant_id, f.tenant_id),
-                              (Datastore.vcenter_id, f.vcenter_id), (Datastore.space_status, f.space_status)):
+        for column, value in (
+            (Datastore.tenant_id, scope),
+            (Datastore.tenant_id, f.tenant_id),
+            (Datastore.vcenter_id, f.vcenter_id),
+            (Datastore.space_status, f.space_status),
+        ):
             if value is not None:
                 stmt = stmt.where(column == value)
         if f.name_contains:
@@ -205,7 +215,9 @@ class InventoryRepository:
         if f.tag:
             # Tags are JSON; filter the candidates in Python to stay dialect-neutral, keeping
             # exact totals. Tag filters run on one tenant's VMs, which is a bounded set.
-            rows = (await self.session.execute(stmt.order_by(VirtualMachine.name, VirtualMachine.id))).scalars()
+            rows = (
+                await self.session.execute(stmt.order_by(VirtualMachine.name, VirtualMachine.id))
+            ).scalars()
             matching = [vm for vm in rows if tag_matches(f.tag, vm.tags or [])]
             return matching[page.offset : page.offset + page.limit], len(matching)
         return await self._page(stmt, (VirtualMachine.name, VirtualMachine.id), page)
@@ -219,5 +231,7 @@ class InventoryRepository:
     async def policy_names(self, policy_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
         if not policy_ids:
             return {}
-        rows = await self.session.execute(select(Policy.id, Policy.name).where(Policy.id.in_(set(policy_ids))))
+        rows = await self.session.execute(
+            select(Policy.id, Policy.name).where(Policy.id.in_(set(policy_ids)))
+        )
         return {policy_id: name for policy_id, name in rows.tuples()}

@@ -29,7 +29,9 @@ class HostRead(OutputModel):
     last_seen_at: datetime
     gone_at: datetime | None
     proxies: list[ProxyRef] = Field(description="Proxies registered for this host.")
-    proxy_status: str = Field(description="online, stale or offline: the best of its proxies; 'none' if none.")
+    proxy_status: str = Field(
+        description="online, stale or offline: the best of its proxies; 'none' if none."
+    )
     protected_vm_count: int
     needs_proxy: bool = Field(description="Protected VMs run here and no proxy for it is online.")
 

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principal import Principal
-from app.clock import Clock
-from app.domain.proxy_status import ProxyStatus, proxy_status
+from app.domain.proxy_status import ProxyStatus
 from app.domain.space import SpaceStatus
 from app.errors import NotFound
 from app.inventory.models import Datastore, Host, VirtualMachine
@@ -25,30 +23,7 @@ from app.inventory.schemas import (
     VmRead,
 )
 from app.pagination import PageRequest
-from app.proxies.models import Proxy
-
-_STATUS_RANK = {ProxyStatus.ONLINE: 0, ProxyStatus.STALE: 1, ProxyStatus.OFFLINE: 2}
-
-
-class ProxyLiveness:
-    """Turns heartbeat times into statuses with the configured thresholds."""
-
-    def __init__(self, clock: Clock, stale_after_s: float, offline_after_s: float) -> None:
-        self.clock = clock
-        self.stale_after = timedelta(seconds=stale_after_s)
-        self.offline_after = timedelta(seconds=offline_after_s)
-
-    def status(self, proxy: Proxy) -> ProxyStatus:
-        return proxy_status(proxy.last_heartbeat_at, self.clock.now(), self.stale_after, self.offline_after)
-
-    def best(self, proxies: list[Proxy]) -> str:
-        if not proxies:
-            return "none"
-        return min((self.status(p) for p in proxies), key=_STATUS_RANK.__getitem__).value
-
-    @property
-    def online_since(self) -> datetime:
-        return self.clock.now() - self.stale_after
+from app.proxies.liveness import ProxyLiveness
 
 
 class InventoryService:
@@ -104,7 +79,9 @@ class InventoryService:
             raise NotFound(f"Datastore {datastore_id} does not exist.")
         return DatastoreRead.model_validate(datastore)
 
-    async def list_vms(self, principal: Principal, f: VmFilter, page: PageRequest) -> tuple[list[VmRead], int]:
+    async def list_vms(
+        self, principal: Principal, f: VmFilter, page: PageRequest
+    ) -> tuple[list[VmRead], int]:
         vms, total = await self.repo.list_vms(principal.tenant_scope, f, page)
         return await self._vm_reads(vms), total
 
@@ -133,8 +110,9 @@ class InventoryService:
                         **_columns(vm),
                         "host": HostRef(id=host.id, name=host.name) if host else None,
                         "datastores": [
-                            DatastoreRef(id=d.id, name=d.name, free_percent=d.free_percent,
-                                         space_status=d.space_status)
+                            DatastoreRef(
+                                id=d.id, name=d.name, free_percent=d.free_percent, space_status=d.space_status
+                            )
                             for d in vm_datastores
                         ],
                         "disks": [DiskRead.model_validate(d) for d in vm.disks or []],
@@ -156,7 +134,9 @@ class InventoryService:
         return reads
 
 
-def vm_warnings(vm: VirtualMachine, host: Host | None, proxy_state: str, datastores: list[Datastore]) -> list[str]:
+def vm_warnings(
+    vm: VirtualMachine, host: Host | None, proxy_state: str, datastores: list[Datastore]
+) -> list[str]:
     """What stands between this VM and a successful backup, in words a user can act on."""
     warnings: list[str] = []
     if vm.gone_at is not None:

@@ -88,7 +88,12 @@ class InventorySyncer:
             vcenter.sync_claimed_until = None
         log.info(
             "synced vCenter %s: %d hosts, %d datastores, %d VMs (%d new, %d gone)",
-            name, hosts.total, datastores.total, vms.total, vms.added, vms.gone,
+            name,
+            hosts.total,
+            datastores.total,
+            vms.total,
+            vms.added,
+            vms.gone,
         )
         return SyncReport(
             vcenter_id=vcenter_id,

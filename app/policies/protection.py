@@ -40,7 +40,9 @@ def policy_rule(policy: Policy) -> PolicyRule:
 async def recompute_protection(session: AsyncSession, tenant_id: uuid.UUID) -> int:
     """Apply the protection rules to every VM of the tenant; returns how many changed."""
     rules = [policy_rule(p) for p in await PolicyRepository(session).for_tenant(tenant_id)]
-    vms = (await session.execute(select(VirtualMachine).where(VirtualMachine.tenant_id == tenant_id))).scalars()
+    vms = (
+        await session.execute(select(VirtualMachine).where(VirtualMachine.tenant_id == tenant_id))
+    ).scalars()
     changed = 0
     for vm in vms:
         result = resolve(

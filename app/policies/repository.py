@@ -26,7 +26,7 @@ class PolicyRepository:
         stmt = select(Policy).where(Policy.tenant_id == tenant_id, Policy.name == name)
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
-    async def list(
+    async def list_page(
         self,
         scope: uuid.UUID | None,
         page: PageRequest,
@@ -67,7 +67,9 @@ class PolicyRepository:
         if not vm_ids:
             return set()
         rows = await self.session.execute(
-            select(VirtualMachine.id).where(VirtualMachine.tenant_id == tenant_id, VirtualMachine.id.in_(vm_ids))
+            select(VirtualMachine.id).where(
+                VirtualMachine.tenant_id == tenant_id, VirtualMachine.id.in_(vm_ids)
+            )
         )
         return set(rows.scalars())
 

@@ -11,6 +11,7 @@ from app.domain.schedule import WEEKDAYS
 from app.schemas import InputModel, OutputModel
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+ALL_DAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 def _valid_hhmm(value: str) -> str:
@@ -26,7 +27,7 @@ class WeeklyScheduleSpec(InputModel):
 
     type: Literal["weekly"] = "weekly"
     times: list[HHMM] = Field(min_length=1, max_length=24)
-    days: list[Weekday] = Field(default_factory=lambda: list(WEEKDAYS), min_length=1)
+    days: list[Weekday] = Field(default_factory=lambda: list(ALL_DAYS), min_length=1)
 
     @field_validator("times")
     @classmethod

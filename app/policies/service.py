@@ -30,7 +30,7 @@ from app.policies.schemas import (
 )
 from app.tenants.repository import TenantRepository
 
-_schedule_adapter: TypeAdapter[ScheduleSpec] = TypeAdapter(ScheduleSpec)  # type: ignore[arg-type]
+_schedule_adapter: TypeAdapter[ScheduleSpec] = TypeAdapter(ScheduleSpec)
 
 
 def next_run_at(policy: Policy, after: datetime) -> datetime | None:
@@ -58,7 +58,7 @@ class PolicyService:
             raise NotFound(f"Policy {policy_id} does not exist.")
         return policy
 
-    async def list(
+    async def list_page(
         self,
         principal: Principal,
         page: PageRequest,
@@ -66,7 +66,7 @@ class PolicyService:
         enabled: bool | None = None,
         name_contains: str | None = None,
     ) -> tuple[list[Policy], int]:
-        return await self.repo.list(principal.tenant_scope, page, tenant_id, enabled, name_contains)
+        return await self.repo.list_page(principal.tenant_scope, page, tenant_id, enabled, name_contains)
 
     async def create(self, principal: Principal, data: PolicyCreate) -> Policy:
         principal.require_operator("create policies")
@@ -94,12 +94,25 @@ class PolicyService:
         changes = data.model_dump(mode="json", exclude_unset=True)
         if changes.get("name") is None:
             changes.pop("name", None)
-        for required in ("enabled", "timezone", "schedule", "window", "rpo_hours", "rto_hours",
-                         "retention", "offsite_copy", "application_aware", "retry_count",
-                         "selection", "exclusions"):
+        for required in (
+            "enabled",
+            "timezone",
+            "schedule",
+            "window",
+            "rpo_hours",
+            "rto_hours",
+            "retention",
+            "offsite_copy",
+            "application_aware",
+            "retry_count",
+            "selection",
+            "exclusions",
+        ):
             if required in changes and changes[required] is None:
-                raise InvalidInput(f"'{required}' cannot be null; omit it to keep the current value.",
-                                   field=["body", required])
+                raise InvalidInput(
+                    f"'{required}' cannot be null; omit it to keep the current value.",
+                    field=["body", required],
+                )
         if "name" in changes and changes["name"] != policy.name:
             await self._ensure_name_free(policy.tenant_id, changes["name"])
         if data.selection is not None:

@@ -28,7 +28,7 @@ class ProxyRepository:
         stmt = select(Proxy).where(Proxy.token_lookup_id == lookup_id)
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
-    async def list(
+    async def list_page(
         self, page: PageRequest, host_id: uuid.UUID | None, name_contains: str | None
     ) -> tuple[list[Proxy], int]:
         stmt = select(Proxy)
@@ -39,7 +39,9 @@ class ProxyRepository:
         if name_contains:
             stmt = stmt.where(Proxy.name.icontains(name_contains, autoescape=True))
         total = (await self.session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
-        rows = await self.session.execute(stmt.order_by(Proxy.name, Proxy.id).limit(page.limit).offset(page.offset))
+        rows = await self.session.execute(
+            stmt.order_by(Proxy.name, Proxy.id).limit(page.limit).offset(page.offset)
+        )
         return list(rows.scalars()), total
 
     async def add(self, proxy: Proxy) -> None:

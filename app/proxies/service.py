@@ -11,8 +11,8 @@ from app.auth.principal import Principal
 from app.clock import Clock
 from app.contracts.agent import Heartbeat, HeartbeatAck, ServedHost
 from app.errors import Conflict, InvalidInput, NotFound, Unauthorized
-from app.inventory.service import ProxyLiveness
 from app.pagination import PageRequest
+from app.proxies.liveness import ProxyLiveness
 from app.proxies.models import Proxy
 from app.proxies.repository import ProxyRepository
 from app.proxies.schemas import ProxyCreate, ProxyHostRef, ProxyRead, ProxyUpdate
@@ -31,11 +31,11 @@ class ProxyService:
             raise NotFound(f"Proxy {proxy_id} does not exist.")
         return proxy
 
-    async def list(
+    async def list_page(
         self, principal: Principal, page: PageRequest, host_id: uuid.UUID | None, name_contains: str | None
     ) -> tuple[list[Proxy], int]:
         principal.require_operator("manage proxies")
-        return await self.repo.list(page, host_id, name_contains)
+        return await self.repo.list_page(page, host_id, name_contains)
 
     async def register(self, principal: Principal, data: ProxyCreate) -> tuple[Proxy, str]:
         principal.require_operator("register proxies")
@@ -89,8 +89,13 @@ class ProxyService:
                 name=p.name,
                 status=self.liveness.status(p).value,
                 hosts=[
-                    ProxyHostRef(id=h.id, name=h.name, vcenter_id=h.vcenter_id, tenant_id=h.tenant_id,
-                                 gone=h.gone_at is not None)
+                    ProxyHostRef(
+                        id=h.id,
+                        name=h.name,
+                        vcenter_id=h.vcenter_id,
+                        tenant_id=h.tenant_id,
+                        gone=h.gone_at is not None,
+                    )
                     for h in hosts.get(p.id, [])
                 ],
                 max_concurrent_jobs=p.max_concurrent_jobs,

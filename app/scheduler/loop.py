@@ -8,6 +8,7 @@ blip must not stop the service's housekeeping. Tests call ``run_once`` directly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from abc import ABC, abstractmethod
@@ -37,10 +38,8 @@ class LoopService(ABC):
             except Exception:
                 log.exception("%s loop iteration failed; retrying next interval", self.name)
             delay = self.interval_s * (1 + random.uniform(-self.jitter, self.jitter))  # noqa: S311
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=delay)
-            except TimeoutError:
-                pass
         log.info("%s loop stopped", self.name)
 
     def stop(self) -> None:

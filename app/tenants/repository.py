@@ -27,7 +27,7 @@ class TenantRepository:
     async def get_by_name(self, name: str) -> Tenant | None:
         return (await self.session.execute(select(Tenant).where(Tenant.name == name))).scalar_one_or_none()
 
-    async def list(
+    async def list_page(
         self, scope: uuid.UUID | None, page: PageRequest, name_contains: str | None
     ) -> tuple[list[Tenant], int]:
         stmt = select(Tenant)

@@ -26,10 +26,10 @@ class TenantService:
             raise NotFound(f"Tenant {tenant_id} does not exist.")
         return tenant
 
-    async def list(
+    async def list_page(
         self, principal: Principal, page: PageRequest, name_contains: str | None = None
     ) -> tuple[list[Tenant], int]:
-        return await self.repo.list(principal.tenant_scope, page, name_contains)
+        return await self.repo.list_page(principal.tenant_scope, page, name_contains)
 
     async def create(self, principal: Principal, data: TenantCreate) -> Tenant:
         principal.require_operator("create tenants")

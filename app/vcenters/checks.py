@@ -89,5 +89,7 @@ class VCenterChecker:
             assert error is not None
             record_failure(vcenter, error[0], error[1], self.clock)
             return VCenterTestResult(
-                ok=False, checked_at=self.clock.now(), error=ConnectionProblem(kind=error[0], message=error[1])
+                ok=False,
+                checked_at=self.clock.now(),
+                error=ConnectionProblem(kind=error[0], message=error[1]),
             )

@@ -26,7 +26,7 @@ class VCenterRepository:
         stmt = select(VCenter).where(VCenter.tenant_id == tenant_id, VCenter.name == name)
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
-    async def list(
+    async def list_page(
         self,
         scope: uuid.UUID | None,
         page: PageRequest,

@@ -26,7 +26,9 @@ class VCenterCreate(InputModel):
     url: str = Field(max_length=500, description="https://vcenter.example.com (path /sdk implied)")
     username: str = Field(min_length=1, max_length=200)
     password: SecretStr = Field(min_length=1, max_length=500)
-    verify_tls: bool = Field(default=True, description="Verify the certificate; turn off only for lab setups.")
+    verify_tls: bool = Field(
+        default=True, description="Verify the certificate; turn off only for lab setups."
+    )
 
     _url = field_validator("url")(_check_url)
 

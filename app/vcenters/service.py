@@ -47,14 +47,14 @@ class VCenterService:
             raise NotFound(f"vCenter {vcenter_id} does not exist.")
         return vcenter
 
-    async def list(
+    async def list_page(
         self,
         principal: Principal,
         page: PageRequest,
         tenant_id: uuid.UUID | None = None,
         connection_status: str | None = None,
     ) -> tuple[list[VCenter], int]:
-        return await self.repo.list(principal.tenant_scope, page, tenant_id, connection_status)
+        return await self.repo.list_page(principal.tenant_scope, page, tenant_id, connection_status)
 
     async def register(self, principal: Principal, data: VCenterCreate) -> VCenter:
         principal.require_operator("register vCenters")

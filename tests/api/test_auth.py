@@ -44,7 +44,8 @@ async def test_key_is_shown_once_stored_hashed_and_works_until_revoked(
     assert (await new_client.get("/api/v1/tenants")).status_code == 200
     assert (await operator.post(f"/api/v1/api-keys/{body['id']}/revoke")).status_code == 200
     revoked = await new_client.get("/api/v1/tenants")
-    assert revoked.status_code == 401 and "revoked" in revoked.json()["detail"]
+    assert revoked.status_code == 401
+    assert "revoked" in revoked.json()["detail"]
 
 
 async def test_customer_key_needs_a_tenant_and_operator_key_must_not_have_one(
@@ -61,7 +62,8 @@ async def test_customer_key_needs_a_tenant_and_operator_key_must_not_have_one(
         "/api/v1/api-keys",
         json={"name": "x", "role": "customer", "tenant_id": "00000000-0000-0000-0000-000000000001"},
     )
-    assert unknown_tenant.status_code == 422 and unknown_tenant.json()["errors"][0]["field"] == "tenant_id"
+    assert unknown_tenant.status_code == 422
+    assert unknown_tenant.json()["errors"][0]["field"] == "tenant_id"
 
 
 async def test_customers_cannot_create_or_revoke_keys_and_see_only_their_tenants(
@@ -74,7 +76,8 @@ async def test_customers_cannot_create_or_revoke_keys_and_see_only_their_tenants
     )
     assert created.status_code == 403
     acme_keys = (await acme.get("/api/v1/api-keys")).json()["items"]
-    assert len(acme_keys) == 1 and acme_keys[0]["tenant_id"] == str(acme_id)
+    assert len(acme_keys) == 1
+    assert acme_keys[0]["tenant_id"] == str(acme_id)
     globex_key = (await globex.get("/api/v1/api-keys")).json()["items"][0]
     assert (await acme.get(f"/api/v1/api-keys/{globex_key['id']}")).status_code == 404
     assert (await acme.post(f"/api/v1/api-keys/{globex_key['id']}/revoke")).status_code == 403

@@ -42,8 +42,11 @@ def simulator_view(server: VcsimServer) -> dict[str, dict[str, Any]]:
         datastores = {}
         for ds in objects(si, vim.Datastore):
             p = props(si, ds, "name", "summary")
-            datastores[ds._moId] = {"name": p["name"], "capacity_bytes": p["summary"].capacity,
-                                    "free_bytes": p["summary"].freeSpace}
+            datastores[ds._moId] = {
+                "name": p["name"],
+                "capacity_bytes": p["summary"].capacity,
+                "free_bytes": p["summary"].freeSpace,
+            }
         vms = {}
         for vm in objects(si, vim.VirtualMachine):
             p = props(si, vm, "name", "config", "runtime", "datastore")
@@ -74,9 +77,9 @@ async def test_sync_matches_what_the_simulator_serves(
     assert report.json()["vms"]["added"] == len(expected["vms"]) > 0
 
     hosts = await all_items(operator, "/api/v1/hosts", vcenter_id=vc["id"])
-    assert {h["moid"]: {"name": h["name"], "connection_state": h["connection_state"]} for h in hosts} == expected[
-        "hosts"
-    ]
+    assert {
+        h["moid"]: {"name": h["name"], "connection_state": h["connection_state"]} for h in hosts
+    } == expected["hosts"]
     datastores = await all_items(operator, "/api/v1/datastores")
     assert {
         d["moid"]: {"name": d["name"], "capacity_bytes": d["capacity_bytes"], "free_bytes": d["free_bytes"]}
@@ -92,7 +95,8 @@ async def test_sync_matches_what_the_simulator_serves(
     assert {vm["instance_uuid"] for vm in vms} == set(expected["vms"])
     for vm in vms:
         want = expected["vms"][vm["instance_uuid"]]
-        assert vm["moid"] == want["moid"] and vm["name"] == want["name"]
+        assert vm["moid"] == want["moid"]
+        assert vm["name"] == want["name"]
         assert vm["power_state"] == want["power_state"]
         assert host_moids[vm["host"]["id"]] == want["host_moid"]
         assert sorted(ds_moids[d["id"]] for d in vm["datastores"]) == want["datastores"]
@@ -105,7 +109,9 @@ async def test_sync_matches_what_the_simulator_serves(
     assert again["vms"] == {"added": 0, "updated": 0, "gone": 0, "returned": 0, "total": len(expected["vms"])}
 
 
-async def test_inventory_filters(operator: httpx.AsyncClient, customer_of: CustomerFactory, vcsim: VcsimServer) -> None:
+async def test_inventory_filters(
+    operator: httpx.AsyncClient, customer_of: CustomerFactory, vcsim: VcsimServer
+) -> None:
     _, tenant_id = await customer_of("Acme")
     vc = await register(operator, tenant_id, vcsim.url)
     assert (await operator.post(f"/api/v1/vcenters/{vc['id']}/sync")).status_code == 200
@@ -117,10 +123,12 @@ async def test_inventory_filters(operator: httpx.AsyncClient, customer_of: Custo
 
     host = hosts[0]
     on_host = await all_items(operator, "/api/v1/vms", host_id=host["id"])
-    assert on_host and all(vm["host"]["id"] == host["id"] for vm in on_host)
+    assert on_host
+    assert all(vm["host"]["id"] == host["id"] for vm in on_host)
     datastore = (await operator.get("/api/v1/datastores")).json()["items"][0]
     on_ds = await all_items(operator, "/api/v1/vms", datastore_id=datastore["id"])
-    assert on_ds and all(datastore["id"] in [d["id"] for d in vm["datastores"]] for vm in on_ds)
+    assert on_ds
+    assert all(datastore["id"] in [d["id"] for d in vm["datastores"]] for vm in on_ds)
     some_vm = on_host[0]
     named = await all_items(operator, "/api/v1/vms", q=some_vm["name"].lower())
     assert some_vm["id"] in {vm["id"] for vm in named}
@@ -146,7 +154,8 @@ async def test_vanished_vm_is_marked_gone_not_deleted(
         wait_for_task(si, other.PowerOffVM_Task())
 
     report = (await operator.post(f"/api/v1/vcenters/{vc['id']}/sync")).json()
-    assert report["vms"]["gone"] == 1 and report["vms"]["updated"] == 1
+    assert report["vms"]["gone"] == 1
+    assert report["vms"]["updated"] == 1
     present = await all_items(operator, "/api/v1/vms")
     assert before[0]["id"] not in {vm["id"] for vm in present}
     gone = (await operator.get(f"/api/v1/vms/{before[0]['id']}")).json()
@@ -156,7 +165,9 @@ async def test_vanished_vm_is_marked_gone_not_deleted(
     assert len(with_gone) == len(before)
     powered_off = (await operator.get(f"/api/v1/vms/{before[1]['id']}")).json()
     assert powered_off["power_state"] == "poweredOff"
-    assert [vm["id"] for vm in await all_items(operator, "/api/v1/vms", power_state="poweredOff")] == [before[1]["id"]]
+    assert [vm["id"] for vm in await all_items(operator, "/api/v1/vms", power_state="poweredOff")] == [
+        before[1]["id"]
+    ]
 
 
 async def test_customers_see_only_their_inventory(

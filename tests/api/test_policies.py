@@ -47,19 +47,28 @@ async def test_policy_defaults_and_next_run(
     _, tenant_id = await customer_of("Acme")
     clock.set(datetime(2026, 3, 28, 12, 0, tzinfo=UTC))  # a Saturday, the day before DST in Berlin
     policy = await create_policy(
-        operator, tenant_id, name="gold", timezone="Europe/Berlin",
+        operator,
+        tenant_id,
+        name="gold",
+        timezone="Europe/Berlin",
         schedule={"type": "weekly", "times": ["23:00"], "days": ["sun"]},
     )
-    assert policy["rpo_hours"] == 24 and policy["rto_hours"] == 12
+    assert policy["rpo_hours"] == 24
+    assert policy["rto_hours"] == 12
     assert policy["retention"] == {"daily": 7, "weekly": 4, "monthly": 6}
-    assert policy["offsite_copy"] is False and policy["application_aware"] is False
+    assert policy["offsite_copy"] is False
+    assert policy["application_aware"] is False
     assert policy["window"] == {"start": "22:00", "duration_minutes": 480}
     # Sunday 29 March 23:00 CEST (UTC+2 after the switch) = 21:00 UTC.
     assert policy["next_run_at"] == "2026-03-29T21:00:00Z"
 
     cron = await create_policy(
-        operator, tenant_id, name="cron", timezone="America/New_York",
-        schedule={"type": "cron", "expression": "30 1 * * *"}, window={"start": "01:00", "duration_minutes": 60},
+        operator,
+        tenant_id,
+        name="cron",
+        timezone="America/New_York",
+        schedule={"type": "cron", "expression": "30 1 * * *"},
+        window={"start": "01:00", "duration_minutes": 60},
     )
     assert cron["next_run_at"] == "2026-03-29T05:30:00Z"
 
@@ -83,7 +92,9 @@ async def test_invalid_policies_are_rejected_with_the_field(
     operator: httpx.AsyncClient, customer_of: CustomerFactory, fields: dict[str, Any], field_path: str
 ) -> None:
     _, tenant_id = await customer_of("Acme")
-    response = await operator.post("/api/v1/policies", json={"tenant_id": str(tenant_id), "name": "p", **fields})
+    response = await operator.post(
+        "/api/v1/policies", json={"tenant_id": str(tenant_id), "name": "p", **fields}
+    )
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["errors"][0]["field"] == field_path
@@ -95,17 +106,23 @@ async def test_selection_exclusion_and_conflicts_show_on_vms(
 ) -> None:
     _, tenant_id, vms = await synced_tenant(operator, customer_of, vcsim)
     folder = vms[0]["folder_path"]
-    by_folder = await create_policy(operator, tenant_id, name="all-in-folder", selection={"folders": [folder]})
+    by_folder = await create_policy(
+        operator, tenant_id, name="all-in-folder", selection={"folders": [folder]}
+    )
     in_folder = [vm for vm in vms if vm["folder_path"] == folder]
     for vm in in_folder:
         p = await protection(operator, vm["id"])
-        assert p["status"] == "protected" and p["policy_id"] == by_folder["id"]
+        assert p["status"] == "protected"
+        assert p["policy_id"] == by_folder["id"]
         assert p["policy_name"] == "all-in-folder"
-    assert (await operator.get(f"/api/v1/policies/{by_folder['id']}")).json()["protected_vm_count"] == len(in_folder)
+    assert (await operator.get(f"/api/v1/policies/{by_folder['id']}")).json()["protected_vm_count"] == len(
+        in_folder
+    )
 
     explicit = await create_policy(operator, tenant_id, name="explicit", selection={"vm_ids": [vms[0]["id"]]})
     clash = await protection(operator, vms[0]["id"])
-    assert clash["status"] == "conflict" and clash["policy_id"] is None
+    assert clash["status"] == "conflict"
+    assert clash["policy_id"] is None
     assert set(clash["conflicting_policy_ids"]) == {by_folder["id"], explicit["id"]}
     vm_view = (await operator.get(f"/api/v1/vms/{vms[0]['id']}")).json()
     assert any("conflict" in w.lower() for w in vm_view["warnings"])
@@ -121,27 +138,36 @@ async def test_selection_exclusion_and_conflicts_show_on_vms(
     disabled = await operator.patch(f"/api/v1/policies/{explicit['id']}", json={"enabled": False})
     assert disabled.json()["next_run_at"] is None
     p = await protection(operator, vms[0]["id"])
-    assert p["status"] == "excluded" and "all-in-folder" in p["reason"]
+    assert p["status"] == "excluded"
+    assert "all-in-folder" in p["reason"]
 
     assert (await operator.delete(f"/api/v1/policies/{by_folder['id']}")).status_code == 204
     assert (await protection(operator, vms[1]["id"]))["status"] == "unprotected"
+
+
+def tag_vm(server: VcsimServer, vm_name: str, category: str, tag: str) -> str:
+    """Attach ``category:tag`` to a VM through the simulator's vAPI; returns the VM's moid."""
+    with httpx.Client(base_url=server.url.replace("/sdk", "/rest"), timeout=10) as rest:
+        login = rest.post("/com/vmware/cis/session", auth=(server.username, server.password))
+        rest.headers["vmware-api-session-id"] = login.json()["value"]
+        tag_id = new_tag(rest, new_category(rest, category), tag)
+        (vm_moid,) = moids(server, vim.VirtualMachine, vm_name)
+        attach(rest, tag_id, "VirtualMachine", vm_moid)
+    return vm_moid
 
 
 async def test_selection_by_vcenter_tag(
     operator: httpx.AsyncClient, customer_of: CustomerFactory, vcsim_factory: VcsimFactory
 ) -> None:
     server = vcsim_factory()
-    with httpx.Client(base_url=server.url.replace("/sdk", "/rest"), timeout=10) as rest:
-        login = rest.post("/com/vmware/cis/session", auth=(server.username, server.password))
-        rest.headers["vmware-api-session-id"] = login.json()["value"]
-        gold = new_tag(rest, new_category(rest, "backup"), "gold")
-        (vm_moid,) = moids(server, vim.VirtualMachine, "DC0_H0_VM1")
-        attach(rest, gold, "VirtualMachine", vm_moid)
+    vm_moid = tag_vm(server, "DC0_H0_VM1", "backup", "gold")
     _, tenant_id, vms = await synced_tenant(operator, customer_of, server)
     tagged = [vm for vm in vms if vm["moid"] == vm_moid]
     assert tagged[0]["tags"] == ["backup:gold"]
     policy = await create_policy(operator, tenant_id, name="gold", selection={"tags": ["backup:gold"]})
-    assert [vm["id"] for vm in await all_items(operator, "/api/v1/vms", policy_id=policy["id"])] == [tagged[0]["id"]]
+    assert [vm["id"] for vm in await all_items(operator, "/api/v1/vms", policy_id=policy["id"])] == [
+        tagged[0]["id"]
+    ]
     assert [vm["id"] for vm in await all_items(operator, "/api/v1/vms", tag="gold")] == [tagged[0]["id"]]
 
 
@@ -175,11 +201,14 @@ async def test_partial_update_keeps_other_fields_and_checks_the_window(
     _, tenant_id = await customer_of("Acme")
     policy = await create_policy(operator, tenant_id, name="p", rpo_hours=12, offsite_copy=True)
     updated = (await operator.patch(f"/api/v1/policies/{policy['id']}", json={"rto_hours": 4})).json()
-    assert updated["rpo_hours"] == 12 and updated["offsite_copy"] is True and updated["rto_hours"] == 4
+    assert updated["rpo_hours"] == 12
+    assert updated["offsite_copy"] is True
+    assert updated["rto_hours"] == 4
     outside = await operator.patch(
         f"/api/v1/policies/{policy['id']}", json={"window": {"start": "01:00", "duration_minutes": 60}}
     )
-    assert outside.status_code == 422 and "outside the backup window" in outside.json()["detail"]
+    assert outside.status_code == 422
+    assert "outside the backup window" in outside.json()["detail"]
     null = await operator.patch(f"/api/v1/policies/{policy['id']}", json={"rpo_hours": None})
     assert null.status_code == 422
     assert (await operator.get(f"/api/v1/policies/{policy['id']}")).json()["window"]["start"] == "22:00"

@@ -16,10 +16,12 @@ async def test_operator_creates_lists_renames_and_deletes_a_tenant(operator: htt
     assert tenant["name"] == "Acme"
 
     listed = (await operator.get("/api/v1/tenants")).json()
-    assert listed["total"] == 1 and listed["items"][0]["id"] == tenant["id"]
+    assert listed["total"] == 1
+    assert listed["items"][0]["id"] == tenant["id"]
 
     renamed = await operator.patch(f"/api/v1/tenants/{tenant['id']}", json={"name": "Acme Corp"})
-    assert renamed.status_code == 200 and renamed.json()["name"] == "Acme Corp"
+    assert renamed.status_code == 200
+    assert renamed.json()["name"] == "Acme Corp"
 
     assert (await operator.delete(f"/api/v1/tenants/{tenant['id']}")).status_code == 204
     gone = await operator.get(f"/api/v1/tenants/{tenant['id']}")
@@ -32,7 +34,8 @@ async def test_duplicate_tenant_name_is_a_conflict_and_changes_nothing(operator:
     dup = await operator.post("/api/v1/tenants", json={"name": "Acme"})
     assert dup.status_code == 409
     body = dup.json()
-    assert body["status"] == 409 and "already exists" in body["detail"]
+    assert body["status"] == 409
+    assert "already exists" in body["detail"]
     assert (await operator.get("/api/v1/tenants")).json()["total"] == 1
 
 
@@ -63,7 +66,8 @@ async def test_customer_sees_only_its_tenant_and_cannot_manage_tenants(
     assert (await acme.get(f"/api/v1/tenants/{globex_id}")).status_code == 404
 
     forbidden = await acme.post("/api/v1/tenants", json={"name": "Mine"})
-    assert forbidden.status_code == 403 and forbidden.headers["content-type"] == PROBLEM
+    assert forbidden.status_code == 403
+    assert forbidden.headers["content-type"] == PROBLEM
     assert (await acme.patch(f"/api/v1/tenants/{acme_id}", json={"name": "x"})).status_code == 403
     assert (await acme.delete(f"/api/v1/tenants/{globex_id}")).status_code == 403
     assert (await operator.get("/api/v1/tenants")).json()["total"] == 2
@@ -83,7 +87,8 @@ async def test_validation_errors_name_the_field_and_unknown_fields_are_rejected(
     assert (await operator.get("/api/v1/tenants")).json()["total"] == 0
 
     bad_id = await operator.get("/api/v1/tenants/not-a-uuid")
-    assert bad_id.status_code == 422 and bad_id.json()["errors"][0]["field"] == "path.tenant_id"
+    assert bad_id.status_code == 422
+    assert bad_id.json()["errors"][0]["field"] == "path.tenant_id"
 
 
 async def test_pagination_is_stable_and_counts_everything(operator: httpx.AsyncClient) -> None:

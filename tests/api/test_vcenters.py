@@ -22,11 +22,22 @@ SECRET_PASSWORD = "s3cr3t-Pa55word-do-not-leak"
 
 
 async def register(
-    operator: httpx.AsyncClient, tenant_id: uuid.UUID, url: str, *, name: str = "vc1",
-    username: str = "user", password: str = "pass", verify_tls: bool | None = None,
+    operator: httpx.AsyncClient,
+    tenant_id: uuid.UUID,
+    url: str,
+    *,
+    name: str = "vc1",
+    username: str = "user",
+    password: str = "pass",
+    verify_tls: bool | None = None,
 ) -> dict:
-    body: dict = {"tenant_id": str(tenant_id), "name": name, "url": url, "username": username,
-                  "password": password}
+    body: dict = {
+        "tenant_id": str(tenant_id),
+        "name": name,
+        "url": url,
+        "username": username,
+        "password": password,
+    }
     if verify_tls is not None:
         body["verify_tls"] = verify_tls
     response = await operator.post("/api/v1/vcenters", json=body)
@@ -35,17 +46,24 @@ async def register(
 
 
 async def test_credentials_are_encrypted_at_rest_and_never_returned(
-    ctx: AppContext, operator: httpx.AsyncClient, customer_of: CustomerFactory, vcsim: VcsimServer,
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     _, tenant_id = await customer_of("Acme")
-    vc = await register(operator, tenant_id, vcsim.url, username="administrator@vsphere.local",
-                        password=SECRET_PASSWORD)
+    vc = await register(
+        operator, tenant_id, vcsim.url, username="administrator@vsphere.local", password=SECRET_PASSWORD
+    )
     assert vc["verify_tls"] is True  # on by default
     assert vc["connection_status"] == "unknown"
-    for response in (vc, (await operator.get(f"/api/v1/vcenters/{vc['id']}")).json(),
-                     (await operator.get("/api/v1/vcenters")).json()):
+    for response in (
+        vc,
+        (await operator.get(f"/api/v1/vcenters/{vc['id']}")).json(),
+        (await operator.get("/api/v1/vcenters")).json(),
+    ):
         assert SECRET_PASSWORD not in str(response)
         assert "administrator@vsphere.local" not in str(response)
     async with ctx.sessionmaker() as session:
@@ -62,10 +80,12 @@ async def test_connection_test_succeeds_and_is_recorded(
     vc = await register(operator, tenant_id, vcsim.url)
     result = await operator.post(f"/api/v1/vcenters/{vc['id']}/test")
     assert result.status_code == 200
-    assert result.json()["ok"] is True and result.json()["error"] is None
+    assert result.json()["ok"] is True
+    assert result.json()["error"] is None
     shown = (await operator.get(f"/api/v1/vcenters/{vc['id']}")).json()
     assert shown["connection_status"] == "connected"
-    assert shown["api_version"] and shown["instance_uuid"]
+    assert shown["api_version"]
+    assert shown["instance_uuid"]
 
 
 async def test_unreachable_vcenter_gives_a_clear_error_and_the_api_keeps_working(
@@ -84,7 +104,8 @@ async def test_unreachable_vcenter_gives_a_clear_error_and_the_api_keeps_working
     assert sync.json()["kind"] == "unreachable"
 
     shown = (await operator.get(f"/api/v1/vcenters/{vc['id']}")).json()
-    assert shown["connection_status"] == "error" and shown["last_error_kind"] == "unreachable"
+    assert shown["connection_status"] == "error"
+    assert shown["last_error_kind"] == "unreachable"
     assert shown["last_sync_status"] == "failed"
     assert (await operator.get("/api/v1/tenants")).status_code == 200
     # The failed sync released its claim: a retry is attempted, not refused as "already syncing".
@@ -92,7 +113,9 @@ async def test_unreachable_vcenter_gives_a_clear_error_and_the_api_keeps_working
 
 
 async def test_wrong_credentials_are_reported_without_leaking_the_password(
-    operator: httpx.AsyncClient, customer_of: CustomerFactory, vcsim_factory: VcsimFactory,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim_factory: VcsimFactory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -100,15 +123,18 @@ async def test_wrong_credentials_are_reported_without_leaking_the_password(
     _, tenant_id = await customer_of("Acme")
     vc = await register(operator, tenant_id, server.url, username="backup", password=SECRET_PASSWORD)
     result = (await operator.post(f"/api/v1/vcenters/{vc['id']}/test")).json()
-    assert result["ok"] is False and result["error"]["kind"] == "auth_failed"
+    assert result["ok"] is False
+    assert result["error"]["kind"] == "auth_failed"
     sync = await operator.post(f"/api/v1/vcenters/{vc['id']}/sync")
-    assert sync.status_code == 502 and sync.json()["kind"] == "auth_failed"
+    assert sync.status_code == 502
+    assert sync.json()["kind"] == "auth_failed"
     assert SECRET_PASSWORD not in sync.text + str(result) + caplog.text
 
     fixed = await operator.patch(
         f"/api/v1/vcenters/{vc['id']}", json={"username": "backup", "password": "right-password"}
     )
-    assert fixed.status_code == 200 and fixed.json()["connection_status"] == "unknown"
+    assert fixed.status_code == 200
+    assert fixed.json()["connection_status"] == "unknown"
     assert (await operator.post(f"/api/v1/vcenters/{vc['id']}/test")).json()["ok"] is True
 
 
@@ -118,7 +144,8 @@ async def test_untrusted_certificate_is_refused_unless_verification_is_turned_of
     _, tenant_id = await customer_of("Acme")
     strict = await register(operator, tenant_id, vcsim_tls.url, name="strict")
     result = (await operator.post(f"/api/v1/vcenters/{strict['id']}/test")).json()
-    assert result["ok"] is False and result["error"]["kind"] == "tls_untrusted"
+    assert result["ok"] is False
+    assert result["error"]["kind"] == "tls_untrusted"
     assert "verify_tls" in result["error"]["message"]
 
     lab = await register(operator, tenant_id, vcsim_tls.url, name="lab", verify_tls=False)
