@@ -19,8 +19,8 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            # aiosqlite starts transactions itself; let SQLAlchemy emit BEGIN so that
-            # "BEGIN IMMEDIATE" can be issued where a write lock is needed up front.
+            # Let SQLAlchemy emit BEGIN itself (the driver's implicit transactions would
+            # start too late and as DEFERRED).
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
@@ -31,7 +31,12 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN")
+            # IMMEDIATE takes the write lock up front. A DEFERRED transaction that reads and
+            # then writes fails at once with "database is locked" when another writer
+            # committed in between (SQLite cannot wait there without risking deadlock);
+            # taking the lock first makes it wait busy_timeout instead. Transactions are
+            # kept short (vCenter is never called inside one), so readers queue briefly.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_async_engine(url, pool_pre_ping=True, **kwargs)

@@ -66,7 +66,13 @@ class VCenterChecker:
             try:
                 endpoint = endpoint_for(vcenter, self.box, self.timeout_s)
             except SecretBoxError as exc:
-                return await self._finish(vcenter_id, None, ("credentials_unreadable", str(exc)))
+                unreadable: str | None = str(exc)
+            else:
+                unreadable = None
+        # Outside the read transaction: on SQLite a second transaction opened while the
+        # first is still open would wait for this very task.
+        if unreadable is not None:
+            return await self._finish(vcenter_id, None, ("credentials_unreadable", unreadable))
         try:
             about = await self.gateway.test_connection(endpoint)
         except VCenterError as exc:
