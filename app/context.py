@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app.clock import Clock
+from app.contracts.agent import RepositoryAccess
 from app.crypto import SecretBox
 from app.inventory.sync import InventorySyncer
 from app.proxies.liveness import ProxyLiveness
@@ -28,6 +29,14 @@ class AppContext:
     def liveness(self) -> ProxyLiveness:
         return ProxyLiveness(
             self.clock, self.settings.proxy_stale_after_s, self.settings.proxy_offline_after_s
+        )
+
+    @property
+    def repository_access(self) -> RepositoryAccess:
+        passphrase = self.settings.repository_passphrase
+        return RepositoryAccess(
+            url=self.settings.resolved_repository_path.as_uri(),
+            passphrase=passphrase.get_secret_value() if passphrase else None,
         )
 
     @property

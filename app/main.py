@@ -10,7 +10,19 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, FastAPI
 
 from app import __version__
-from app.api import agent, api_keys, health, inventory, policies, proxies, tenants, vcenters
+from app.api import (
+    agent,
+    api_keys,
+    health,
+    inventory,
+    jobs,
+    policies,
+    proxies,
+    restore_points,
+    restores,
+    tenants,
+    vcenters,
+)
 from app.api.problems import install_problem_handlers
 from app.clock import Clock, SystemClock
 from app.context import AppContext
@@ -94,7 +106,18 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         app.state.ctx = ctx
     install_problem_handlers(app)
     api = APIRouter(prefix=API_PREFIX)
-    for module in (tenants, api_keys, vcenters, inventory, policies, proxies, agent):
+    for module in (
+        tenants,
+        api_keys,
+        vcenters,
+        inventory,
+        policies,
+        proxies,
+        jobs,
+        restore_points,
+        restores,
+        agent,
+    ):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)

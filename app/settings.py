@@ -38,11 +38,24 @@ class Settings(BaseSettings):
     vcenter_timeout_s: float = Field(default=30.0, gt=0)
     proxy_stale_after_s: float = Field(default=90.0, gt=0)
     proxy_offline_after_s: float = Field(default=300.0, gt=0)
+    job_lease_s: float = Field(default=120.0, gt=5, description="How long a claim lasts without progress.")
+    repository_path: Path | None = Field(
+        default=None, description="The onsite backup repository; defaults to <data_dir>/repository."
+    )
+    repository_passphrase: SecretStr | None = Field(
+        default=None, description="Encrypts the repository (AES-256-GCM) when set at its creation."
+    )
+    embedded_proxy: bool = Field(default=True, description="Run a proxy for all hosts inside serve.")
+    proxy_workers: int = Field(default=2, ge=1, le=32, description="Jobs the embedded proxy runs at once.")
     run_loops: bool = Field(default=True, description="Run the background loops inside serve.")
 
     @cached_property
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser().resolve()
+
+    @property
+    def resolved_repository_path(self) -> Path:
+        return (self.repository_path or self.resolved_data_dir / "repository").expanduser().resolve()
 
     @property
     def effective_database_url(self) -> str:

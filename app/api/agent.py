@@ -2,14 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+
 from fastapi import APIRouter, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import Ctx, CurrentProxy, Session
-from app.api.openapi import _resp
-from app.contracts.agent import Heartbeat, HeartbeatAck
+from app.api.openapi import CONFLICT, _resp
+from app.context import AppContext
+from app.contracts.agent import (
+    ClaimRequest,
+    ClaimResponse,
+    CleanupTargets,
+    CompleteRequest,
+    Heartbeat,
+    HeartbeatAck,
+    ProgressAck,
+    ProgressReport,
+)
+from app.jobs.agent_channel import AgentChannel
 from app.proxies.service import ProxyService
 
 router = APIRouter(prefix="/agent", tags=["agent"], responses={401: _resp("Missing or invalid proxy token")})
+
+CLAIM_POLL_S = 0.5
+
+
+def _channel(ctx: AppContext, session: AsyncSession) -> AgentChannel:
+    return AgentChannel(session, ctx.clock, ctx.box, ctx.settings.job_lease_s, ctx.repository_access)
 
 
 @router.post("/heartbeat", response_model=HeartbeatAck, summary="A proxy says it is alive")
@@ -19,3 +40,49 @@ async def heartbeat(
     interval = max(5.0, ctx.settings.proxy_stale_after_s / 3)
     address = request.client.host if request.client else None
     return await ProxyService(session, ctx.clock, ctx.liveness).heartbeat(proxy, body, address, interval)
+
+
+@router.post("/jobs/claim", response_model=ClaimResponse, summary="Take jobs for the hosts this proxy serves")
+async def claim(ctx: Ctx, proxy: CurrentProxy, body: ClaimRequest) -> ClaimResponse:
+    """Long-poll: answers as soon as there is work, or empty after ``wait_s``.
+
+    Each attempt is its own short transaction, so waiting holds no lock.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + body.wait_s
+    while True:
+        async with ctx.sessionmaker.begin() as session:
+            jobs = await _channel(ctx, session).claim(proxy, body.capacity)
+        if jobs or loop.time() >= deadline:
+            return ClaimResponse(jobs=jobs)
+        await asyncio.sleep(min(CLAIM_POLL_S, max(0.0, deadline - loop.time())))
+
+
+@router.post(
+    "/jobs/{job_id}/progress",
+    response_model=ProgressAck,
+    responses=CONFLICT,
+    summary="Report progress; extends the lease and says whether to cancel",
+)
+async def progress(
+    ctx: Ctx, session: Session, proxy: CurrentProxy, job_id: uuid.UUID, body: ProgressReport
+) -> ProgressAck:
+    return await _channel(ctx, session).progress(proxy, job_id, body)
+
+
+@router.post(
+    "/jobs/{job_id}/complete", status_code=204, responses=CONFLICT, summary="Report the job's outcome"
+)
+async def complete(
+    ctx: Ctx, session: Session, proxy: CurrentProxy, job_id: uuid.UUID, body: CompleteRequest
+) -> None:
+    await _channel(ctx, session).complete(proxy, job_id, body)
+
+
+@router.get(
+    "/cleanup-targets",
+    response_model=CleanupTargets,
+    summary="vCenters where this proxy may have left snapshots (checked at start-up)",
+)
+async def cleanup_targets(ctx: Ctx, session: Session, proxy: CurrentProxy) -> CleanupTargets:
+    return await _channel(ctx, session).cleanup_targets(proxy)

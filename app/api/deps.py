@@ -65,12 +65,15 @@ CurrentPrincipal = Annotated[Principal, Depends(_principal)]
 
 async def _agent(
     ctx: Ctx,
-    session: Session,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_agent_bearer)],
 ) -> Proxy:
-    return await ProxyService(session, ctx.clock, ctx.liveness).authenticate_agent(
-        credentials.credentials if credentials else None
-    )
+    """The calling proxy, read in its own short transaction (claims long-poll: the request
+    must not hold a transaction open while it waits). The object is detached: read it, and
+    re-load it in the request session to change it."""
+    async with ctx.sessionmaker.begin() as session:
+        return await ProxyService(session, ctx.clock, ctx.liveness).authenticate_agent(
+            credentials.credentials if credentials else None
+        )
 
 
 CurrentProxy = Annotated[Proxy, Depends(_agent)]

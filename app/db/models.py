@@ -3,8 +3,11 @@
 from app.auth.models import ApiKey
 from app.db.base import Base
 from app.inventory.models import Datastore, Host, VirtualMachine, vm_datastores
+from app.jobs.models import Job
 from app.policies.models import Policy
 from app.proxies.models import Proxy, proxy_hosts
+from app.restore_points.models import RestorePoint
+from app.restores.models import Restore
 from app.tenants.models import Tenant
 from app.vcenters.models import VCenter
 
@@ -13,8 +16,11 @@ __all__ = [
     "Base",
     "Datastore",
     "Host",
+    "Job",
     "Policy",
     "Proxy",
+    "Restore",
+    "RestorePoint",
     "Tenant",
     "VCenter",
     "VirtualMachine",

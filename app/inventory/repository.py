@@ -68,11 +68,15 @@ class InventoryRepository:
     # hosts
 
     def _online_proxy_exists(self, online_since: datetime) -> Any:
-        return exists(
+        serving = exists(
             select(1)
             .select_from(proxy_hosts.join(Proxy, Proxy.id == proxy_hosts.c.proxy_id))
             .where(proxy_hosts.c.host_id == Host.id, Proxy.last_heartbeat_at >= online_since)
         )
+        everywhere = exists(
+            select(1).where(Proxy.serves_all_hosts.is_(True), Proxy.last_heartbeat_at >= online_since)
+        )
+        return serving | everywhere
 
     async def list_hosts(
         self, scope: uuid.UUID | None, f: HostFilter, page: PageRequest, online_since: datetime
@@ -120,6 +124,14 @@ class InventoryRepository:
         )
         for host_id, proxy in rows.tuples():
             out[host_id].append(proxy)
+        everywhere = (
+            await self.session.execute(
+                select(Proxy).where(Proxy.serves_all_hosts.is_(True)).order_by(Proxy.name)
+            )
+        ).scalars()
+        for proxy in everywhere:
+            for host_id in set(host_ids):
+                out[host_id].append(proxy)
         return out
 
     async def protected_vm_counts(self, host_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, int]:
@@ -235,3 +247,11 @@ class InventoryRepository:
             select(Policy.id, Policy.name).where(Policy.id.in_(set(policy_ids)))
         )
         return {policy_id: name for policy_id, name in rows.tuples()}
+
+    async def vcenter_ids_for_proxy(self, proxy_id: uuid.UUID, all_hosts: bool) -> list[uuid.UUID]:
+        stmt = select(Host.vcenter_id).distinct()
+        if not all_hosts:
+            stmt = stmt.join(proxy_hosts, proxy_hosts.c.host_id == Host.id).where(
+                proxy_hosts.c.proxy_id == proxy_id
+            )
+        return list((await self.session.execute(stmt)).scalars())

@@ -123,8 +123,11 @@ class ProxyService:
         return proxy
 
     async def heartbeat(
-        self, proxy: Proxy, beat: Heartbeat, address: str | None, interval_s: float
+        self, caller: Proxy, beat: Heartbeat, address: str | None, interval_s: float
     ) -> HeartbeatAck:
+        proxy = await self.repo.get(caller.id)
+        if proxy is None:
+            raise Unauthorized("This proxy was deleted; register it again.")
         now = self.clock.now()
         proxy.last_heartbeat_at = now
         proxy.agent_version = beat.agent_version

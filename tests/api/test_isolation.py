@@ -16,6 +16,9 @@ import httpx
 import pytest
 
 from app.context import AppContext
+from app.contracts.agent import BackupResult, DiskResult
+from app.jobs.repository import JobRepository
+from app.restore_points.service import RestorePointService
 from app.main import create_app
 from tests.api.test_policies import create_policy, synced_tenant
 from tests.api.test_proxies import register_proxy
@@ -34,9 +37,12 @@ PARAM_SOURCES = {
     "vm_id": "vm",
     "policy_id": "policy",
     "proxy_id": "proxy",
+    "job_id": "job",
+    "restore_point_id": "restore_point",
+    "restore_id": "restore",
 }
 #: Endpoints that are not tenant data.
-EXEMPT = {"/healthz", "/readyz", "/api/v1/agent/heartbeat"}
+EXEMPT = {"/healthz", "/readyz"}
 
 
 def api_routes(ctx: AppContext) -> list[tuple[str, str]]:
@@ -50,8 +56,24 @@ def api_routes(ctx: AppContext) -> list[tuple[str, str]]:
     ]
 
 
+async def record_restore_point(ctx: AppContext, job_id: uuid.UUID) -> uuid.UUID:
+    """Catalog record of a restore point (test data: isolation is about the API, not backups)."""
+    point_id = uuid.uuid4()
+    async with ctx.sessionmaker.begin() as session:
+        job = await JobRepository(session).get(job_id)
+        assert job is not None
+        result = BackupResult(
+            restore_point_id=point_id,
+            created_at=ctx.clock.now(),
+            consistency="crash",
+            disks=[DiskResult(key=2000, label="Hard disk 1", size=1 << 20)],
+        )
+        await RestorePointService(session).record_backup(job, "vm", result, [])
+    return point_id
+
+
 async def victim_objects(
-    operator: httpx.AsyncClient, customer_of: CustomerFactory, vcsim: VcsimServer
+    ctx: AppContext, operator: httpx.AsyncClient, customer_of: CustomerFactory, vcsim: VcsimServer
 ) -> dict[str, str]:
     victim, tenant_id, vms = await synced_tenant(operator, customer_of, vcsim, "Victim")
     policy = await create_policy(operator, tenant_id, name="gold", selection={"vm_ids": [vms[0]["id"]]})
@@ -64,7 +86,21 @@ async def victim_objects(
     ]
     key = (await victim.get("/api/v1/api-keys")).json()["items"][0]
     proxy = await register_proxy(operator, "victim-proxy", [host["id"]])
+    job = (await operator.post("/api/v1/jobs", json={"vm_ids": [vms[0]["id"]]})).json()[0]
+    point_id = await record_restore_point(ctx, uuid.UUID(job["id"]))
+    restore = await victim.post(
+        "/api/v1/restores",
+        json={
+            "restore_point_id": str(point_id),
+            "target": "new",
+            "new_vm": {"name": "copy", "host_id": host["id"], "datastore_id": datastore["id"]},
+        },
+    )
+    assert restore.status_code == 202, restore.text
     return {
+        "job": job["id"],
+        "restore_point": str(point_id),
+        "restore": restore.json()["id"],
         "tenant": str(tenant_id),
         "key": key["id"],
         "vcenter": vcenter["id"],
@@ -96,7 +132,7 @@ def fill(path: str, objects: dict[str, str]) -> str:
 async def test_a_customer_never_reaches_another_tenants_objects(
     ctx: AppContext, operator: httpx.AsyncClient, customer_of: CustomerFactory, vcsim: VcsimServer
 ) -> None:
-    objects = await victim_objects(operator, customer_of, vcsim)
+    objects = await victim_objects(ctx, operator, customer_of, vcsim)
     intruder, intruder_tenant = await customer_of("Intruder")
     snapshot_before = {
         path: without_usage((await operator.get(path)).json())
@@ -106,6 +142,9 @@ async def test_a_customer_never_reaches_another_tenants_objects(
             "/api/v1/policies",
             "/api/v1/proxies",
             "/api/v1/api-keys",
+            "/api/v1/jobs",
+            "/api/v1/restore-points",
+            "/api/v1/restores",
         )
     }
 
@@ -115,7 +154,9 @@ async def test_a_customer_never_reaches_another_tenants_objects(
         body: dict[str, Any] | None = {} if method in ("POST", "PATCH", "PUT") else None
         response = await intruder.request(method, path, json=body)
         where = f"{method} {template}"
-        if "{" in template:
+        if template.startswith("/api/v1/agent/"):
+            assert response.status_code == 401, f"{where}: a customer key reached the agent channel"
+        elif "{" in template:
             # An object of another tenant: not found, or forbidden for operator-only actions.
             assert response.status_code in (403, 404, 422), f"{where}: {response.status_code} {response.text}"
             if method == "GET":
@@ -139,9 +180,9 @@ async def test_a_customer_never_reaches_another_tenants_objects(
 
 
 async def test_customer_filters_cannot_widen_their_scope(
-    operator: httpx.AsyncClient, customer_of: CustomerFactory, vcsim: VcsimServer
+    ctx: AppContext, operator: httpx.AsyncClient, customer_of: CustomerFactory, vcsim: VcsimServer
 ) -> None:
-    objects = await victim_objects(operator, customer_of, vcsim)
+    objects = await victim_objects(ctx, operator, customer_of, vcsim)
     intruder, _ = await customer_of("Intruder")
     for path, params in (
         ("/api/v1/vms", {"tenant_id": objects["tenant"]}),
@@ -154,6 +195,9 @@ async def test_customer_filters_cannot_widen_their_scope(
         ("/api/v1/policies", {"tenant_id": objects["tenant"]}),
         ("/api/v1/vcenters", {"tenant_id": objects["tenant"]}),
         ("/api/v1/api-keys", {"tenant_id": objects["tenant"]}),
+        ("/api/v1/jobs", {"vm_id": objects["vm"]}),
+        ("/api/v1/restore-points", {"vm_id": objects["vm"]}),
+        ("/api/v1/restores", {"vm_id": objects["vm"]}),
     ):
         response = await intruder.get(path, params=params)
         assert response.status_code == 200 and response.json()["total"] == 0, (path, params)

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, status
+
+from app.api.deps import Ctx, CurrentPrincipal, Pagination, Session
+from app.api.openapi import AUTH_ERRORS, CONFLICT, NOT_FOUND
+from app.domain.jobs import RestoreState
+from app.pagination import Page
+from app.restores.schemas import RestoreCreate, RestoreRead
+from app.restores.service import RestoreService
+
+router = APIRouter(prefix="/restores", tags=["restores"], responses=AUTH_ERRORS)
+
+
+@router.get("", response_model=Page[RestoreRead], summary="Restores, newest first")
+async def list_restores(
+    ctx: Ctx,
+    session: Session,
+    principal: CurrentPrincipal,
+    page: Pagination,
+    vm_id: uuid.UUID | None = None,
+    state: RestoreState | None = None,
+) -> Page[RestoreRead]:
+    service = RestoreService(session, ctx.clock)
+    items, total = await service.list_page(principal, vm_id, state.value if state else None, page)
+    return Page(items=await service.to_read(items), total=total, limit=page.limit, offset=page.offset)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=RestoreRead,
+    responses={**NOT_FOUND, **CONFLICT},
+    summary="Restore a VM from a restore point, over the original or as a new VM",
+)
+async def request_restore(
+    ctx: Ctx, session: Session, principal: CurrentPrincipal, body: RestoreCreate
+) -> RestoreRead:
+    service = RestoreService(session, ctx.clock)
+    return (await service.to_read([await service.request(principal, body)]))[0]
+
+
+@router.get(
+    "/{restore_id}", response_model=RestoreRead, responses=NOT_FOUND, summary="A restore with its progress"
+)
+async def get_restore(
+    ctx: Ctx, session: Session, principal: CurrentPrincipal, restore_id: uuid.UUID
+) -> RestoreRead:
+    service = RestoreService(session, ctx.clock)
+    return (await service.to_read([await service.get(principal, restore_id)]))[0]

@@ -1,0 +1,331 @@
+"""The server side of the agent channel: claims under a lease, progress, completion.
+
+Every state change is a compare-and-set through :class:`JobRepository`; a proxy that lost its
+lease (the job was re-claimed elsewhere) is told so with a 409 and must stop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from datetime import timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.clock import Clock
+from app.contracts.agent import (
+    BackupParams,
+    CleanupTarget,
+    CleanupTargets,
+    CompleteRequest,
+    JobAssignment,
+    PreviousDisk,
+    PreviousPoint,
+    ProgressAck,
+    ProgressReport,
+    RepositoryAccess,
+    RestoreParams,
+    VCenterAccess,
+    VmRef,
+)
+from app.crypto import SecretBox
+from app.domain.jobs import JOB_TO_RESTORE_STATE, JobKind, JobState
+from app.errors import Conflict, InvalidInput, NotFound
+from app.inventory.models import VirtualMachine
+from app.inventory.repository import InventoryRepository
+from app.jobs.models import Job
+from app.jobs.repository import JobRepository
+from app.proxies.models import Proxy
+from app.restore_points.repository import RestorePointRepository
+from app.restore_points.service import RestorePointService
+from app.restores.repository import RestoreRepository
+from app.vcenters.models import VCenter
+from app.vcenters.repository import VCenterRepository
+
+log = logging.getLogger(__name__)
+
+RETRY_BACKOFF = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=15), timedelta(hours=1))
+
+
+def snapshot_prefix(proxy_id: uuid.UUID) -> str:
+    return f"vmrecovery-{proxy_id}-"
+
+
+def snapshot_name(proxy_id: uuid.UUID, job_id: uuid.UUID) -> str:
+    """Snapshots are named after their owner so that a restarted proxy finds its own."""
+    return f"{snapshot_prefix(proxy_id)}{job_id}"
+
+
+class AgentChannel:
+    def __init__(
+        self,
+        session: AsyncSession,
+        clock: Clock,
+        box: SecretBox,
+        lease_s: float,
+        repository: RepositoryAccess,
+    ) -> None:
+        self.session = session
+        self.jobs = JobRepository(session)
+        self.inventory = InventoryRepository(session)
+        self.vcenters = VCenterRepository(session)
+        self.points = RestorePointRepository(session)
+        self.restores = RestoreRepository(session)
+        self.clock = clock
+        self.box = box
+        self.lease = timedelta(seconds=lease_s)
+        self.repository = repository
+
+    async def claim(self, proxy: Proxy, capacity: int) -> list[JobAssignment]:
+        now = self.clock.now()
+        free = min(capacity, proxy.max_concurrent_jobs - await self.jobs.running_for_proxy(proxy.id))
+        if free <= 0:
+            return []
+        assignments: list[JobAssignment] = []
+        for job in await self.jobs.claimable(proxy, now, free * 2):
+            if len(assignments) >= free:
+                break
+            if job.state == JobState.RUNNING.value and job.attempt >= job.max_attempts:
+                await self._fail_lapsed(job)
+                continue
+            won = await self.jobs.transition(
+                job,
+                JobState.RUNNING,
+                proxy_id=proxy.id,
+                lease_expires_at=now + self.lease,
+                started_at=job.started_at or now,
+                attempt=job.attempt + 1,
+                progress_at=now,
+                phase="claimed",
+            )
+            if not won:
+                continue
+            assignment = await self._assignment(job, proxy)
+            if assignment is None:
+                continue
+            if job.restore_id is not None:
+                restore = await self.restores.get(job.restore_id)
+                if restore is not None:
+                    restore.state = JOB_TO_RESTORE_STATE[JobState.RUNNING].value
+                    restore.initiated_at = restore.initiated_at or now
+            assignments.append(assignment)
+        await self.session.flush()
+        return assignments
+
+    async def _fail_lapsed(self, job: Job) -> None:
+        await self.jobs.transition(
+            job,
+            JobState.FAILED,
+            finished_at=self.clock.now(),
+            error=f"the proxy stopped reporting (lease expired) and all {job.max_attempts} attempts are used",
+            error_kind="transient",
+        )
+        await self._sync_restore(job)
+
+    async def _assignment(self, job: Job, proxy: Proxy) -> JobAssignment | None:
+        vm = await self.inventory.get_vm(job.vm_id, None)
+        vcenter = await self.vcenters.get(vm.vcenter_id, None) if vm else None
+        if vm is None or vcenter is None:
+            await self.jobs.transition(
+                job,
+                JobState.FAILED,
+                finished_at=self.clock.now(),
+                error="the VM or its vCenter was removed",
+                error_kind="permanent",
+            )
+            return None
+        assignment = JobAssignment(
+            job_id=job.id,
+            kind=job.kind,
+            attempt=job.attempt,
+            lease_expires_at=job.lease_expires_at or self.clock.now(),
+            lease_s=self.lease.total_seconds(),
+            vm=VmRef(id=vm.id, instance_uuid=vm.instance_uuid, moid=vm.moid, name=vm.name),
+            vcenter=self._access(vcenter),
+            repository=self.repository,
+        )
+        if job.kind == JobKind.BACKUP.value:
+            assignment.backup = await self._backup_params(job, vm, proxy)
+        else:
+            assignment.restore = await self._restore_params(job)
+        return assignment
+
+    def _access(self, vcenter: VCenter) -> VCenterAccess:
+        creds = json.loads(self.box.decrypt(vcenter.credentials_encrypted))
+        return VCenterAccess(
+            id=vcenter.id,
+            url=vcenter.url,
+            username=creds["username"],
+            password=creds["password"],
+            verify_tls=vcenter.verify_tls,
+        )
+
+    async def _backup_params(self, job: Job, vm: VirtualMachine, proxy: Proxy) -> BackupParams:
+        restore_point_id = (
+            uuid.UUID(job.params["restore_point_id"]) if "restore_point_id" in job.params else None
+        )
+        if restore_point_id is None:
+            restore_point_id = uuid.uuid4()
+            job.params = {**job.params, "restore_point_id": str(restore_point_id)}
+        previous = await self.points.latest_for_vm(vm.id)
+        return BackupParams(
+            restore_point_id=restore_point_id,
+            quiesce=bool(job.params.get("quiesce")),
+            snapshot_name=snapshot_name(proxy.id, job.id),
+            previous=PreviousPoint(
+                id=previous.id,
+                disks=[PreviousDisk(key=d["key"], change_id=d.get("change_id")) for d in previous.disks],
+            )
+            if previous
+            else None,
+        )
+
+    async def _restore_params(self, job: Job) -> RestoreParams:
+        assert job.restore_id is not None
+        restore = await self.restores.get(job.restore_id)
+        assert restore is not None
+        params = restore.target_params
+        return RestoreParams(
+            restore_id=restore.id,
+            restore_point_id=restore.restore_point_id,
+            target=restore.target,
+            new_name=params.get("name"),
+            host_moid=params.get("host_moid"),
+            datastore_moid=params.get("datastore_moid"),
+            datastore_name=params.get("datastore_name"),
+            force=bool(params.get("force")),
+            power_on=bool(params.get("power_on")),
+        )
+
+    async def _owned_running(self, proxy: Proxy, job_id: uuid.UUID) -> Job:
+        job = await self.jobs.get(job_id)
+        if job is None:
+            raise NotFound(f"Job {job_id} does not exist.")
+        if job.proxy_id != proxy.id or job.state != JobState.RUNNING.value:
+            raise Conflict(
+                f"Job {job_id} is not running on this proxy any more (lease lost or job ended); stop it."
+            )
+        return job
+
+    async def progress(self, proxy: Proxy, job_id: uuid.UUID, report: ProgressReport) -> ProgressAck:
+        job = await self._owned_running(proxy, job_id)
+        now = self.clock.now()
+        lease = now + self.lease
+        values: dict[str, object] = {
+            "phase": report.phase,
+            "bytes_total": report.bytes_total,
+            "bytes_read": report.bytes_read,
+            "bytes_new": report.bytes_new,
+            "bytes_stored": report.bytes_stored,
+            "progress_at": now,
+            "lease_expires_at": lease,
+        }
+        if report.warnings:
+            values["warnings"] = list(dict.fromkeys([*(job.warnings or []), *report.warnings]))
+        if not await self.jobs.update_progress(job.id, proxy.id, **values):
+            raise Conflict(f"Job {job_id} is not running on this proxy any more; stop it.")
+        return ProgressAck(lease_expires_at=lease, cancel_requested=job.cancel_requested)
+
+    async def complete(self, proxy: Proxy, job_id: uuid.UUID, request: CompleteRequest) -> Job:
+        job = await self._owned_running(proxy, job_id)
+        now = self.clock.now()
+        warnings = list(dict.fromkeys([*(job.warnings or []), *request.warnings]))
+        outcome = JobState(request.outcome)
+        if outcome is JobState.SUCCEEDED:
+            await self._record_success(job, request)
+        retry = (
+            outcome is JobState.FAILED
+            and request.error_kind == "transient"
+            and job.attempt < job.max_attempts
+            and not job.cancel_requested
+        )
+        if retry:
+            delay = RETRY_BACKOFF[min(job.attempt - 1, len(RETRY_BACKOFF) - 1)]
+            won = await self.jobs.transition(
+                job,
+                JobState.QUEUED,
+                expect_proxy=proxy.id,
+                not_before=now + delay,
+                proxy_id=None,
+                lease_expires_at=None,
+                error=request.error,
+                error_kind=request.error_kind,
+                warnings=warnings,
+                phase="waiting to retry",
+            )
+        else:
+            won = await self.jobs.transition(
+                job,
+                outcome,
+                expect_proxy=proxy.id,
+                finished_at=now,
+                lease_expires_at=None,
+                error=request.error,
+                error_kind=request.error_kind,
+                warnings=warnings,
+                phase="done",
+                result=self._result(request),
+            )
+        if not won:
+            raise Conflict(
+                f"Job {job_id} changed while completing (lease lost); the result was not recorded."
+            )
+        await self._sync_restore(job, request)
+        log.info("job %s (%s) ended %s on proxy %s", job.id, job.kind, job.state, proxy.name)
+        return job
+
+    async def _record_success(self, job: Job, request: CompleteRequest) -> None:
+        if job.kind == JobKind.BACKUP.value:
+            if request.backup is None:
+                raise InvalidInput(
+                    "A successful backup must report its restore point.", field=["body", "backup"]
+                )
+            expected = job.params.get("restore_point_id")
+            if str(request.backup.restore_point_id) != expected:
+                raise InvalidInput(
+                    "The reported restore point is not the one assigned to this job.",
+                    field=["body", "backup", "restore_point_id"],
+                )
+            vm = await self.inventory.get_vm(job.vm_id, None)
+            await RestorePointService(self.session).record_backup(
+                job, vm.name if vm else "", request.backup, request.warnings
+            )
+        elif request.restore is None:
+            raise InvalidInput(
+                "A successful restore must report the VM it produced.", field=["body", "restore"]
+            )
+
+    @staticmethod
+    def _result(request: CompleteRequest) -> dict[str, object]:
+        if request.backup is not None:
+            return {"restore_point_id": str(request.backup.restore_point_id)}
+        if request.restore is not None:
+            return request.restore.model_dump()
+        return {}
+
+    async def _sync_restore(self, job: Job, request: CompleteRequest | None = None) -> None:
+        if job.restore_id is None:
+            return
+        restore = await self.restores.get(job.restore_id)
+        if restore is None:
+            return
+        state = JOB_TO_RESTORE_STATE[JobState(job.state)]
+        restore.state = state.value
+        if JobState(job.state) in (JobState.SUCCEEDED, JobState.FAILED, JobState.SKIPPED, JobState.CANCELLED):
+            restore.completed_at = job.finished_at
+            restore.error = job.error
+            if request is not None and request.restore is not None:
+                restore.result = request.restore.model_dump()
+
+    async def cleanup_targets(self, proxy: Proxy) -> CleanupTargets:
+        """The vCenters of the hosts this proxy serves, for removing snapshots it left behind."""
+        vcenter_ids = await self.inventory.vcenter_ids_for_proxy(proxy.id, proxy.serves_all_hosts)
+        targets = []
+        for vcenter_id in vcenter_ids:
+            vcenter = await self.vcenters.get(vcenter_id, None)
+            if vcenter is not None:
+                targets.append(
+                    CleanupTarget(vcenter=self._access(vcenter), snapshot_prefix=snapshot_prefix(proxy.id))
+                )
+        return CleanupTargets(targets=targets)

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db.base import Base, IdMixin, JSONType
+
+
+class Job(IdMixin, Base):
+    """One unit of work for a proxy. Its state changes only through the jobs repository's
+    compare-and-set transitions."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_claimable", "state", "priority", "not_before", "created_at"),
+        Index("ix_jobs_vm_state", "vm_id", "state"),
+        # At most one active backup per VM: a double click or a racing planner cannot queue two.
+        Index(
+            "uq_jobs_active_backup",
+            "vm_id",
+            unique=True,
+            postgresql_where=text("kind = 'backup' AND state IN ('queued', 'running')"),
+            sqlite_where=text("kind = 'backup' AND state IN ('queued', 'running')"),
+        ),
+    )
+
+    kind: Mapped[str] = mapped_column(String(20))
+    state: Mapped[str] = mapped_column(String(20))
+    trigger: Mapped[str] = mapped_column(String(20))
+    priority: Mapped[int] = mapped_column(Integer)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), index=True)
+    vm_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("vms.id"))
+    policy_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("policies.id", ondelete="SET NULL"))
+    restore_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("restores.id", ondelete="CASCADE"))
+    target_host_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("hosts.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column()
+    created_by_key_id: Mapped[uuid.UUID | None] = mapped_column()
+    not_before: Mapped[datetime] = mapped_column()
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=1)
+    proxy_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("proxies.id", ondelete="SET NULL"), index=True
+    )
+    lease_expires_at: Mapped[datetime | None] = mapped_column()
+    started_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    phase: Mapped[str | None] = mapped_column(String(40))
+    bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_read: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_new: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_stored: Mapped[int] = mapped_column(BigInteger, default=0)
+    progress_at: Mapped[datetime | None] = mapped_column()
+    warnings: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    error: Mapped[str | None] = mapped_column(Text)
+    error_kind: Mapped[str | None] = mapped_column(String(20))
+    params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    result: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

@@ -1,0 +1,134 @@
+"""All SQL about jobs. State changes go through :meth:`JobRepository.transition` only."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.db.dialect import lock_for_claim
+from app.domain.jobs import JobKind, JobState, can_transition
+from app.inventory.models import VirtualMachine
+from app.jobs.models import Job
+from app.pagination import PageRequest
+from app.proxies.models import Proxy, proxy_hosts
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    tenant_id: uuid.UUID | None = None
+    vm_id: uuid.UUID | None = None
+    policy_id: uuid.UUID | None = None
+    kind: str | None = None
+    state: str | None = None
+
+
+class JobRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, job: Job) -> None:
+        self.session.add(job)
+        await self.session.flush()
+
+    async def get(self, job_id: uuid.UUID, scope: uuid.UUID | None = None) -> Job | None:
+        stmt = select(Job).where(Job.id == job_id)
+        if scope is not None:
+            stmt = stmt.where(Job.tenant_id == scope)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def list_page(
+        self, scope: uuid.UUID | None, f: JobFilter, page: PageRequest
+    ) -> tuple[list[Job], int]:
+        stmt = select(Job)
+        for column, value in (
+            (Job.tenant_id, scope),
+            (Job.tenant_id, f.tenant_id),
+            (Job.vm_id, f.vm_id),
+            (Job.policy_id, f.policy_id),
+            (Job.kind, f.kind),
+            (Job.state, f.state),
+        ):
+            if value is not None:
+                stmt = stmt.where(column == value)
+        total = (await self.session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
+        rows = await self.session.execute(
+            stmt.order_by(Job.created_at.desc(), Job.id).limit(page.limit).offset(page.offset)
+        )
+        return list(rows.scalars()), total
+
+    async def active_backup(self, vm_id: uuid.UUID) -> Job | None:
+        stmt = select(Job).where(
+            Job.vm_id == vm_id,
+            Job.kind == JobKind.BACKUP.value,
+            Job.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]),
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def running_for_proxy(self, proxy_id: uuid.UUID) -> int:
+        stmt = select(func.count()).where(Job.proxy_id == proxy_id, Job.state == JobState.RUNNING.value)
+        return int((await self.session.execute(stmt)).scalar_one())
+
+    async def claimable(self, proxy: Proxy, now: datetime, limit: int) -> list[Job]:
+        """Jobs this proxy may take now, most urgent first.
+
+        A job's host is decided at claim time (VMs move): the restore target host, else the
+        host the VM runs on now. A running job whose lease lapsed is claimable again.
+        """
+        target_host = func.coalesce(Job.target_host_id, VirtualMachine.host_id)
+        served_hosts = select(proxy_hosts.c.host_id).where(proxy_hosts.c.proxy_id == proxy.id)
+        due = or_(
+            and_(Job.state == JobState.QUEUED.value, Job.not_before <= now),
+            and_(Job.state == JobState.RUNNING.value, Job.lease_expires_at < now),
+        )
+        stmt = (
+            select(Job)
+            .join(VirtualMachine, VirtualMachine.id == Job.vm_id)
+            .where(due, Job.cancel_requested.is_(False))
+            .order_by(Job.priority, Job.created_at, Job.id)
+            .limit(limit)
+        )
+        if not proxy.serves_all_hosts:
+            stmt = stmt.where(target_host.in_(served_hosts))
+        rows = await self.session.execute(lock_for_claim(stmt, self.session, Job))
+        return list(rows.scalars())
+
+    async def transition(
+        self,
+        job: Job,
+        target: JobState,
+        *,
+        expect_proxy: uuid.UUID | None = None,
+        **values: Any,
+    ) -> bool:
+        """Compare-and-set ``job`` from the state it was read in to ``target``.
+
+        Zero rows updated means someone else changed it first (another claimer, the reaper,
+        a cancel): the caller lost and must not act as if it had won.
+        """
+        current = JobState(job.state)
+        if not can_transition(current, target):
+            return False
+        stmt = update(Job).where(Job.id == job.id, Job.state == current.value, Job.attempt == job.attempt)
+        if expect_proxy is not None:
+            stmt = stmt.where(Job.proxy_id == expect_proxy)
+        result = await self.session.execute(
+            stmt.values(state=target.value, **values).execution_options(synchronize_session=False)
+        )
+        if getattr(result, "rowcount", 0) != 1:
+            return False
+        await self.session.refresh(job)
+        return True
+
+    async def update_progress(self, job_id: uuid.UUID, proxy_id: uuid.UUID, **values: Any) -> bool:
+        result = await self.session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.proxy_id == proxy_id, Job.state == JobState.RUNNING.value)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)

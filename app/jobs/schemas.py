@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field
+
+from app.schemas import InputModel, OutputModel
+
+
+class JobCreate(InputModel):
+    """Back up these VMs now, outside their schedule."""
+
+    vm_ids: list[uuid.UUID] = Field(min_length=1, max_length=1000)
+
+
+class JobProgress(OutputModel):
+    phase: str | None
+    bytes_total: int
+    bytes_read: int
+    bytes_new: int
+    bytes_stored: int
+    percent: float | None
+    throughput_bytes_per_s: float | None
+    eta_s: float | None
+
+
+class JobRead(OutputModel):
+    id: uuid.UUID
+    kind: str
+    state: str
+    trigger: str
+    tenant_id: uuid.UUID
+    vm_id: uuid.UUID
+    policy_id: uuid.UUID | None
+    restore_id: uuid.UUID | None
+    proxy_id: uuid.UUID | None
+    attempt: int
+    max_attempts: int
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    lease_expires_at: datetime | None
+    cancel_requested: bool
+    progress: JobProgress
+    warnings: list[str]
+    error: str | None
+    error_kind: str | None
+    result: dict[str, Any] = Field(default_factory=dict)

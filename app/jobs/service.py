@@ -1,0 +1,97 @@
+"""Queueing backups, reading and cancelling jobs (the user side of jobs)."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.principal import Principal
+from app.clock import Clock
+from app.domain.jobs import PRIORITY, JobKind, JobState, JobTrigger
+from app.errors import Conflict, InvalidInput, NotFound
+from app.inventory.repository import InventoryRepository
+from app.jobs.models import Job
+from app.jobs.repository import JobFilter, JobRepository
+from app.pagination import PageRequest
+from app.policies.repository import PolicyRepository
+
+
+class JobService:
+    def __init__(self, session: AsyncSession, clock: Clock) -> None:
+        self.session = session
+        self.repo = JobRepository(session)
+        self.inventory = InventoryRepository(session)
+        self.policies = PolicyRepository(session)
+        self.clock = clock
+
+    async def get(self, principal: Principal, job_id: uuid.UUID) -> Job:
+        job = await self.repo.get(job_id, principal.tenant_scope)
+        if job is None:
+            raise NotFound(f"Job {job_id} does not exist.")
+        return job
+
+    async def list_page(self, principal: Principal, f: JobFilter, page: PageRequest) -> tuple[list[Job], int]:
+        return await self.repo.list_page(principal.tenant_scope, f, page)
+
+    async def enqueue_backups(
+        self, principal: Principal, vm_ids: list[uuid.UUID], trigger: JobTrigger = JobTrigger.MANUAL
+    ) -> list[Job]:
+        """One backup job per VM; a VM that already has one queued or running gets that one."""
+        principal.require_operator("start backups")
+        jobs: list[Job] = []
+        for index, vm_id in enumerate(dict.fromkeys(vm_ids)):
+            vm = await self.inventory.get_vm(vm_id, principal.tenant_scope)
+            if vm is None:
+                raise InvalidInput(f"VM {vm_id} does not exist.", field=["body", "vm_ids", index])
+            if vm.gone_at is not None:
+                raise InvalidInput(
+                    f"VM '{vm.name}' no longer exists in vCenter; it cannot be backed up.",
+                    field=["body", "vm_ids", index],
+                )
+            existing = await self.repo.active_backup(vm.id)
+            if existing is not None:
+                jobs.append(existing)
+                continue
+            policy = (
+                await self.policies.get(vm.protection_policy_id, None) if vm.protection_policy_id else None
+            )
+            now = self.clock.now()
+            job = Job(
+                id=uuid.uuid4(),
+                kind=JobKind.BACKUP.value,
+                state=JobState.QUEUED.value,
+                trigger=trigger.value,
+                priority=PRIORITY[JobKind.BACKUP],
+                tenant_id=vm.tenant_id,
+                vm_id=vm.id,
+                policy_id=policy.id if policy else None,
+                created_at=now,
+                created_by_key_id=principal.key_id,
+                not_before=now,
+                attempt=0,
+                max_attempts=(policy.retry_count if policy else 0) + 1,
+                params={"quiesce": bool(policy and policy.application_aware)},
+            )
+            await self.repo.add(job)
+            jobs.append(job)
+        return jobs
+
+    async def cancel(self, principal: Principal, job_id: uuid.UUID) -> Job:
+        principal.require_operator("cancel jobs")
+        job = await self.get(principal, job_id)
+        state = JobState(job.state)
+        if state is JobState.QUEUED:
+            if await self.repo.transition(
+                job, JobState.CANCELLED, finished_at=self.clock.now(), error="cancelled before it started"
+            ):
+                return job
+            job = await self.get(principal, job_id)
+            state = JobState(job.state)
+        if state is JobState.RUNNING:
+            # The proxy sees the request on its next progress report, stops, removes its
+            # snapshot and reports the job cancelled.
+            job.cancel_requested = True
+            await self.session.flush()
+            return job
+        raise Conflict(f"Job {job_id} already ended ({job.state}); there is nothing to cancel.")

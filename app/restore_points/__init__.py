@@ -1,0 +1,1 @@
+"""Restore points: the catalog's record of what the repository holds for each VM."""

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db.base import Base, IdMixin, JSONType
+
+
+class RestorePoint(IdMixin, Base):
+    """A VM's restorable state at one instant. The repository holds the data and a manifest
+    under the same id; this row is the catalog's index of it (rebuildable from the manifest)."""
+
+    __tablename__ = "restore_points"
+    __table_args__ = (Index("ix_restore_points_vm_created", "vm_id", "created_at"),)
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), index=True)
+    vm_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("vms.id"))
+    policy_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("policies.id", ondelete="SET NULL"))
+    # No foreign key: jobs are housekeeping that may be pruned; the point outlives them.
+    job_id: Mapped[uuid.UUID | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column()
+    vm_name: Mapped[str] = mapped_column(String(400))
+    location: Mapped[str] = mapped_column(String(20), default="onsite")
+    consistency: Mapped[str] = mapped_column(String(20))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    bytes_read: Mapped[int] = mapped_column(BigInteger)
+    bytes_new: Mapped[int] = mapped_column(BigInteger)
+    bytes_stored: Mapped[int] = mapped_column(BigInteger)
+    disks: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    used_cbt: Mapped[bool] = mapped_column(default=False)
+    warnings: Mapped[list[str]] = mapped_column(JSONType, default=list)

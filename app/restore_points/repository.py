@@ -1,0 +1,68 @@
+"""All SQL about restore points."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.pagination import PageRequest
+from app.restore_points.models import RestorePoint
+
+
+@dataclass(frozen=True)
+class RestorePointFilter:
+    tenant_id: uuid.UUID | None = None
+    vm_id: uuid.UUID | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+class RestorePointRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, point: RestorePoint) -> None:
+        self.session.add(point)
+        await self.session.flush()
+
+    async def get(self, point_id: uuid.UUID, scope: uuid.UUID | None = None) -> RestorePoint | None:
+        stmt = select(RestorePoint).where(RestorePoint.id == point_id)
+        if scope is not None:
+            stmt = stmt.where(RestorePoint.tenant_id == scope)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def latest_for_vm(self, vm_id: uuid.UUID) -> RestorePoint | None:
+        stmt = (
+            select(RestorePoint)
+            .where(RestorePoint.vm_id == vm_id)
+            .order_by(RestorePoint.created_at.desc(), RestorePoint.id)
+            .limit(1)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def list_page(
+        self, scope: uuid.UUID | None, f: RestorePointFilter, page: PageRequest
+    ) -> tuple[list[RestorePoint], int]:
+        stmt = select(RestorePoint)
+        for column, value in (
+            (RestorePoint.tenant_id, scope),
+            (RestorePoint.tenant_id, f.tenant_id),
+            (RestorePoint.vm_id, f.vm_id),
+        ):
+            if value is not None:
+                stmt = stmt.where(column == value)
+        if f.created_after is not None:
+            stmt = stmt.where(RestorePoint.created_at >= f.created_after)
+        if f.created_before is not None:
+            stmt = stmt.where(RestorePoint.created_at < f.created_before)
+        total = (await self.session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
+        rows = await self.session.execute(
+            stmt.order_by(RestorePoint.created_at.desc(), RestorePoint.id)
+            .limit(page.limit)
+            .offset(page.offset)
+        )
+        return list(rows.scalars()), total

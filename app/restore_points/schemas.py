@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from app.schemas import OutputModel
+
+
+class RestorePointDisk(BaseModel):
+    key: int
+    label: str
+    size: int
+    change_id: str | None = None
+    bytes_read: int = 0
+    bytes_new: int = 0
+    bytes_stored: int = 0
+    used_cbt: bool = False
+
+
+class RestorePointRead(OutputModel):
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    vm_id: uuid.UUID
+    vm_name: str
+    policy_id: uuid.UUID | None
+    job_id: uuid.UUID | None
+    created_at: datetime
+    location: str = Field(description="onsite (offsite copies come later)")
+    consistency: str = Field(description="crash or application")
+    size_bytes: int = Field(description="Sum of the disks' sizes")
+    bytes_read: int = Field(description="Read from the datastore by this backup")
+    bytes_new: int = Field(description="New data this backup added to the repository (before compression)")
+    bytes_stored: int = Field(description="Bytes this backup added to the repository (compressed, encrypted)")
+    dedup_ratio: float = Field(description="size_bytes / bytes_stored: how much smaller the increment is")
+    used_cbt: bool
+    disks: list[RestorePointDisk]
+    warnings: list[str]

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db.base import Base, IdMixin, JSONType
+
+
+class Restore(IdMixin, Base):
+    """A restore request and its SLA clocks: requested, initiated (a proxy started work),
+    completed."""
+
+    __tablename__ = "restores"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), index=True)
+    vm_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("vms.id"), index=True)
+    restore_point_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("restore_points.id"), index=True)
+    type: Mapped[str] = mapped_column(String(20))
+    target: Mapped[str] = mapped_column(String(20))
+    target_params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    state: Mapped[str] = mapped_column(String(20))
+    source_location: Mapped[str] = mapped_column(String(20))
+    requested_at: Mapped[datetime] = mapped_column()
+    requested_by_key_id: Mapped[uuid.UUID | None] = mapped_column()
+    initiated_at: Mapped[datetime | None] = mapped_column()
+    completed_at: Mapped[datetime | None] = mapped_column()
+    error: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

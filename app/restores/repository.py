@@ -1,0 +1,50 @@
+"""All SQL about restores."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.jobs.models import Job
+from app.pagination import PageRequest
+from app.restores.models import Restore
+
+
+class RestoreRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, restore: Restore) -> None:
+        self.session.add(restore)
+        await self.session.flush()
+
+    async def get(self, restore_id: uuid.UUID, scope: uuid.UUID | None = None) -> Restore | None:
+        stmt = select(Restore).where(Restore.id == restore_id)
+        if scope is not None:
+            stmt = stmt.where(Restore.tenant_id == scope)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def list_page(
+        self, scope: uuid.UUID | None, vm_id: uuid.UUID | None, state: str | None, page: PageRequest
+    ) -> tuple[list[Restore], int]:
+        stmt = select(Restore)
+        for column, value in ((Restore.tenant_id, scope), (Restore.vm_id, vm_id), (Restore.state, state)):
+            if value is not None:
+                stmt = stmt.where(column == value)
+        total = (await self.session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
+        rows = await self.session.execute(
+            stmt.order_by(Restore.requested_at.desc(), Restore.id).limit(page.limit).offset(page.offset)
+        )
+        return list(rows.scalars()), total
+
+    async def jobs_for(self, restore_ids: list[uuid.UUID]) -> dict[uuid.UUID, Job]:
+        if not restore_ids:
+            return {}
+        rows = await self.session.execute(select(Job).where(Job.restore_id.in_(restore_ids)))
+        return {job.restore_id: job for job in rows.scalars() if job.restore_id is not None}
+
+    async def active_for_vm(self, vm_id: uuid.UUID) -> Restore | None:
+        stmt = select(Restore).where(Restore.vm_id == vm_id, Restore.state.in_(["requested", "running"]))
+        return (await self.session.execute(stmt.limit(1))).scalar_one_or_none()
