@@ -18,8 +18,8 @@ import pytest
 from app.context import AppContext
 from app.contracts.agent import BackupResult, DiskResult
 from app.jobs.repository import JobRepository
-from app.restore_points.service import RestorePointService
 from app.main import create_app
+from app.restore_points.service import RestorePointService
 from tests.api.test_policies import create_policy, synced_tenant
 from tests.api.test_proxies import register_proxy
 from tests.support.app import CustomerFactory
