@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -32,6 +34,10 @@ def serve(
     no_loops: Annotated[
         bool, typer.Option("--no-loops", help="Do not run background loops (inventory refresh) here.")
     ] = False,
+    no_embedded_proxy: Annotated[
+        bool,
+        typer.Option("--no-embedded-proxy", help="Do not run the built-in proxy (split deployments)."),
+    ] = False,
 ) -> None:
     """Run the API service.
 
@@ -50,15 +56,56 @@ def serve(
         overrides["port"] = port
     if no_loops:
         overrides["run_loops"] = False
+    if no_embedded_proxy:
+        overrides["embedded_proxy"] = False
     settings = Settings(**overrides)  # type: ignore[arg-type]
     _logging(settings.log_level)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        proxy_headers=False,
+    app = create_app(settings)
+
+    class DrainingServer(uvicorn.Server):
+        """Tells the app it is going down before uvicorn waits for open connections, so
+        that agents' long-polls end at once instead of holding the shutdown."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            loop = asyncio.get_event_loop()
+            loop.call_soon_threadsafe(app.state.draining.set)
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(), proxy_headers=False
     )
+    DrainingServer(config).run()
+
+
+@cli.command()
+def proxy(
+    server: Annotated[str, typer.Option(help="Base URL of the service, e.g. https://backup.example.com")],
+    token: Annotated[
+        str | None,
+        typer.Option(help="The proxy's token (or VMR_PROXY_TOKEN, or --token-file).", show_default=False),
+    ] = None,
+    token_file: Annotated[
+        Path | None, typer.Option(help="File holding the token (keeps it out of the process list).")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, max=32, help="Jobs to run at once.")] = 2,
+) -> None:
+    """Run a proxy agent: it moves the data of the hosts it was registered for.
+
+    Register it first (POST /api/v1/proxies) to get its token. It heartbeats, claims jobs,
+    reads disks through vCenter and writes the repository directly; SIGTERM stops it cleanly.
+    """
+    import os
+
+    from app.agent.main import run_proxy
+
+    settings = Settings()
+    _logging(settings.log_level)
+    secret = token or os.environ.get("VMR_PROXY_TOKEN")
+    if secret is None and token_file is not None:
+        secret = token_file.read_text().strip()
+    if not secret:
+        raise typer.BadParameter("give the proxy's token with --token, --token-file or VMR_PROXY_TOKEN")
+    asyncio.run(run_proxy(server, secret, workers))
 
 
 @cli.command()
@@ -105,6 +152,41 @@ def create_operator_key(
             await engine.dispose()
 
     typer.echo(asyncio.run(_create()))
+
+
+repository_cli = typer.Typer(help="Check and maintain the backup repository.", no_args_is_help=True)
+cli.add_typer(repository_cli, name="repository")
+
+
+@repository_cli.command("verify")
+def repository_verify() -> None:
+    """Re-read and re-hash every chunk that restore points reference; report damage.
+
+    Exits 1 when anything is damaged or missing, listing the restore points affected.
+    """
+    from app.chunkstore import Repository, open_backend, verify
+
+    settings = Settings()
+    _logging(settings.log_level)
+    passphrase = settings.repository_passphrase.get_secret_value() if settings.repository_passphrase else None
+    repo = Repository.open(open_backend(settings.resolved_repository_path), passphrase=passphrase)
+    report = verify(repo)
+    typer.echo(
+        f"checked {report.chunks_checked} chunks ({report.bytes_checked} bytes) of "
+        f"{report.restore_points} restore points, {report.disks} disks"
+    )
+    for problem in (*report.damaged, *report.missing):
+        points = ", ".join(problem.restore_point_ids) or "none"
+        typer.echo(
+            f"{problem.kind} chunk {problem.chunk_hex}: {problem.detail}; restore points affected: {points}"
+        )
+    for message in report.damaged_objects:
+        typer.echo(f"damaged: {message}")
+    if report.ok:
+        typer.echo("repository OK")
+    else:
+        typer.echo(f"DAMAGE FOUND; restore points affected: {', '.join(report.affected_restore_points)}")
+        raise typer.Exit(1)
 
 
 @cli.command()

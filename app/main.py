@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, FastAPI
+from sqlalchemy.exc import SQLAlchemyError
 
 from app import __version__
 from app.api import (
@@ -29,10 +31,15 @@ from app.context import AppContext
 from app.crypto import SecretBox, load_or_create_server_key
 from app.db.engine import create_engine, create_sessionmaker
 from app.db.migrate import upgrade_to_head_async
+from app.proxies.service import ensure_embedded_proxy
 from app.scheduler.inventory_refresh import InventoryRefreshLoop
 from app.scheduler.loop import LoopService
 from app.settings import Settings
+from app.storage import ensure_onsite_repository
 from app.vcenters.gateway import VCenterGateway
+
+if TYPE_CHECKING:
+    from app.agent.worker import ProxyAgent
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +77,49 @@ def build_loops(ctx: AppContext) -> list[LoopService]:
     ]
 
 
+class EmbeddedProxy:
+    """The proxy ``serve`` runs for all hosts. It talks to this very process over loopback
+    HTTP, exactly as a remote proxy would, so there is one code path for both. It waits
+    for the catalog to be migrated before it registers itself."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self.agent: ProxyAgent | None = None
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        from app.agent.main import build_agent
+
+        settings = self.ctx.settings
+        while not self._stopping.is_set():
+            try:
+                async with self.ctx.sessionmaker.begin() as session:
+                    _, token = await ensure_embedded_proxy(session, self.ctx.clock, settings.proxy_workers)
+                break
+            except SQLAlchemyError as exc:
+                log.warning("embedded proxy waits for the catalog (run 'vmrecovery migrate'?): %s", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=5)
+        else:
+            return
+        host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host  # noqa: S104
+        self.agent = build_agent(f"http://{host}:{settings.port}", token, settings.proxy_workers)
+        try:
+            await self.agent.run()
+        finally:
+            await self.agent.client.close()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.agent is not None:
+            self.agent.stop()
+
+
+async def _stop_on_drain(app: FastAPI, embedded: EmbeddedProxy) -> None:
+    await app.state.draining.wait()
+    embedded.stop()
+
+
 def create_app(settings: Settings | None = None, ctx: AppContext | None = None) -> FastAPI:
     settings = settings or (ctx.settings if ctx else Settings())
 
@@ -79,12 +129,21 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         context = ctx or build_context(settings)
         if own_ctx and settings.should_auto_migrate:
             await upgrade_to_head_async(settings.effective_database_url)
+        if own_ctx:
+            await asyncio.to_thread(ensure_onsite_repository, settings)
         app.state.ctx = context
         loops = build_loops(context) if settings.run_loops else []
         tasks = [asyncio.create_task(loop.run_forever(), name=loop.name) for loop in loops]
+        embedded = EmbeddedProxy(context) if own_ctx and settings.embedded_proxy else None
+        if embedded is not None:
+            tasks.append(asyncio.create_task(embedded.run(), name="embedded-proxy"))
+            tasks.append(asyncio.create_task(_stop_on_drain(app, embedded), name="drain-watch"))
         try:
             yield
         finally:
+            if embedded is not None:
+                embedded.stop()
+                await asyncio.wait(tasks[-1:], timeout=70)
             for loop in loops:
                 loop.stop()
             for task in tasks:
@@ -104,6 +163,9 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     )
     if ctx is not None:
         app.state.ctx = ctx
+    # Set when the server starts shutting down (see app.cli's server): long-polls answer at
+    # once so that the server does not wait for them before it can stop.
+    app.state.draining = asyncio.Event()
     install_problem_handlers(app)
     api = APIRouter(prefix=API_PREFIX)
     for module in (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 
 from fastapi import APIRouter, Request
@@ -43,19 +44,23 @@ async def heartbeat(
 
 
 @router.post("/jobs/claim", response_model=ClaimResponse, summary="Take jobs for the hosts this proxy serves")
-async def claim(ctx: Ctx, proxy: CurrentProxy, body: ClaimRequest) -> ClaimResponse:
+async def claim(ctx: Ctx, proxy: CurrentProxy, body: ClaimRequest, request: Request) -> ClaimResponse:
     """Long-poll: answers as soon as there is work, or empty after ``wait_s``.
 
     Each attempt is its own short transaction, so waiting holds no lock.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + body.wait_s
+    draining: asyncio.Event = request.app.state.draining
     while True:
         async with ctx.sessionmaker.begin() as session:
             jobs = await _channel(ctx, session).claim(proxy, body.capacity)
-        if jobs or loop.time() >= deadline:
+        if jobs or loop.time() >= deadline or draining.is_set():
             return ClaimResponse(jobs=jobs)
-        await asyncio.sleep(min(CLAIM_POLL_S, max(0.0, deadline - loop.time())))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(
+                draining.wait(), timeout=min(CLAIM_POLL_S, max(0.0, deadline - loop.time()))
+            )
 
 
 @router.post(

@@ -17,10 +17,12 @@ class JobCreate(InputModel):
 
 class JobProgress(OutputModel):
     phase: str | None
-    bytes_total: int
-    bytes_read: int
-    bytes_new: int
-    bytes_stored: int
+    bytes_total: int = Field(description="Bytes the job covers (the VM's disks)")
+    bytes_read: int = Field(
+        description="Disk bytes processed so far (read, or unchanged since the last point)"
+    )
+    bytes_new: int = Field(description="New data after deduplication, before compression")
+    bytes_stored: int = Field(description="Bytes written to the repository (compressed, encrypted)")
     percent: float | None
     throughput_bytes_per_s: float | None
     eta_s: float | None

@@ -159,3 +159,34 @@ class ProxyService:
                     f"Host {host_id} does not exist; sync the vCenter and use an id from GET /api/v1/hosts.",
                     field=["body", "host_ids", index],
                 )
+
+
+EMBEDDED_PROXY_NAME = "embedded"
+
+
+async def ensure_embedded_proxy(session: AsyncSession, clock: Clock, workers: int) -> tuple[Proxy, str]:
+    """The proxy that ``serve`` runs in-process for single-machine set-ups: it serves every
+    host. Its token is re-issued at each start and never leaves the process."""
+    repo = ProxyRepository(session)
+    issued = tokens.issue(tokens.PROXY_TOKEN_PREFIX)
+    now = clock.now()
+    proxy = await repo.get_by_name(EMBEDDED_PROXY_NAME)
+    if proxy is None:
+        proxy = Proxy(
+            id=uuid.uuid4(),
+            name=EMBEDDED_PROXY_NAME,
+            serves_all_hosts=True,
+            created_at=now,
+            updated_at=now,
+            token_lookup_id=issued.lookup_id,
+            token_hash=issued.secret_hash,
+            max_concurrent_jobs=workers,
+        )
+        await repo.add(proxy)
+    else:
+        proxy.token_lookup_id = issued.lookup_id
+        proxy.token_hash = issued.secret_hash
+        proxy.serves_all_hosts = True
+        proxy.max_concurrent_jobs = workers
+        proxy.updated_at = now
+    return proxy, issued.secret

@@ -19,7 +19,7 @@ import http.client
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from types import TracebackType
 from typing import Any
@@ -312,10 +312,6 @@ def parse_datastore_path(path: str) -> tuple[str, str]:
     return name, rest.strip()
 
 
-def managed_moids(refs: Iterable[Any]) -> list[str]:
-    return [str(ref._moId) for ref in refs]
-
-
 def open_session(endpoint: VCenterEndpoint) -> VCenterSession:
     """Log in to ``endpoint``; the caller closes the session (or uses it as a context manager)."""
     stack = ExitStack()
@@ -329,7 +325,3 @@ def open_session(endpoint: VCenterEndpoint) -> VCenterSession:
         if isinstance(exc, Exception):
             raise classify(exc, endpoint, connecting=True) from exc
         raise
-
-
-def by_moid(found: Mapping[str, dict[str, Any]], moid: str) -> dict[str, Any]:
-    return found.get(moid, {})

@@ -213,7 +213,6 @@ class DatastoreSpace(NamedTuple):
     name: str
     capacity_bytes: int
     free_bytes: int
-    moid: str
 
 
 @dataclass(frozen=True)

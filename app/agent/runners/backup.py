@@ -1,0 +1,288 @@
+"""Image-level backup of one VM through VADP into the repository.
+
+space check → CBT on → snapshot (quiesced if asked and possible) → per disk: changed areas
+(CBT) or whole disk → chunk, dedup, compress, write → manifest (last) → snapshot removed,
+always, in ``finally``. Disk data flows from the datastore to the repository; the service
+only sees the summary.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from app.agent.cleanup import endpoint_of
+from app.agent.repositories import RepositoryCache
+from app.agent.runtime import JobRuntime
+from app.chunkstore import (
+    BackupCancelled,
+    BackupStats,
+    ChunkstoreError,
+    DiskIndex,
+    Repository,
+    RestorePoint,
+    RestorePointNotFound,
+    backup_disk,
+)
+from app.contracts.agent import BackupResult, CompleteRequest, DiskResult, JobAssignment
+from app.domain.space import SpaceStatus, free_percent, space_status
+from app.vadp.cbt import ChangedBlockTracker, VimChangedBlockTracker
+from app.vadp.datastore_http import DatastoreHttpTransport
+from app.vadp.errors import VCenterError, VCenterErrorKind
+from app.vadp.session import VCenterSession, open_session
+from app.vadp.snapshots import create_snapshot, remove_snapshot, remove_snapshots_named
+from app.vadp.transport import DiskTransport
+from app.vadp.types import SnapshotHandle, VmFacts
+from app.vadp.vmconfig import capture_vm_config
+from app.vadp.vms import datastore_space, disk_change_id, enable_cbt, find_vm, snapshot_disks
+
+log = logging.getLogger(__name__)
+
+
+class Skip(Exception):
+    """The backup must not start (e.g. datastore below 10% free): ends as ``skipped``."""
+
+
+class BackupRunner:
+    def __init__(
+        self,
+        repositories: RepositoryCache | None = None,
+        transport: DiskTransport | None = None,
+        cbt: ChangedBlockTracker | None = None,
+        workers: int = 4,
+    ) -> None:
+        self.repositories = repositories or RepositoryCache()
+        self.transport = transport or DatastoreHttpTransport()
+        self.cbt = cbt or VimChangedBlockTracker()
+        self.workers = workers
+
+    def run(self, assignment: JobAssignment, runtime: JobRuntime) -> CompleteRequest:
+        try:
+            result = self._run(assignment, runtime)
+        except Skip as exc:
+            return CompleteRequest(
+                outcome="skipped", error=str(exc), error_kind="permanent", warnings=runtime.warnings
+            )
+        except BackupCancelled:
+            return CompleteRequest(outcome="cancelled", error="cancelled", warnings=runtime.warnings)
+        except VCenterError as exc:
+            kind = "transient" if exc.transient else "permanent"
+            return CompleteRequest(
+                outcome="failed", error=exc.message, error_kind=kind, warnings=runtime.warnings
+            )
+        except ChunkstoreError as exc:
+            return CompleteRequest(
+                outcome="failed",
+                error=f"repository: {exc}",
+                error_kind="transient",
+                warnings=runtime.warnings,
+            )
+        return CompleteRequest(outcome="succeeded", backup=result, warnings=runtime.warnings)
+
+    def _run(self, a: JobAssignment, runtime: JobRuntime) -> BackupResult:
+        params = a.backup
+        assert params is not None
+        repo = self.repositories.get(a.repository)
+        runtime.report("connecting")
+        with open_session(endpoint_of(a.vcenter)) as session:
+            try:
+                vm = find_vm(session, a.vm.instance_uuid)
+            except VCenterError as exc:
+                if exc.kind is VCenterErrorKind.NOT_FOUND:
+                    raise VCenterError(
+                        exc.kind,
+                        f"VM '{a.vm.name}' ({a.vm.instance_uuid}) no longer exists in vCenter",
+                        transient=False,
+                    ) from exc
+                raise
+            self._check_space(session, vm, runtime)
+            self._ensure_cbt(session, vm, runtime)
+            # A retry of this job may find the snapshot its crashed attempt left.
+            remove_snapshots_named(session, vm.handle, params.snapshot_name)
+            quiesce = params.quiesce and vm.power_state == "poweredOn"
+            if params.quiesce and not quiesce:
+                runtime.warn("the VM is powered off: no quiescing needed, the backup is consistent as it is")
+            runtime.report("snapshot")
+            snap = create_snapshot(
+                session,
+                vm.handle,
+                params.snapshot_name,
+                description=f"VM Recovery backup, job {a.job_id}; removed when the backup ends",
+                quiesce=quiesce,
+            )
+            if snap.warning:
+                runtime.warn(snap.warning)
+            try:
+                created_at, disks = self._back_up_disks(session, repo, a, runtime, vm, snap.snapshot)
+                consistency = "application" if snap.quiesced or vm.power_state == "poweredOff" else "crash"
+                return BackupResult(
+                    restore_point_id=params.restore_point_id,
+                    created_at=created_at,
+                    consistency=consistency,
+                    disks=disks,
+                )
+            finally:
+                runtime.report("removing snapshot")
+                self._remove_snapshot(session, snap.snapshot, runtime)
+
+    def _check_space(self, session: VCenterSession, vm: VmFacts, runtime: JobRuntime) -> None:
+        runtime.report("checking datastore space")
+        for name, capacity, free in datastore_space(session, vm.handle):
+            status = space_status(capacity, free)
+            percent = free_percent(capacity, free)
+            if status is SpaceStatus.CRITICAL:
+                raise Skip(
+                    f"datastore {name} has {percent:.1f}% free (below 10%): the backup was not started, "
+                    "because a snapshot could fill the datastore; free space on it or move the VM"
+                )
+            if status is SpaceStatus.WARNING:
+                runtime.warn(f"datastore {name} has {percent:.1f}% free (below 15%)")
+
+    def _ensure_cbt(self, session: VCenterSession, vm: VmFacts, runtime: JobRuntime) -> None:
+        if vm.cbt_enabled:
+            return
+        try:
+            if enable_cbt(session, vm.handle):
+                runtime.warn(
+                    "Changed Block Tracking was off and has been enabled; this backup reads whole disks"
+                )
+        except VCenterError as exc:
+            runtime.warn(f"could not enable Changed Block Tracking ({exc.message}); whole disks are read")
+
+    def _previous(self, repo: Repository, a: JobAssignment, runtime: JobRuntime) -> RestorePoint | None:
+        assert a.backup is not None
+        if a.backup.previous is None:
+            return None
+        try:
+            return repo.read_restore_point(str(a.backup.previous.id))
+        except RestorePointNotFound:
+            runtime.warn("the previous restore point is missing from the repository; reading whole disks")
+            return None
+
+    def _back_up_disks(
+        self,
+        session: VCenterSession,
+        repo: Repository,
+        a: JobAssignment,
+        runtime: JobRuntime,
+        vm: VmFacts,
+        snapshot: SnapshotHandle,
+    ) -> tuple[datetime, list[DiskResult]]:
+        assert a.backup is not None
+        runtime.report("capturing configuration")
+        config = capture_vm_config(session, vm.handle)
+        disks = snapshot_disks(session, snapshot)
+        previous = self._previous(repo, a, runtime)
+        previous_disks = {d.key: d for d in previous.disks} if previous else {}
+        created_at = datetime.now(UTC)
+        writer = repo.begin_restore_point(
+            str(a.backup.restore_point_id),
+            vm_config=config,
+            metadata={
+                "job_id": str(a.job_id),
+                "vm_id": str(a.vm.id),
+                "vm_name": a.vm.name,
+                "instance_uuid": a.vm.instance_uuid,
+            },
+            created_at=created_at,
+        )
+        total = sum(d.capacity_bytes for d in disks)
+        done = BackupStats()
+        processed = 0
+        results: list[DiskResult] = []
+        for disk in disks:
+            if runtime.cancel.is_set():
+                raise BackupCancelled()
+            change_id = disk_change_id(session, snapshot, disk.key)
+            record = previous_disks.get(str(disk.key))
+            previous_index: DiskIndex | None = None
+            extents = None
+            if record is not None and record.size == disk.capacity_bytes:
+                previous_index = repo.read_index(record)
+                if record.change_id and change_id:
+                    extents = self.cbt.changed_areas(
+                        session, vm.handle, snapshot, disk.key, disk.capacity_bytes, record.change_id
+                    )
+            if extents is None:
+                previous_index = None  # no CBT: read everything, dedup keeps the stored bytes small
+            runtime.report("reading disks", bytes_total=total)
+
+            def progress(
+                stats: BackupStats,
+                base: BackupStats = done,
+                covered: int = processed,
+                label: str = disk.label,
+                size: int = disk.capacity_bytes,
+            ) -> None:
+                # "Read" in job progress means disk bytes covered so far, read or unchanged
+                # since the previous point, so that the percentage reaches 100 with CBT too.
+                runtime.report(
+                    f"reading {label}",
+                    bytes_total=total,
+                    bytes_read=covered + min(size, stats.chunks_done * repo.chunk_size),
+                    bytes_new=base.bytes_new + stats.bytes_new,
+                    bytes_stored=base.bytes_stored + stats.bytes_stored,
+                )
+
+            reader = self.transport.open(session, vm.handle, snapshot, disk)
+            try:
+                result = backup_disk(
+                    repo,
+                    reader,
+                    disk.capacity_bytes,
+                    changed_extents=extents,
+                    previous_index=previous_index,
+                    workers=self.workers,
+                    progress=progress,
+                    cancel=runtime.cancel,
+                )
+            finally:
+                reader.close()
+            writer.add_disk(key=str(disk.key), label=disk.label, index=result.index, change_id=change_id)
+            stats = result.stats
+            done.bytes_read += stats.bytes_read
+            processed += disk.capacity_bytes
+            done.bytes_new += stats.bytes_new
+            done.bytes_stored += stats.bytes_stored
+            results.append(
+                DiskResult(
+                    key=disk.key,
+                    label=disk.label,
+                    size=disk.capacity_bytes,
+                    change_id=change_id,
+                    bytes_read=stats.bytes_read,
+                    bytes_new=stats.bytes_new,
+                    bytes_stored=stats.bytes_stored,
+                    chunks=stats.chunks_total,
+                    chunks_new=stats.chunks_new,
+                    chunks_zero=stats.chunks_zero,
+                    used_cbt=extents is not None,
+                )
+            )
+        runtime.report(
+            "writing manifest",
+            bytes_total=total,
+            bytes_read=processed,
+            bytes_new=done.bytes_new,
+            bytes_stored=done.bytes_stored,
+        )
+        writer.commit()
+        return created_at, results
+
+    def _remove_snapshot(
+        self, session: VCenterSession, snapshot: SnapshotHandle, runtime: JobRuntime
+    ) -> None:
+        for attempt in range(3):
+            try:
+                remove_snapshot(session, snapshot)
+                return
+            except VCenterError as exc:
+                if exc.kind is VCenterErrorKind.NOT_FOUND:
+                    return
+                log.warning(
+                    "removing snapshot %s failed (attempt %d): %s", snapshot.moid, attempt + 1, exc.message
+                )
+                last = exc.message
+        runtime.warn(
+            f"the backup snapshot could not be removed ({last}); the proxy retries at its next start"
+        )

@@ -1,0 +1,142 @@
+"""Local filesystem backend.
+
+A key maps to a file below the root (``chunks/ab/<id>`` → ``<root>/chunks/ab/<id>``). Writes go to a
+temporary file in the destination directory, are fsynced and renamed over the final name, and the
+directory is fsynced so the rename survives a power cut: a chunk that a manifest refers to is durable
+before the manifest is written (the manifest is written last, through the same path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import threading
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from app.chunkstore.backend import BytesLike, ObjectStat, validate_key
+from app.chunkstore.errors import ObjectMissing
+
+_TMP_PREFIX = ".tmp-"
+
+
+class FsBackend:
+    """Backend on a local (or mounted) filesystem directory."""
+
+    def __init__(self, root: str | os.PathLike[str], *, durable: bool = True) -> None:
+        # durable=False skips the fsyncs; only for throwaway repositories (tests), never for backups.
+        self.root = Path(root)
+        self._durable = durable
+        self._made_dirs: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"FsBackend({str(self.root)!r})"
+
+    def _path(self, key: str) -> str:
+        return os.path.join(self.root, validate_key(key))
+
+    def _ensure_dir(self, directory: str) -> None:
+        # Creating fan-out directories once per process keeps the per-chunk cost to open+write+rename.
+        if directory in self._made_dirs:
+            return
+        os.makedirs(directory, exist_ok=True)
+        with self._lock:
+            self._made_dirs.add(directory)
+
+    def put(self, key: str, data: BytesLike) -> None:
+        path = self._path(key)
+        directory = os.path.dirname(path)
+        self._ensure_dir(directory)
+        tmp = os.path.join(directory, f"{_TMP_PREFIX}{secrets.token_hex(8)}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        except FileNotFoundError:  # the directory was removed behind our back: recreate it once
+            with self._lock:
+                self._made_dirs.discard(directory)
+            self._ensure_dir(directory)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            if self._durable:
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            os.unlink(tmp)
+            raise
+        os.close(fd)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        if self._durable:
+            _fsync_dir(directory)
+
+    def get(self, key: str) -> bytes:
+        try:
+            with open(self._path(key), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise ObjectMissing(key) from None
+
+    def exists(self, key: str) -> bool:
+        return os.path.isfile(self._path(key))
+
+    def exists_many(self, keys: Iterable[str]) -> set[str]:
+        return {key for key in keys if os.path.isfile(self._path(key))}
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._path(key))
+
+    def list(self, prefix: str) -> Iterator[str]:
+        # Walk only the directory that can contain the prefix, not the whole root.
+        directory, _, _ = prefix.rpartition("/")
+        if directory:
+            validate_key(directory)
+        start = os.path.join(self.root, directory) if directory else str(self.root)
+        base = f"{directory}/" if directory else ""
+        for key in _walk(start, base):
+            if key.startswith(prefix):
+                yield key
+
+    def stat(self, key: str) -> ObjectStat:
+        try:
+            st = os.stat(self._path(key))
+        except FileNotFoundError:
+            raise ObjectMissing(key) from None
+        return ObjectStat(key=key, size=st.st_size, modified=datetime.fromtimestamp(st.st_mtime, UTC))
+
+
+def _walk(directory: str, base: str) -> Iterator[str]:
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        return
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue  # temporary files of in-progress puts, or foreign dot-files
+        if entry.is_dir(follow_symlinks=False):
+            yield from _walk(entry.path, f"{base}{entry.name}/")
+        elif entry.is_file(follow_symlinks=False):
+            yield f"{base}{entry.name}"
+
+
+def _fsync_dir(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as exc:  # some filesystems (e.g. certain network mounts) refuse fsync on directories
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)

@@ -1,0 +1,392 @@
+"""The backup repository: chunks, indexes and restore points on a ``Backend``.
+
+Named ``repository`` inside ``app/chunkstore`` only; elsewhere in the project ``repository.py`` means SQL.
+
+Layout (keys)::
+
+    config                          repository self-description (JSON, clear; master key only wrapped)
+    chunks/<2 hex>/<64 hex>         one stored chunk (see codec.py), named by its id
+    indexes/<restore point>/<n>     binary chunk index of disk n of a restore point (see index.py)
+    restore-points/<restore point>  manifest (JSON; AES-GCM sealed in encrypted repositories)
+
+Writes happen in the order chunks → indexes → manifest; the manifest's atomic put is the commit point.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import blake3
+
+from app.chunkstore.backend import Backend, BytesLike
+from app.chunkstore.codec import DEFAULT_LEVEL, ChunkCodec, MetaCodec, check_level
+from app.chunkstore.config import EncryptionConfig, RepositoryConfig, check_chunk_size
+from app.chunkstore.errors import (
+    ChunkMissing,
+    ObjectDamaged,
+    ObjectMissing,
+    RepositoryError,
+    RepositoryExists,
+    RepositoryNotFound,
+    RestorePointExists,
+    RestorePointNotFound,
+    WrongPassphrase,
+)
+from app.chunkstore.ids import ZERO_ID, ChunkHasher, chunk_key, parse_chunk_key
+from app.chunkstore.index import DiskIndex, IndexFormatError
+from app.chunkstore.keys import (
+    RepositoryKeys,
+    ScryptParams,
+    new_master_key,
+    unwrap_master_key,
+    wrap_master_key,
+)
+from app.chunkstore.manifest import DiskRecord, RestorePoint, validate_restore_point_id
+
+CONFIG_KEY = "config"
+MANIFEST_PREFIX = "restore-points/"
+INDEX_PREFIX = "indexes/"
+# 1 MiB: measured in docs/benchmarks.md (scattered 4 KiB guest writes make bigger chunks store far more
+# on every incremental backup, for little throughput gain).
+DEFAULT_CHUNK_SIZE = 1 << 20
+# How many ids one exists_many() call checks: one round trip on S3-like backends.
+EXISTS_BATCH = 256
+# Bound on the per-process cache of ids known to be present (~100 bytes each).
+KNOWN_CACHE_MAX = 1 << 17
+
+
+def manifest_key(restore_point_id: str) -> str:
+    return MANIFEST_PREFIX + validate_restore_point_id(restore_point_id)
+
+
+def index_prefix(restore_point_id: str) -> str:
+    return f"{INDEX_PREFIX}{validate_restore_point_id(restore_point_id)}/"
+
+
+def _wrap_aad(repository_id: str) -> bytes:
+    return b"vm-recovery master key:" + repository_id.encode()
+
+
+class Repository:
+    """An opened repository. Thread-safe: backup and restore pipelines share one instance."""
+
+    def __init__(self, backend: Backend, config: RepositoryConfig, keys: RepositoryKeys | None) -> None:
+        # Use Repository.create() or Repository.open().
+        self.backend = backend
+        self.config = config
+        self._keys = keys
+        self._hasher = ChunkHasher(keys.id_key if keys else None)
+        self._codec = ChunkCodec(
+            self._hasher,
+            level=config.compression_level,
+            key=keys.chunk_key if keys else None,
+            max_chunk_size=config.chunk_size,
+        )
+        self._meta = MetaCodec(keys.meta_key if keys else None)
+        self._known: set[bytes] = set()
+        self._known_lock = threading.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        backend: Backend,
+        *,
+        passphrase: str | bytes | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        compression_level: int = DEFAULT_LEVEL,
+        kdf: ScryptParams | None = None,
+    ) -> Repository:
+        """Initialise a new repository; encrypted iff a passphrase is given."""
+        check_chunk_size(chunk_size)
+        check_level(compression_level)
+        if backend.exists(CONFIG_KEY):
+            raise RepositoryExists(f"a repository already exists in {backend!r}")
+        repository_id = uuid.uuid4().hex
+        keys = None
+        encryption = None
+        if passphrase is not None:
+            master = new_master_key()
+            params = (kdf or ScryptParams()).with_salt()
+            wrapped = wrap_master_key(master, passphrase, params, _wrap_aad(repository_id))
+            encryption = EncryptionConfig(kdf=params, wrapped_key=wrapped)
+            keys = RepositoryKeys.derive(master)
+        config = RepositoryConfig(
+            id=repository_id,
+            created_at=datetime.now(UTC),
+            chunk_size=chunk_size,
+            compression_level=compression_level,
+            encryption=encryption,
+        )
+        backend.put(CONFIG_KEY, config.to_json())
+        return cls(backend, config, keys)
+
+    @classmethod
+    def open(cls, backend: Backend, *, passphrase: str | bytes | None = None) -> Repository:
+        try:
+            raw = backend.get(CONFIG_KEY)
+        except ObjectMissing:
+            raise RepositoryNotFound(f"no repository in {backend!r}") from None
+        try:
+            config = RepositoryConfig.from_json(raw)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RepositoryError(f"unreadable repository config: {exc}") from None
+        keys = None
+        if config.encryption is not None:
+            if passphrase is None:
+                raise WrongPassphrase("the repository is encrypted: a passphrase is required")
+            master = unwrap_master_key(
+                config.encryption.wrapped_key, passphrase, config.encryption.kdf, _wrap_aad(config.id)
+            )
+            keys = RepositoryKeys.derive(master)
+        return cls(backend, config, keys)
+
+    def change_passphrase(self, new_passphrase: str | bytes, old_passphrase: str | bytes) -> None:
+        """Rewrap the master key under a new passphrase; chunks and manifests are untouched."""
+        enc = self.config.encryption
+        if enc is None:
+            raise RepositoryError("the repository is not encrypted")
+        master = unwrap_master_key(enc.wrapped_key, old_passphrase, enc.kdf, _wrap_aad(self.config.id))
+        params = enc.kdf.with_salt()
+        wrapped = wrap_master_key(master, new_passphrase, params, _wrap_aad(self.config.id))
+        config = RepositoryConfig(
+            id=self.config.id,
+            created_at=self.config.created_at,
+            chunk_size=self.config.chunk_size,
+            compression_level=self.config.compression_level,
+            encryption=EncryptionConfig(kdf=params, wrapped_key=wrapped),
+        )
+        self.backend.put(CONFIG_KEY, config.to_json())
+        self.config = config
+
+    # -- properties ------------------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    @property
+    def chunk_size(self) -> int:
+        return self.config.chunk_size
+
+    @property
+    def encrypted(self) -> bool:
+        return self._keys is not None
+
+    def __repr__(self) -> str:
+        return f"Repository(id={self.id!r}, backend={self.backend!r}, encrypted={self.encrypted})"
+
+    # -- chunks ----------------------------------------------------------------------------------
+
+    def chunk_id(self, data: BytesLike) -> bytes:
+        return self._hasher(data)
+
+    def missing(self, chunk_ids: Iterable[bytes]) -> set[bytes]:
+        """Ids among ``chunk_ids`` that the repository does not hold (the dedup check).
+
+        Asks the backend in batches of ``EXISTS_BATCH`` and only about ids not already known present in
+        this process, so a backup never lists the store.
+        """
+        with self._known_lock:
+            unknown = [c for c in dict.fromkeys(chunk_ids) if c != ZERO_ID and c not in self._known]
+        absent: set[bytes] = set()
+        for start in range(0, len(unknown), EXISTS_BATCH):
+            batch = unknown[start : start + EXISTS_BATCH]
+            keys = {chunk_key(c): c for c in batch}
+            present = self.backend.exists_many(keys)
+            self._remember(keys[k] for k in present)
+            absent.update(c for k, c in keys.items() if k not in present)
+        return absent
+
+    def _remember(self, chunk_ids: Iterable[bytes]) -> None:
+        with self._known_lock:
+            if len(self._known) >= KNOWN_CACHE_MAX:
+                self._known.clear()  # crude but bounded; a miss only costs one exists check
+            self._known.update(chunk_ids)
+
+    def forget_known(self) -> None:
+        """Drop the cache of ids known present (after a GC ran in this process, for instance)."""
+        with self._known_lock:
+            self._known.clear()
+
+    def put_chunk(self, chunk_id: bytes, plaintext: BytesLike) -> int:
+        """Compress/encrypt and store; return the stored size. ``chunk_id`` is ``chunk_id(plaintext)``."""
+        if len(plaintext) > self.chunk_size:
+            raise ValueError(f"{len(plaintext)} bytes is more than the chunk size {self.chunk_size}")
+        stored = self._codec.encode(chunk_id, plaintext)
+        self.backend.put(chunk_key(chunk_id), stored)
+        self._remember((chunk_id,))
+        return len(stored)
+
+    def get_chunk(self, chunk_id: bytes) -> bytes:
+        """Fetch, authenticate, decompress and re-hash; raise ``ChunkMissing`` / ``ChunkDamaged``."""
+        try:
+            stored = self.backend.get(chunk_key(chunk_id))
+        except ObjectMissing:
+            raise ChunkMissing(chunk_id) from None
+        return self._codec.decode(chunk_id, stored)
+
+    def chunk_ids(self) -> Iterator[bytes]:
+        """Every stored chunk id (a full listing: for GC, never for backups)."""
+        for key in self.backend.list("chunks/"):
+            chunk_id = parse_chunk_key(key)
+            if chunk_id is not None:
+                yield chunk_id
+
+    def delete_chunk(self, chunk_id: bytes) -> None:
+        with self._known_lock:
+            self._known.discard(chunk_id)
+        self.backend.delete(chunk_key(chunk_id))
+
+    # -- restore points --------------------------------------------------------------------------
+
+    def begin_restore_point(
+        self,
+        restore_point_id: str,
+        *,
+        vm_config: dict[str, Any],
+        metadata: dict[str, Any] | None = None,
+        created_at: datetime | None = None,
+    ) -> RestorePointWriter:
+        """Start writing a restore point: add disk indexes, then ``commit()`` writes the manifest."""
+        key = manifest_key(restore_point_id)
+        if self.backend.exists(key):
+            raise RestorePointExists(restore_point_id)
+        return RestorePointWriter(self, restore_point_id, vm_config, metadata or {}, created_at)
+
+    def list_restore_points(self) -> list[str]:
+        ids = (key[len(MANIFEST_PREFIX) :] for key in self.backend.list(MANIFEST_PREFIX))
+        return sorted(i for i in ids if "/" not in i)
+
+    def read_restore_point(self, restore_point_id: str) -> RestorePoint:
+        key = manifest_key(restore_point_id)
+        try:
+            stored = self.backend.get(key)
+        except ObjectMissing:
+            raise RestorePointNotFound(restore_point_id) from None
+        try:
+            point = RestorePoint.from_json(self._meta.open(key, stored))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ObjectDamaged(key, f"unreadable manifest: {exc}") from None
+        if point.id != restore_point_id:
+            raise ObjectDamaged(key, f"manifest names restore point {point.id!r}")
+        return point
+
+    def delete_restore_point(self, restore_point_id: str) -> None:
+        """Remove the manifest (first: the restore point vanishes atomically), then its indexes.
+
+        Chunks stay: other restore points may share them; ``gc`` frees the unreferenced ones.
+        """
+        key = manifest_key(restore_point_id)
+        if not self.backend.exists(key):
+            raise RestorePointNotFound(restore_point_id)
+        self.backend.delete(key)
+        for index_key in list(self.backend.list(index_prefix(restore_point_id))):
+            self.backend.delete(index_key)
+
+    def write_manifest(self, point: RestorePoint) -> None:
+        """Atomically publish a restore point whose indexes are already written (the commit point)."""
+        key = manifest_key(point.id)
+        raw = point.to_json()
+        if self.backend.exists(key):
+            raise RestorePointExists(point.id)
+        self.backend.put(key, self._meta.seal(key, raw))
+
+    def write_index(self, index_key: str, index: DiskIndex) -> tuple[str, int]:
+        """Store an index object; return (hex BLAKE3 of the stored bytes, stored size)."""
+        stored = self._meta.seal(index_key, index.to_bytes())
+        self.backend.put(index_key, stored)
+        return blake3.blake3(stored).hexdigest(), len(stored)
+
+    def read_index(self, disk: DiskRecord) -> DiskIndex:
+        """Load and check the chunk index of one disk of a restore point."""
+        try:
+            stored = self.backend.get(disk.index_key)
+        except ObjectMissing:
+            raise ObjectDamaged(disk.index_key, "index object is missing") from None
+        if blake3.blake3(stored).hexdigest() != disk.index_hash:
+            raise ObjectDamaged(disk.index_key, "index does not match the hash in its manifest")
+        try:
+            index = DiskIndex.from_bytes(self._meta.open(disk.index_key, stored))
+        except IndexFormatError as exc:
+            raise ObjectDamaged(disk.index_key, str(exc)) from None
+        if index.disk_size != disk.size or index.chunk_size != disk.chunk_size:
+            raise ObjectDamaged(disk.index_key, "index geometry differs from its manifest")
+        return index
+
+    def iter_indexes(self) -> Iterator[tuple[RestorePoint, DiskRecord, DiskIndex]]:
+        """Every (restore point, disk, index) in the repository, one index in memory at a time."""
+        for restore_point_id in self.list_restore_points():
+            point = self.read_restore_point(restore_point_id)
+            for disk in point.disks:
+                yield point, disk, self.read_index(disk)
+
+
+class RestorePointWriter:
+    """Collects the disks of one restore point; nothing is visible until ``commit()``.
+
+    Each disk's index is written as soon as it is added, so a VM with many large disks never holds all
+    of their indexes in memory at once.
+    """
+
+    def __init__(
+        self,
+        repo: Repository,
+        restore_point_id: str,
+        vm_config: dict[str, Any],
+        metadata: dict[str, Any],
+        created_at: datetime | None,
+    ) -> None:
+        self._repo = repo
+        self.id = validate_restore_point_id(restore_point_id)
+        self._vm_config = vm_config
+        self._metadata = metadata
+        self._created_at = created_at or datetime.now(UTC)
+        self._disks: list[DiskRecord] = []
+        self._committed = False
+
+    @property
+    def disks(self) -> Sequence[DiskRecord]:
+        return tuple(self._disks)
+
+    def add_disk(self, *, key: str, label: str, index: DiskIndex, change_id: str | None = None) -> DiskRecord:
+        if self._committed:
+            raise RepositoryError("restore point already committed")
+        if any(d.key == key for d in self._disks):
+            raise ValueError(f"disk {key!r} added twice")
+        if index.chunk_size != self._repo.chunk_size:
+            raise ValueError("index chunk size differs from the repository's")
+        index_key = f"{index_prefix(self.id)}{len(self._disks)}"
+        digest, _ = self._repo.write_index(index_key, index)
+        record = DiskRecord(
+            key=key,
+            label=label,
+            size=index.disk_size,
+            chunk_size=index.chunk_size,
+            change_id=change_id,
+            index_key=index_key,
+            index_hash=digest,
+            chunks=len(index),
+        )
+        self._disks.append(record)
+        return record
+
+    def commit(self) -> RestorePoint:
+        """Write the manifest: the single atomic step that makes the restore point exist."""
+        if self._committed:
+            raise RepositoryError("restore point already committed")
+        point = RestorePoint(
+            id=self.id,
+            created_at=self._created_at,
+            vm_config=self._vm_config,
+            metadata=self._metadata,
+            disks=tuple(self._disks),
+        )
+        self._repo.write_manifest(point)
+        self._committed = True
+        return point

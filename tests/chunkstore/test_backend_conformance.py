@@ -1,0 +1,144 @@
+"""One conformance suite for every Backend (restic's approach): parametrised by ``backend_kind``.
+
+A new backend (S3) passes this suite before the repository may use it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from app.chunkstore import Backend, ObjectMissing
+from tests.chunkstore.conftest import make_backend
+
+
+@pytest.fixture
+def backend(backend_kind: str, tmp_path: Path) -> Backend:
+    return make_backend(backend_kind, tmp_path / "store", durable=True)
+
+
+def test_is_a_backend(backend: Backend) -> None:
+    assert isinstance(backend, Backend)
+
+
+def test_put_get_roundtrip(backend: Backend) -> None:
+    backend.put("a/b/c", b"hello")
+    assert backend.get("a/b/c") == b"hello"
+    backend.put("empty", b"")
+    assert backend.get("empty") == b""
+
+
+def test_accepts_bytearray_and_memoryview(backend: Backend) -> None:
+    backend.put("x/1", bytearray(b"abc"))
+    backend.put("x/2", memoryview(b"0123456789")[2:5])
+    assert backend.get("x/1") == b"abc"
+    assert backend.get("x/2") == b"234"
+
+
+def test_overwrite_replaces_whole_object(backend: Backend) -> None:
+    backend.put("k", b"x" * 1000)
+    backend.put("k", b"short")
+    assert backend.get("k") == b"short"
+
+
+def test_get_missing_raises(backend: Backend) -> None:
+    with pytest.raises(ObjectMissing) as info:
+        backend.get("no/such")
+    assert "no/such" in str(info.value)
+
+
+def test_exists_and_exists_many(backend: Backend) -> None:
+    backend.put("chunks/aa/1", b"1")
+    backend.put("chunks/bb/2", b"2")
+    assert backend.exists("chunks/aa/1")
+    assert not backend.exists("chunks/aa/3")
+    assert backend.exists_many(["chunks/aa/1", "chunks/bb/2", "chunks/cc/3"]) == {
+        "chunks/aa/1",
+        "chunks/bb/2",
+    }
+    assert backend.exists_many([]) == set()
+
+
+def test_delete_is_idempotent(backend: Backend) -> None:
+    backend.put("d/1", b"1")
+    backend.delete("d/1")
+    backend.delete("d/1")
+    assert not backend.exists("d/1")
+
+
+def test_list_by_prefix(backend: Backend) -> None:
+    keys = {"chunks/aa/1", "chunks/aa/2", "chunks/bb/3", "indexes/rp/0", "config"}
+    for key in keys:
+        backend.put(key, b"v")
+    assert set(backend.list("chunks/")) == {"chunks/aa/1", "chunks/aa/2", "chunks/bb/3"}
+    assert set(backend.list("chunks/aa")) == {"chunks/aa/1", "chunks/aa/2"}
+    assert set(backend.list("")) == keys
+    assert list(backend.list("nothing/")) == []
+    assert set(backend.list("conf")) == {"config"}
+
+
+def test_stat_size_and_mtime(backend: Backend) -> None:
+    before = datetime.now(UTC) - timedelta(seconds=2)
+    backend.put("s/1", b"12345")
+    stat = backend.stat("s/1")
+    assert stat.key == "s/1"
+    assert stat.size == 5
+    assert stat.modified.tzinfo is not None
+    assert before <= stat.modified <= datetime.now(UTC) + timedelta(seconds=2)
+    with pytest.raises(ObjectMissing):
+        backend.stat("s/2")
+
+
+@pytest.mark.parametrize(
+    "key", ["", "/abs", "a//b", "../x", "a/../b", "a/./b", ".hidden", "a/.tmp", "sp ace"]
+)
+def test_rejects_unsafe_keys(backend: Backend, key: str) -> None:
+    with pytest.raises(ValueError, match="invalid object key"):
+        backend.put(key, b"x")
+
+
+def test_concurrent_puts_and_gets_are_atomic(backend: Backend) -> None:
+    # Readers must only ever see a whole version of the object, never a torn one.
+    versions = [bytes([i]) * 200_000 for i in range(1, 6)]
+    backend.put("hot", versions[0])
+    stop = threading.Event()
+    seen: set[bytes] = set()
+    errors: list[str] = []
+
+    def reader() -> None:
+        while not stop.is_set():
+            data = backend.get("hot")
+            if data not in versions:
+                errors.append(f"torn read of {len(data)} bytes")
+            seen.add(data[:1])
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline:
+        for v in versions:
+            backend.put("hot", v)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert set(backend.list("")) == {"hot"}  # no temporary files visible
+
+
+def test_many_threads_put_distinct_keys(backend: Backend) -> None:
+    def work(n: int) -> None:
+        for i in range(20):
+            backend.put(f"chunks/{n:02x}/{i}", f"{n}-{i}".encode())
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(backend.list("chunks/"))) == 160
+    assert backend.get("chunks/07/19") == b"7-19"
