@@ -180,6 +180,8 @@ class ProxyAgent:
                     error_kind="transient",
                     warnings=result.warnings,
                 )
+            if result.progress is None:
+                result = result.model_copy(update={"progress": runtime.latest()})
             await self._complete(assignment, result)
         finally:
             self._running.pop(assignment.job_id, None)

@@ -53,6 +53,9 @@ async def claim(ctx: Ctx, proxy: CurrentProxy, body: ClaimRequest, request: Requ
     deadline = loop.time() + body.wait_s
     draining: asyncio.Event = request.app.state.draining
     while True:
+        if await request.is_disconnected():
+            # A proxy that died mid-poll must not be handed jobs it will never run.
+            return ClaimResponse(jobs=[])
         async with ctx.sessionmaker.begin() as session:
             jobs = await _channel(ctx, session).claim(proxy, body.capacity)
         if jobs or loop.time() >= deadline or draining.is_set():

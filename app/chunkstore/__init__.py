@@ -41,6 +41,7 @@ from app.chunkstore.reader import DiskImageReader
 from app.chunkstore.repository import DEFAULT_CHUNK_SIZE, Repository, RestorePointWriter
 from app.chunkstore.restore import iter_disk
 from app.chunkstore.sources import DiskReader, FileReader
+from app.chunkstore.tuning import tune_malloc
 from app.chunkstore.verify import AffectedDisk, ChunkProblem, VerifyReport, verify
 
 __all__ = [
@@ -82,5 +83,6 @@ __all__ = [
     "gc",
     "iter_disk",
     "open_backend",
+    "tune_malloc",
     "verify",
 ]

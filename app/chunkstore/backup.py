@@ -32,6 +32,7 @@ from app.chunkstore.ids import ID_SIZE, ZERO_ID
 from app.chunkstore.index import DiskIndex, chunk_count
 from app.chunkstore.repository import Repository
 from app.chunkstore.sources import DiskReader
+from app.chunkstore.tuning import tune_malloc
 
 DEFAULT_WORKERS = 4
 # Upper bound on chunk bytes in flight when choosing the default window (memory, not speed, bound).
@@ -110,6 +111,7 @@ def backup_disk(
         raise ValueError("changed_extents needs the previous_index they are relative to")
     if max_inflight is None:
         max_inflight = max(2 * workers, min(INFLIGHT_BYTES // chunk_size, 4 * workers))
+    tune_malloc()
     started = time.monotonic()
     count = chunk_count(size, chunk_size)
     stats = BackupStats(chunks_total=count)

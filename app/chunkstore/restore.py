@@ -17,6 +17,7 @@ from app.chunkstore.errors import ChunkDamaged
 from app.chunkstore.ids import ID_SIZE, ZERO_ID
 from app.chunkstore.index import DiskIndex
 from app.chunkstore.repository import Repository
+from app.chunkstore.tuning import tune_malloc
 
 DEFAULT_WORKERS = 4
 HOLD_BYTES = 64 << 20
@@ -63,6 +64,7 @@ def iter_disk(
     """
     if workers < 1:
         raise ValueError("workers must be >= 1")
+    tune_malloc()
     if prefetch is None:
         prefetch = 2 * workers
     chunk_size = index.chunk_size

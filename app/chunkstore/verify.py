@@ -15,6 +15,7 @@ from app.chunkstore.errors import ChunkDamaged, ChunkMissing, ObjectDamaged, Res
 from app.chunkstore.index import DiskIndex
 from app.chunkstore.manifest import DiskRecord, RestorePoint
 from app.chunkstore.repository import Repository
+from app.chunkstore.tuning import tune_malloc
 
 DEFAULT_WORKERS = 4
 
@@ -67,6 +68,7 @@ def verify(
     workers: int = DEFAULT_WORKERS,
     progress: Callable[[VerifyReport], None] | None = None,
 ) -> VerifyReport:
+    tune_malloc()
     report = VerifyReport()
     referenced: set[bytes] = set()
     for _point, _disk, index in _indexes(repo, report):

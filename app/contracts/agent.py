@@ -158,6 +158,7 @@ class CompleteRequest(BaseModel):
     warnings: list[str] = Field(default_factory=list, max_length=50)
     backup: BackupResult | None = None
     restore: RestoreResult | None = None
+    progress: ProgressReport | None = Field(default=None, description="The final progress figures.")
 
 
 class CleanupTarget(BaseModel):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -42,8 +42,13 @@ def head_revision(database_url: str) -> str | None:
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
+    """The schema's revision, read directly (readiness probes call this often; Alembic's
+    migration context would log two lines per call)."""
+
     def _read(connection: Connection) -> str | None:
-        return MigrationContext.configure(connection).get_current_revision()
+        if not inspect(connection).has_table("alembic_version"):
+            return None
+        return connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one_or_none()
 
     async with engine.connect() as connection:
         return await connection.run_sync(_read)

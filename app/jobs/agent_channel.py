@@ -79,7 +79,7 @@ class AgentChannel:
 
     async def claim(self, proxy: Proxy, capacity: int) -> list[JobAssignment]:
         now = self.clock.now()
-        free = min(capacity, proxy.max_concurrent_jobs - await self.jobs.running_for_proxy(proxy.id))
+        free = min(capacity, proxy.max_concurrent_jobs - await self.jobs.running_for_proxy(proxy.id, now))
         if free <= 0:
             return []
         assignments: list[JobAssignment] = []
@@ -231,6 +231,11 @@ class AgentChannel:
         job = await self._owned_running(proxy, job_id)
         now = self.clock.now()
         warnings = list(dict.fromkeys([*(job.warnings or []), *request.warnings]))
+        final: dict[str, object] = {}
+        if request.progress is not None:
+            final = request.progress.model_dump(
+                include={"bytes_total", "bytes_read", "bytes_new", "bytes_stored"}
+            )
         outcome = JobState(request.outcome)
         if outcome is JobState.SUCCEEDED:
             await self._record_success(job, request)
@@ -266,6 +271,7 @@ class AgentChannel:
                 warnings=warnings,
                 phase="done",
                 result=self._result(request),
+                **final,
             )
         if not won:
             raise Conflict(

@@ -69,8 +69,11 @@ class JobRepository:
         )
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
-    async def running_for_proxy(self, proxy_id: uuid.UUID) -> int:
-        stmt = select(func.count()).where(Job.proxy_id == proxy_id, Job.state == JobState.RUNNING.value)
+    async def running_for_proxy(self, proxy_id: uuid.UUID, now: datetime) -> int:
+        """Jobs holding a live lease on this proxy (a lapsed one is not running anywhere)."""
+        stmt = select(func.count()).where(
+            Job.proxy_id == proxy_id, Job.state == JobState.RUNNING.value, Job.lease_expires_at >= now
+        )
         return int((await self.session.execute(stmt)).scalar_one())
 
     async def claimable(self, proxy: Proxy, now: datetime, limit: int) -> list[Job]:

@@ -16,6 +16,9 @@ from app.jobs.repository import JobFilter, JobRepository
 from app.pagination import PageRequest
 from app.policies.repository import PolicyRepository
 
+#: Retries of a backup of a VM that no policy protects (a policy sets its own).
+DEFAULT_RETRIES = 3
+
 
 class JobService:
     def __init__(self, session: AsyncSession, clock: Clock) -> None:
@@ -70,7 +73,7 @@ class JobService:
                 created_by_key_id=principal.key_id,
                 not_before=now,
                 attempt=0,
-                max_attempts=(policy.retry_count if policy else 0) + 1,
+                max_attempts=(policy.retry_count if policy else DEFAULT_RETRIES) + 1,
                 params={"quiesce": bool(policy and policy.application_aware)},
             )
             await self.repo.add(job)

@@ -7,6 +7,7 @@ that is unset on this VM (``snapshot`` without snapshots) is simply absent.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -45,6 +46,8 @@ _BACKINGS: tuple[tuple[Any, str], ...] = (
     (vim.vm.device.VirtualDisk.SparseVer2BackingInfo, "sparse"),
     (vim.vm.device.VirtualDisk.RawDiskMappingVer1BackingInfo, "rdm"),
 )
+
+log = logging.getLogger(__name__)
 
 
 def find_vm(session: VCenterSession, instance_uuid: str) -> VmFacts:
@@ -194,9 +197,17 @@ def datastore_space(session: VCenterSession, vm: VmHandle) -> list[DatastoreSpac
     """``(name, capacity, free)`` of each datastore the VM uses (one read of their summaries).
 
     Datastore names are unique within a datacenter, which a VM never leaves, so the name is
-    enough to tell them apart.
+    enough to tell them apart. vCenter's free-space figures are refreshed periodically, so
+    each datastore is asked to refresh first: the go/no-go decision of a backup must not rest
+    on a figure from before the datastore filled up. A refresh that fails only logs.
     """
     refs = list(session.read(session.vm(vm), "datastore").get("datastore") or ())
+    for ref in refs:
+        try:
+            with session.guard("refreshing datastore free space"):
+                ref.RefreshDatastore()
+        except Exception as exc:  # best effort: the figures vCenter has are still a reading
+            log.info("could not refresh datastore %s: %s", ref._moId, exc)
     found = session.read_many(refs, ["summary.name", "summary.capacity", "summary.freeSpace"])
     spaces = [
         DatastoreSpace(

@@ -31,7 +31,7 @@ def test_config_is_self_describing(tmp_path: Path) -> None:
     assert doc["id"] == repo.id
     assert doc["chunk_size"] == CHUNK
     assert doc["hash"] == "blake3-keyed"
-    assert doc["compression"] == {"algorithm": "zstd", "level": 3}
+    assert doc["compression"] == {"algorithm": "zstd", "level": 1}
     assert doc["encryption"]["algorithm"] == "aes-256-gcm"
     assert doc["encryption"]["kdf"]["name"] == "scrypt"
     plain = json.loads(new_repo(tmp_path / "p").backend.get("config"))

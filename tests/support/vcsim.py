@@ -29,8 +29,8 @@ CACHE_DIR = REPO_ROOT / ".cache" / "vcsim"
 GOPATH = Path(os.environ.get("VCSIM_GOPATH", "/usr/share/gocode"))
 GOVMOMI = GOPATH / "src" / "github.com" / "vmware" / "govmomi"
 BOOTSTRAP_HINT = (
-    "run the test bootstrap first; it installs the Debian packages golang-go and "
-    "golang-github-vmware-govmomi-dev (apt-get install golang-go golang-github-vmware-govmomi-dev)"
+    "run the test bootstrap first; it installs the Debian packages golang-go, gcc and "
+    "golang-github-vmware-govmomi-dev (apt-get install golang-go gcc golang-github-vmware-govmomi-dev)"
 )
 URL_PREFIX = "VCSIM_URL "
 
@@ -87,6 +87,7 @@ class VcsimServer:
         self._binary = binary
         self._process: subprocess.Popen[str] | None = None
         self._tmpdir: str | None = None
+        self._own_tmpdir = True
         self.url = ""
         self.host = ""
         self.port = 0
@@ -95,15 +96,24 @@ class VcsimServer:
         self.tls = False
 
     def start(
-        self, tls: bool = False, extra_args: Sequence[str] = (), timeout_s: float = 60.0
+        self,
+        tls: bool = False,
+        extra_args: Sequence[str] = (),
+        timeout_s: float = 60.0,
+        datastore_dir: Path | None = None,
     ) -> VcsimServer:
-        """Start the simulator and wait until it listens."""
+        """Start the simulator and wait until it listens.
+
+        ``datastore_dir`` puts its datastores (and log) in a directory of the caller's, e.g.
+        a small tmpfs to run a datastore short of space; it is emptied, not removed, on stop.
+        """
         if self._process is not None:
             raise RuntimeError("this simulator is already running")
         binary = self._binary or build_vcsim()
         # Each simulator keeps its datastores in its own TMPDIR, removed in stop() even if
         # the process had to be killed before cleaning up itself.
-        self._tmpdir = tempfile.mkdtemp(prefix="vcsim-")
+        self._own_tmpdir = datastore_dir is None
+        self._tmpdir = str(datastore_dir) if datastore_dir else tempfile.mkdtemp(prefix="vcsim-")
         stderr_path = Path(self._tmpdir) / "stderr.log"
         args = [str(binary), "-listen", "127.0.0.1:0", *(["-tls"] if tls else []), *extra_args]
         with stderr_path.open("w") as stderr:
@@ -163,7 +173,14 @@ class VcsimServer:
                 process.kill()
                 process.wait(timeout=timeout_s)
         if self._tmpdir is not None:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            if self._own_tmpdir:
+                shutil.rmtree(self._tmpdir, ignore_errors=True)
+            else:
+                for entry in Path(self._tmpdir).iterdir():
+                    if entry.is_dir():
+                        shutil.rmtree(entry, ignore_errors=True)
+                    else:
+                        entry.unlink(missing_ok=True)
             self._tmpdir = None
 
     def __enter__(self) -> VcsimServer:

@@ -42,10 +42,12 @@ def vcsim_factory(vcsim_binary: Path) -> Iterator[VcsimFactory]:
     """Start dedicated simulators (``factory(tls=False, extra_args=())``), stopped after the test."""
     servers: list[VcsimServer] = []
 
-    def start(tls: bool = False, extra_args: Sequence[str] = ()) -> VcsimServer:
+    def start(
+        tls: bool = False, extra_args: Sequence[str] = (), datastore_dir: Path | None = None
+    ) -> VcsimServer:
         server = VcsimServer(vcsim_binary)
         servers.append(server)
-        return server.start(tls=tls, extra_args=extra_args)
+        return server.start(tls=tls, extra_args=extra_args, datastore_dir=datastore_dir)
 
     yield start
     for server in servers:

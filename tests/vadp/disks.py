@@ -106,7 +106,9 @@ def generated_content(size: int, seed: int, kind: str = "ext4") -> tuple[bytes, 
     """``size`` bytes of disk content: ext4 if possible (and asked for), else random."""
     if kind == "ext4" and MKE2FS is not None and size >= 4 * MIB:
         return ext4_image(size, seed), "ext4"
-    return random.Random(seed).randbytes(size), "random"
+    rng = random.Random(seed)
+    piece = 16 * 1024 * 1024  # randbytes of a whole large disk overflows a C int
+    return b"".join(rng.randbytes(min(piece, size - start)) for start in range(0, size, piece)), "random"
 
 
 def disk_of(si: Any, vm: Any, key: int | None = None) -> Any:

@@ -13,8 +13,10 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/vim25/types"
 	_ "github.com/vmware/govmomi/vapi/simulator"
 )
 
@@ -32,6 +34,8 @@ func main() {
 	pods := flag.Int("pod", 0, "storage pods (datastore clusters) per cluster")
 	username := flag.String("username", "", "only accept this user name (default: accept any non-empty credentials)")
 	password := flag.String("password", "", "the password that goes with -username")
+	refresh := flag.Duration("refresh-datastores", 2*time.Second,
+		"how often datastore capacity and free space are re-read from disk, as vCenter does periodically (0: never)")
 	flag.Parse()
 
 	model := simulator.VPX()
@@ -64,10 +68,31 @@ func main() {
 	server := model.Service.NewServer()
 	defer server.Close()
 
+	if *refresh > 0 {
+		go refreshDatastores(*refresh)
+	}
+
 	fmt.Printf("VCSIM_URL %s\n", server.URL.String())
 	os.Stdout.Sync()
 
 	signals := make(chan os.Signal, 1)
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
 	<-signals
+}
+
+// refreshDatastores re-reads every datastore's free space periodically. The simulator only
+// does it on RefreshDatastore, whose response it then fails to encode (govmomi 0.24); a real
+// vCenter refreshes these figures on its own schedule.
+func refreshDatastores(every time.Duration) {
+	for range time.Tick(every) {
+		for _, obj := range simulator.Map.All("Datastore") {
+			ds, ok := obj.(*simulator.Datastore)
+			if !ok {
+				continue
+			}
+			simulator.Map.WithLock(ds, func() {
+				ds.RefreshDatastore(&types.RefreshDatastore{This: ds.Self})
+			})
+		}
+	}
 }

@@ -9,6 +9,7 @@ only sees the summary.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from app.agent.cleanup import endpoint_of
@@ -39,6 +40,10 @@ from app.vadp.vms import datastore_space, disk_change_id, enable_cbt, find_vm, s
 log = logging.getLogger(__name__)
 
 
+#: Reads a disk's CBT change id as of a snapshot (vCenter's; tests of the CBT path inject theirs).
+ChangeIdReader = Callable[[VCenterSession, SnapshotHandle, int], str | None]
+
+
 class Skip(Exception):
     """The backup must not start (e.g. datastore below 10% free): ends as ``skipped``."""
 
@@ -50,11 +55,13 @@ class BackupRunner:
         transport: DiskTransport | None = None,
         cbt: ChangedBlockTracker | None = None,
         workers: int = 4,
+        change_ids: ChangeIdReader = disk_change_id,
     ) -> None:
         self.repositories = repositories or RepositoryCache()
         self.transport = transport or DatastoreHttpTransport()
         self.cbt = cbt or VimChangedBlockTracker()
         self.workers = workers
+        self.change_ids = change_ids
 
     def run(self, assignment: JobAssignment, runtime: JobRuntime) -> CompleteRequest:
         try:
@@ -193,7 +200,7 @@ class BackupRunner:
         for disk in disks:
             if runtime.cancel.is_set():
                 raise BackupCancelled()
-            change_id = disk_change_id(session, snapshot, disk.key)
+            change_id = self.change_ids(session, snapshot, disk.key)
             record = previous_disks.get(str(disk.key))
             previous_index: DiskIndex | None = None
             extents = None
