@@ -36,7 +36,7 @@ from app.chunkstore.tuning import tune_malloc
 
 DEFAULT_WORKERS = 4
 # Upper bound on chunk bytes in flight when choosing the default window (memory, not speed, bound).
-INFLIGHT_BYTES = 64 << 20
+INFLIGHT_BYTES = 32 << 20
 
 
 @dataclass(slots=True)

@@ -224,7 +224,9 @@ def small_datastore(tmp_path: Path) -> Iterator[Path]:
 def test_datastore_below_ten_percent_skips_the_backup(
     tmp_path: Path, vcsim_factory: VcsimFactory, small_datastore: Path
 ) -> None:
-    server: VcsimServer = vcsim_factory(datastore_dir=small_datastore)
+    server: VcsimServer = vcsim_factory(
+        datastore_dir=small_datastore, extra_args=["-refresh-datastores", "1s"]
+    )
     stack = Stack(tmp_path / "stack", server)
     (tmp_path / "stack").mkdir()
     try:

@@ -85,11 +85,12 @@ def test_datastore_space_matches_the_datastore_summaries(
 ) -> None:
     with reference.session(vcsim) as si:
         vm = reference.find(si, vim.VirtualMachine, "DC0_C0_RP0_VM0")
+        # datastore_space asks vCenter to refresh the figures first, so read them after it.
+        spaces = vms.datastore_space(shared_session, VmHandle(vm._moId))
         expected = []
         for ds in props(si, vm, "datastore")["datastore"]:
             summary = props(si, ds, "summary")["summary"]
             expected.append((summary.name, summary.capacity, summary.freeSpace))
-    spaces = vms.datastore_space(shared_session, VmHandle(vm._moId))
     assert [tuple(space) for space in spaces] == sorted(expected)
     (space,) = spaces
     assert space.name == "LocalDS_0"

@@ -34,7 +34,7 @@ func main() {
 	pods := flag.Int("pod", 0, "storage pods (datastore clusters) per cluster")
 	username := flag.String("username", "", "only accept this user name (default: accept any non-empty credentials)")
 	password := flag.String("password", "", "the password that goes with -username")
-	refresh := flag.Duration("refresh-datastores", 2*time.Second,
+	refresh := flag.Duration("refresh-datastores", 0,
 		"how often datastore capacity and free space are re-read from disk, as vCenter does periodically (0: never)")
 	flag.Parse()
 
