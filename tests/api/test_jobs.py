@@ -1,0 +1,207 @@
+"""Jobs through the API and the agent channel (in-process app, real databases, vcsim inventory)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from app.clock import ManualClock
+from app.context import AppContext
+from tests.api.test_isolation import record_restore_point
+from tests.api.test_policies import create_policy, synced_tenant
+from tests.api.test_proxies import register_proxy
+from tests.support.app import ClientFactory, CustomerFactory
+from tests.support.vcsim import VcsimServer
+
+pytestmark = pytest.mark.vcsim
+
+CLAIM = {"capacity": 4, "wait_s": 0}
+
+
+async def claim(agent: httpx.AsyncClient) -> list[dict[str, Any]]:
+    response = await agent.post("/api/v1/agent/jobs/claim", json=CLAIM)
+    assert response.status_code == 200, response.text
+    return response.json()["jobs"]  # type: ignore[no-any-return]
+
+
+async def test_manual_backups_are_queued_once_per_vm(
+    operator: httpx.AsyncClient, customer_of: CustomerFactory, vcsim: VcsimServer
+) -> None:
+    customer, tenant_id, vms = await synced_tenant(operator, customer_of, vcsim)
+    await create_policy(
+        operator,
+        tenant_id,
+        name="gold",
+        application_aware=True,
+        retry_count=5,
+        selection={"vm_ids": [vms[0]["id"]]},
+    )
+    created = await operator.post("/api/v1/jobs", json={"vm_ids": [vms[0]["id"], vms[1]["id"]]})
+    assert created.status_code == 201, created.text
+    jobs = created.json()
+    assert [j["state"] for j in jobs] == ["queued", "queued"]
+    assert jobs[0]["max_attempts"] == 6 and jobs[0]["policy_id"] is not None
+    assert jobs[1]["policy_id"] is None
+    again = (await operator.post("/api/v1/jobs", json={"vm_ids": [vms[0]["id"]]})).json()
+    assert again[0]["id"] == jobs[0]["id"]  # no second job for the same VM
+    assert (await operator.get("/api/v1/jobs")).json()["total"] == 2
+    assert (await customer.get("/api/v1/jobs", params={"vm_id": vms[0]["id"]})).json()["total"] == 1
+    assert (await customer.post("/api/v1/jobs", json={"vm_ids": [vms[0]["id"]]})).status_code == 403
+    unknown = await operator.post("/api/v1/jobs", json={"vm_ids": [vms[0]["id"], str(uuid.uuid4())]})
+    assert unknown.status_code == 422 and unknown.json()["errors"][0]["field"] == "body.vm_ids.1"
+    assert (await operator.get("/api/v1/jobs")).json()["total"] == 2
+
+
+async def test_cancel_a_queued_job_and_a_running_one(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    make_client: ClientFactory,
+) -> None:
+    _, _, vms = await synced_tenant(operator, customer_of, vcsim)
+    queued = (await operator.post("/api/v1/jobs", json={"vm_ids": [vms[0]["id"]]})).json()[0]
+    cancelled = await operator.post(f"/api/v1/jobs/{queued['id']}/cancel")
+    assert cancelled.json()["state"] == "cancelled"
+    assert (await operator.post(f"/api/v1/jobs/{queued['id']}/cancel")).status_code == 409
+
+    proxy = await register_proxy(operator, "p", [vms[1]["host"]["id"]])
+    agent = make_client(proxy["token"])
+    running = (await operator.post("/api/v1/jobs", json={"vm_ids": [vms[1]["id"]]})).json()[0]
+    (claimed,) = await claim(agent)
+    assert claimed["job_id"] == running["id"]
+    requested = (await operator.post(f"/api/v1/jobs/{running['id']}/cancel")).json()
+    assert requested["state"] == "running" and requested["cancel_requested"] is True
+    ack = await agent.post(f"/api/v1/agent/jobs/{running['id']}/progress", json={"phase": "reading"})
+    assert ack.json()["cancel_requested"] is True
+    done = await agent.post(f"/api/v1/agent/jobs/{running['id']}/complete", json={"outcome": "cancelled"})
+    assert done.status_code == 204
+    assert (await operator.get(f"/api/v1/jobs/{running['id']}")).json()["state"] == "cancelled"
+
+
+async def test_claims_follow_the_vms_host_and_restores_go_first(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    make_client: ClientFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    customer, _, vms = await synced_tenant(operator, customer_of, vcsim)
+    vm = vms[0]
+    other_host = next(
+        h for h in (await operator.get("/api/v1/hosts")).json()["items"] if h["id"] != vm["host"]["id"]
+    )
+    elsewhere = make_client((await register_proxy(operator, "elsewhere", [other_host["id"]]))["token"])
+    here = make_client((await register_proxy(operator, "here", [vm["host"]["id"]]))["token"])
+
+    backup = (await operator.post("/api/v1/jobs", json={"vm_ids": [vm["id"]]})).json()[0]
+    point_id = await record_restore_point(ctx, uuid.UUID(backup["id"]))
+    restore = await customer.post(
+        "/api/v1/restores",
+        json={
+            "restore_point_id": str(point_id),
+            "target": "new",
+            "new_vm": {
+                "name": "copy",
+                "host_id": vm["host"]["id"],
+                "datastore_id": vm["datastores"][0]["id"],
+            },
+        },
+    )
+    assert restore.status_code == 202, restore.text
+    assert restore.json()["state"] == "requested" and restore.json()["initiated_at"] is None
+
+    assert [j for j in await claim(elsewhere) if j["vm"]["id"] == vm["id"]] == []
+    claimed = await claim(here)
+    assert [j["kind"] for j in claimed] == ["restore", "backup"]
+    assert claimed[0]["vcenter"]["password"] == vcsim.password  # handed over per job...
+    assert vcsim.password not in caplog.text  # ...and never logged
+    assert claimed[1]["backup"]["snapshot_name"].startswith("vmrecovery-")
+    initiated = (await customer.get(f"/api/v1/restores/{restore.json()['id']}")).json()
+    assert initiated["state"] == "running" and initiated["initiated_at"] is not None
+
+
+async def test_lapsed_lease_moves_the_job_and_the_old_proxy_is_refused(
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    make_client: ClientFactory,
+    clock: ManualClock,
+) -> None:
+    _, _, vms = await synced_tenant(operator, customer_of, vcsim)
+    host_id = vms[0]["host"]["id"]
+    first = make_client((await register_proxy(operator, "first", [host_id]))["token"])
+    second = make_client((await register_proxy(operator, "second", [host_id]))["token"])
+    job = (await operator.post("/api/v1/jobs", json={"vm_ids": [vms[0]["id"]]})).json()[0]
+    assert [j["job_id"] for j in await claim(first)] == [job["id"]]
+    assert await claim(second) == []
+    clock.advance(timedelta(seconds=121))  # the default lease is 120 s
+    (taken,) = await claim(second)
+    assert taken["job_id"] == job["id"] and taken["attempt"] == 2
+    late = await first.post(f"/api/v1/agent/jobs/{job['id']}/progress", json={"phase": "reading"})
+    assert late.status_code == 409
+    late_done = await first.post(f"/api/v1/agent/jobs/{job['id']}/complete", json={"outcome": "failed"})
+    assert late_done.status_code == 409
+    # A successful backup must name the restore point it was given.
+    bad = await second.post(f"/api/v1/agent/jobs/{job['id']}/complete", json={"outcome": "succeeded"})
+    assert bad.status_code == 422
+    transient = await second.post(
+        f"/api/v1/agent/jobs/{job['id']}/complete",
+        json={"outcome": "failed", "error": "vCenter went away", "error_kind": "transient"},
+    )
+    assert transient.status_code == 204
+    retry = (await operator.get(f"/api/v1/jobs/{job['id']}")).json()
+    assert retry["state"] == "queued" and retry["error"] == "vCenter went away"
+    assert await claim(second) == []  # backing off
+    clock.advance(timedelta(minutes=6))
+    assert [j["job_id"] for j in await claim(second)] == [job["id"]]
+    permanent = await second.post(
+        f"/api/v1/agent/jobs/{job['id']}/complete",
+        json={"outcome": "failed", "error": "VM is gone", "error_kind": "permanent"},
+    )
+    assert permanent.status_code == 204
+    assert (await operator.get(f"/api/v1/jobs/{job['id']}")).json()["state"] == "failed"
+
+
+async def test_restore_requests_are_validated(
+    ctx: AppContext, operator: httpx.AsyncClient, customer_of: CustomerFactory, vcsim: VcsimServer
+) -> None:
+    acme, _, vms = await synced_tenant(operator, customer_of, vcsim, "Acme")
+    globex, _ = await customer_of("Globex")
+    vm = vms[0]
+    job = (await operator.post("/api/v1/jobs", json={"vm_ids": [vm["id"]]})).json()[0]
+    point_id = str(await record_restore_point(ctx, uuid.UUID(job["id"])))
+    original = {"restore_point_id": point_id, "target": "original"}
+    assert vm["power_state"] == "poweredOn"
+    refused = await acme.post("/api/v1/restores", json=original)
+    assert refused.status_code == 409 and "force" in refused.json()["detail"]
+    assert (await globex.post("/api/v1/restores", json=original)).status_code == 404
+    assert (
+        await acme.post("/api/v1/restores", json={**original, "restore_point_id": str(uuid.uuid4())})
+    ).status_code == 404
+    no_target = await acme.post("/api/v1/restores", json={"restore_point_id": point_id, "target": "new"})
+    assert no_target.status_code == 422
+    bad_host = await acme.post(
+        "/api/v1/restores",
+        json={
+            "restore_point_id": point_id,
+            "target": "new",
+            "new_vm": {"name": "x", "host_id": str(uuid.uuid4()), "datastore_id": vm["datastores"][0]["id"]},
+        },
+    )
+    assert bad_host.status_code == 422 and bad_host.json()["errors"][0]["field"] == "body.new_vm.host_id"
+    assert (await acme.get("/api/v1/restores")).json()["total"] == 0
+    forced = await acme.post("/api/v1/restores", json={**original, "force": True})
+    assert forced.status_code == 202
+    busy = await acme.post("/api/v1/restores", json={**original, "force": True})
+    assert busy.status_code == 409 and "already in progress" in busy.json()["detail"]
+    point = (await acme.get(f"/api/v1/restore-points/{point_id}")).json()
+    assert point["vm_id"] == vm["id"] and point["disks"][0]["size"] == 1 << 20
+    assert (await globex.get(f"/api/v1/restore-points/{point_id}")).status_code == 404
