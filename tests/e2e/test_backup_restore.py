@@ -250,3 +250,34 @@ def test_datastore_below_ten_percent_skips_the_backup(
         assert stack.get("/restore-points", vm_id=vm["id"])["total"] == 0
     finally:
         stack.stop()
+
+
+def test_sigterm_stops_the_proxy_cleanly_and_credentials_never_touch_disk_or_logs(
+    tmp_path: Path, vcsim_factory: VcsimFactory
+) -> None:
+    password = "Vc-S3cret-for-e2e-only"
+    server = vcsim_factory(extra_args=["-username", "svc-backup", "-password", password])
+    stack = Stack(tmp_path, server)
+    try:
+        stack.start()
+        fill_disk(server, VM, 256 * MIB, seed=8, kind="random")
+        job = stack.backup(VM)
+        deadline = time.monotonic() + 60
+        while not stack.snapshots_of(VM):
+            assert time.monotonic() < deadline, stack.log("proxy.log")
+            time.sleep(0.02)
+        assert stack.proxy is not None
+        stack.proxy.terminate()  # SIGTERM
+        assert stack.proxy.wait(timeout=60) == 0
+        assert stack.snapshots_of(VM) == []  # removed on the way out
+        stopped = stack.get(f"/jobs/{job['id']}")
+        if stopped["state"] != "succeeded":  # it may have finished in the meantime
+            assert stopped["state"] == "queued", stopped  # failed as retryable, waiting to retry
+            assert "stopped" in stopped["error"]
+        for name in ("proxy.log", "serve.log"):
+            assert password not in stack.log(name)
+        for path in (tmp_path / "var").rglob("*"):
+            if path.is_file():
+                assert password.encode() not in path.read_bytes(), path
+    finally:
+        stack.stop()
