@@ -194,6 +194,9 @@ step "ruff format --check"
 step "mypy"
 "$VENV/bin/mypy"
 
+step "import contracts"
+"$VENV/bin/lint-imports" --no-cache
+
 step "pytest"
 "$PY" -m pytest "$@"
 
