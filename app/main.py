@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -77,6 +78,12 @@ def build_loops(ctx: AppContext) -> list[LoopService]:
     ]
 
 
+def embedded_proxy_name(settings: Settings) -> str:
+    """One embedded proxy per replica: each re-issues its own token at start, and a shared
+    one would lock the other replicas' proxies out."""
+    return f"embedded@{socket.gethostname()}:{settings.port}"
+
+
 class EmbeddedProxy:
     """The proxy ``serve`` runs for all hosts. It talks to this very process over loopback
     HTTP, exactly as a remote proxy would, so there is one code path for both. It waits
@@ -94,7 +101,9 @@ class EmbeddedProxy:
         while not self._stopping.is_set():
             try:
                 async with self.ctx.sessionmaker.begin() as session:
-                    _, token = await ensure_embedded_proxy(session, self.ctx.clock, settings.proxy_workers)
+                    _, token = await ensure_embedded_proxy(
+                        session, self.ctx.clock, settings.proxy_workers, embedded_proxy_name(settings)
+                    )
                 break
             except SQLAlchemyError as exc:
                 log.warning("embedded proxy waits for the catalog (run 'vmrecovery migrate'?): %s", exc)
@@ -135,15 +144,18 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         loops = build_loops(context) if settings.run_loops else []
         tasks = [asyncio.create_task(loop.run_forever(), name=loop.name) for loop in loops]
         embedded = EmbeddedProxy(context) if own_ctx and settings.embedded_proxy else None
+        embedded_task: asyncio.Task[None] | None = None
         if embedded is not None:
-            tasks.append(asyncio.create_task(embedded.run(), name="embedded-proxy"))
+            embedded_task = asyncio.create_task(embedded.run(), name="embedded-proxy")
+            tasks.append(embedded_task)
             tasks.append(asyncio.create_task(_stop_on_drain(app, embedded), name="drain-watch"))
         try:
             yield
         finally:
-            if embedded is not None:
+            if embedded is not None and embedded_task is not None:
+                # Let running jobs remove their snapshots and report before the loop ends.
                 embedded.stop()
-                await asyncio.wait(tasks[-1:], timeout=70)
+                await asyncio.wait([embedded_task], timeout=70)
             for loop in loops:
                 loop.stop()
             for task in tasks:

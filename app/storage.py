@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from app.chunkstore import Repository, RepositoryExists, RepositoryNotFound, open_backend
+from app.chunkstore import Repository, RepositoryError, RepositoryExists, RepositoryNotFound, open_backend
 from app.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -20,10 +20,17 @@ def ensure_onsite_repository(settings: Settings) -> None:
     passphrase = settings.repository_passphrase.get_secret_value() if settings.repository_passphrase else None
     backend = open_backend(path)
     try:
-        Repository.open(backend, passphrase=passphrase)
-        return
+        repo = Repository.open(backend, passphrase=passphrase)
     except RepositoryNotFound:
         pass
+    else:
+        if passphrase is not None and not repo.encrypted:
+            raise RepositoryError(
+                f"the repository in {path} is not encrypted, but VMR_REPOSITORY_PASSPHRASE is set: a "
+                "passphrase only encrypts a new repository. Unset it, or point VMR_REPOSITORY_PATH at a "
+                "new location."
+            )
+        return
     path.mkdir(parents=True, exist_ok=True)
     try:
         Repository.create(backend, passphrase=passphrase)

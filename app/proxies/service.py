@@ -161,20 +161,19 @@ class ProxyService:
                 )
 
 
-EMBEDDED_PROXY_NAME = "embedded"
-
-
-async def ensure_embedded_proxy(session: AsyncSession, clock: Clock, workers: int) -> tuple[Proxy, str]:
+async def ensure_embedded_proxy(
+    session: AsyncSession, clock: Clock, workers: int, name: str
+) -> tuple[Proxy, str]:
     """The proxy that ``serve`` runs in-process for single-machine set-ups: it serves every
     host. Its token is re-issued at each start and never leaves the process."""
     repo = ProxyRepository(session)
     issued = tokens.issue(tokens.PROXY_TOKEN_PREFIX)
     now = clock.now()
-    proxy = await repo.get_by_name(EMBEDDED_PROXY_NAME)
+    proxy = await repo.get_by_name(name)
     if proxy is None:
         proxy = Proxy(
             id=uuid.uuid4(),
-            name=EMBEDDED_PROXY_NAME,
+            name=name,
             serves_all_hosts=True,
             created_at=now,
             updated_at=now,

@@ -33,7 +33,10 @@ class RestorePointRead(OutputModel):
     bytes_read: int = Field(description="Read from the datastore by this backup")
     bytes_new: int = Field(description="New data this backup added to the repository (before compression)")
     bytes_stored: int = Field(description="Bytes this backup added to the repository (compressed, encrypted)")
-    dedup_ratio: float = Field(description="size_bytes / bytes_stored: how much smaller the increment is")
+    dedup_ratio: float | None = Field(
+        description="size_bytes / bytes_stored: how much smaller this point's increment is than the VM; "
+        "null when the backup stored nothing new"
+    )
     used_cbt: bool
     disks: list[RestorePointDisk]
     warnings: list[str]

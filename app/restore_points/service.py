@@ -17,7 +17,6 @@ from app.restore_points.schemas import RestorePointDisk, RestorePointRead
 
 
 def restore_point_read(point: RestorePoint) -> RestorePointRead:
-    stored = max(point.bytes_stored, 1)
     return RestorePointRead(
         id=point.id,
         tenant_id=point.tenant_id,
@@ -32,7 +31,7 @@ def restore_point_read(point: RestorePoint) -> RestorePointRead:
         bytes_read=point.bytes_read,
         bytes_new=point.bytes_new,
         bytes_stored=point.bytes_stored,
-        dedup_ratio=round(point.size_bytes / stored, 2),
+        dedup_ratio=round(point.size_bytes / point.bytes_stored, 2) if point.bytes_stored else None,
         used_cbt=point.used_cbt,
         disks=[RestorePointDisk.model_validate(d) for d in point.disks],
         warnings=list(point.warnings or []),
