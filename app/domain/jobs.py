@@ -15,6 +15,7 @@ from enum import StrEnum
 class JobKind(StrEnum):
     BACKUP = "backup"
     RESTORE = "restore"
+    SNAPSHOT_CLEANUP = "snapshot_cleanup"
 
 
 class JobState(StrEnum):
@@ -24,18 +25,23 @@ class JobState(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
     CANCELLED = "cancelled"
+    MISSED = "missed"
 
 
 class JobTrigger(StrEnum):
     MANUAL = "manual"
     SCHEDULED = "scheduled"
+    CATCH_UP = "catch-up"
     RESTORE = "restore"
+    CLEANUP = "cleanup"
 
 
-TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.SKIPPED, JobState.CANCELLED})
+TERMINAL = frozenset(
+    {JobState.SUCCEEDED, JobState.FAILED, JobState.SKIPPED, JobState.CANCELLED, JobState.MISSED}
+)
 
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED}),
+    JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED, JobState.MISSED}),
     # running → running is a re-claim: the lease lapsed and another claim takes the job over.
     JobState.RUNNING: frozenset(
         {
@@ -51,10 +57,11 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.FAILED: frozenset(),
     JobState.SKIPPED: frozenset(),
     JobState.CANCELLED: frozenset(),
+    JobState.MISSED: frozenset(),
 }
 
 #: Lower runs first: restores go before backups (a customer is waiting for them).
-PRIORITY = {JobKind.RESTORE: 0, JobKind.BACKUP: 10}
+PRIORITY = {JobKind.RESTORE: 0, JobKind.SNAPSHOT_CLEANUP: 5, JobKind.BACKUP: 10}
 
 
 def can_transition(current: JobState, target: JobState) -> bool:
@@ -76,4 +83,5 @@ JOB_TO_RESTORE_STATE = {
     JobState.FAILED: RestoreState.FAILED,
     JobState.SKIPPED: RestoreState.FAILED,
     JobState.CANCELLED: RestoreState.CANCELLED,
+    JobState.MISSED: RestoreState.FAILED,
 }

@@ -18,6 +18,8 @@ class Job(IdMixin, Base):
     __table_args__ = (
         Index("ix_jobs_claimable", "state", "priority", "not_before", "created_at"),
         Index("ix_jobs_vm_state", "vm_id", "state"),
+        # One scheduled job per VM and schedule slot, whatever the number of planners.
+        Index("uq_jobs_vm_slot", "vm_id", "scheduled_for", unique=True),
         # At most one active backup per VM: a double click or a racing planner cannot queue two.
         Index(
             "uq_jobs_active_backup",
@@ -59,4 +61,7 @@ class Job(IdMixin, Base):
     error: Mapped[str | None] = mapped_column(Text)
     error_kind: Mapped[str | None] = mapped_column(String(20))
     params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    scheduled_for: Mapped[datetime | None] = mapped_column()
+    window_end: Mapped[datetime | None] = mapped_column()
+    waiting_reason: Mapped[str | None] = mapped_column(String(400))
     result: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
@@ -31,3 +32,4 @@ class Policy(IdMixin, TimestampMixin, Base):
     retry_count: Mapped[int] = mapped_column(Integer, default=3)
     selection: Mapped[dict[str, Any]] = mapped_column(JSONType)
     exclusions: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    last_planned_slot: Mapped[datetime | None] = mapped_column()
