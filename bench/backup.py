@@ -184,10 +184,13 @@ def du(path: Path) -> int:
 # -- measuring child processes -------------------------------------------------------------------
 
 
-def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run ``cmd``; return wall seconds, peak RSS (MiB, from wait4) and stdout."""
+def run_measured(
+    cmd: list[str], env: dict[str, str] | None = None, stdout_path: str | None = None
+) -> dict[str, Any]:
+    """Run ``cmd``; return wall seconds, peak RSS (MiB, from wait4), CPU seconds and stdout."""
+    sink = open(stdout_path, "wb") if stdout_path else None  # noqa: SIM115 - closed below
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(cmd, stdout=sink or subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     out_chunks: list[bytes] = []
     err_chunks: list[bytes] = []
 
@@ -195,16 +198,17 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> dict[str,
         for line in stream:
             sink.append(line)
 
-    threads = [
-        threading.Thread(target=pump, args=(proc.stdout, out_chunks)),
-        threading.Thread(target=pump, args=(proc.stderr, err_chunks)),
-    ]
+    threads = [threading.Thread(target=pump, args=(proc.stderr, err_chunks))]
+    if sink is None:
+        threads.append(threading.Thread(target=pump, args=(proc.stdout, out_chunks)))
     for t in threads:
         t.start()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.monotonic() - started
     for t in threads:
         t.join()
+    if sink is not None:
+        sink.close()
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         sys.stderr.write(b"".join(err_chunks).decode(errors="replace"))
@@ -220,7 +224,8 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> dict[str,
 def settle() -> None:
     """Flush dirty pages (and the discards of deleted repositories) so one run does not pay for the last."""
     os.sync()
-    time.sleep(2)
+    time.sleep(3)
+    os.sync()
 
 
 def child(args: list[str]) -> dict[str, Any]:
@@ -247,7 +252,7 @@ def _child_main(argv: list[str]) -> None:
     p.add_argument("--out")
     p.add_argument("--workers", type=int, default=4)
     p.add_argument("--chunk-size", type=int, default=0)
-    p.add_argument("--level", type=int, default=3)
+    p.add_argument("--level", type=int, default=1)
     p.add_argument("--plain", action="store_true")
     p.add_argument("--no-fsync", action="store_true", help="diagnostic only: what the disk costs")
     a = p.parse_args(argv)
@@ -372,6 +377,8 @@ def ours(workdir: Path, meta: dict[str, Any], chunk_size: int, a: argparse.Names
         r["restore"] = child(["restore", "--repo", str(repo), "--rp", "day2", "--out", str(out), *common])
         r["restore_ok"] = sha256_file(out) == meta["sha256_day2"]
         out.unlink()
+        print(f"[ours {tag}] restore streamed to /dev/null ...", flush=True)
+        r["stream"] = child(["restore", "--repo", str(repo), "--rp", "day2", "--out", os.devnull, *common])
     if not a.keep_repos:
         shutil.rmtree(repo)
     return r
@@ -417,11 +424,24 @@ def restic(workdir: Path, meta: dict[str, Any]) -> dict[str, Any]:
     restored = target / str(src).lstrip("/")
     r["restore_ok"] = sha256_file(restored) == meta["sha256_day2"]
     shutil.rmtree(target)
+    print("[restic] dump to /dev/null ...", flush=True)
+    settle()
+    r["stream"] = run_measured([exe, "dump", "-q", "latest", str(src)], env, stdout_path=os.devnull)
     config = subprocess.run([exe, "cat", "config"], env=env, capture_output=True, text=True).stdout
     r["repo_version"] = json.loads(config).get("version") if config else None
-    for run in ("full", "second", "restore"):
+    for run in ("full", "second", "restore", "stream"):
         r[run].pop("stdout", None)
     return r
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per measured operation, the repeat with the median wall time (sizes are identical across runs)."""
+    merged = dict(runs[0])
+    for key, value in runs[0].items():
+        if isinstance(value, dict) and "wall" in value:
+            ordered = sorted((r[key] for r in runs), key=lambda m: float(m["wall"]))
+            merged[key] = ordered[len(ordered) // 2]
+    return merged
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -473,6 +493,7 @@ def report(results: dict[str, Any]) -> str:
     row("second backup, no CBT (whole disk)", primary["fallback"], rs and rs["second"])
     if "restore" in primary:
         row("restore (to a file)", primary["restore"], rs and rs["restore"])
+        row("restore streamed to /dev/null (restic dump)", primary["stream"], rs and rs["stream"])
     lines += [""]
     if rs:
         lines += [
@@ -516,7 +537,7 @@ def main() -> None:
     p.add_argument("--size", default="4G", help="disk image size (e.g. 512M, 4G)")
     p.add_argument("--chunk-sizes", default="1M", help="comma-separated, e.g. 1M,2M,4M (first = headline)")
     p.add_argument("--workers", type=int, default=4)
-    p.add_argument("--level", type=int, default=3, help="zstd level")
+    p.add_argument("--level", type=int, default=1, help="zstd level")
     scratch = "/tmp/vmr-bench"  # noqa: S108 - scratch space outside the tree, overridable
     p.add_argument("--workdir", default=scratch, help="scratch directory (images, repositories)")
     p.add_argument("--plain", action="store_true", help="unencrypted repository (restic always encrypts)")
@@ -524,6 +545,7 @@ def main() -> None:
     p.add_argument("--no-fsync", action="store_true", help="diagnostic: our writes without fsync")
     p.add_argument("--no-restore", action="store_true")
     p.add_argument("--keep-repos", action="store_true")
+    p.add_argument("--repeat", type=int, default=1, help="runs of the headline size and restic (median)")
     a = p.parse_args()
     workdir = Path(a.workdir)
     if workdir.resolve().is_relative_to(ROOT):
@@ -544,9 +566,14 @@ def main() -> None:
     }
     print("raw read ...", flush=True)
     results["raw_read"] = raw_read(workdir / "day1.img", a.workers)
-    results["ours"] = [ours(workdir, meta, parse_size(cs), a) for cs in a.chunk_sizes.split(",")]
+    sizes = [parse_size(cs) for cs in a.chunk_sizes.split(",")]
+    headline = [ours(workdir, meta, sizes[0], a) for _ in range(a.repeat)]
+    results["ours"] = [median_run(headline)] + [ours(workdir, meta, cs, a) for cs in sizes[1:]]
+    results["ours_repeats"] = headline
     if not a.skip_restic:
-        results["restic"] = restic(workdir, meta)
+        runs = [restic(workdir, meta) for _ in range(a.repeat)]
+        results["restic"] = median_run(runs)
+        results["restic_repeats"] = runs
     (workdir / "results.json").write_text(json.dumps(results, indent=2, default=str))
     print()
     print(report(results))
