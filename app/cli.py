@@ -80,6 +80,43 @@ def serve(
 
 
 @cli.command()
+def scheduler() -> None:
+    """Run the background loops alone (planner, reaper, inventory refresh, …), no API.
+
+    For split deployments: any number of these and of 'serve --no-loops' can share one
+    PostgreSQL catalog; planning and dispatch are safe against each other. With SQLite, run
+    the loops in one process only.
+    """
+    import signal
+
+    from app.main import build_context, build_loops
+
+    settings = Settings()
+    _logging(settings.log_level)
+
+    async def _run() -> None:
+        ctx = build_context(settings)
+        if settings.should_auto_migrate:
+            from app.db.migrate import upgrade_to_head_async
+
+            await upgrade_to_head_async(settings.effective_database_url)
+        loops = build_loops(ctx)
+
+        def stop_all() -> None:
+            for each in loops:
+                each.stop()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop_all)
+        try:
+            await asyncio.gather(*(each.run_forever() for each in loops))
+        finally:
+            await ctx.engine.dispose()
+
+    asyncio.run(_run())
+
+
+@cli.command()
 def proxy(
     server: Annotated[str, typer.Option(help="Base URL of the service, e.g. https://backup.example.com")],
     token: Annotated[

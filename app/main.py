@@ -33,8 +33,11 @@ from app.crypto import SecretBox, load_or_create_server_key
 from app.db.engine import create_engine, create_sessionmaker
 from app.db.migrate import upgrade_to_head_async
 from app.proxies.service import ensure_embedded_proxy
+from app.scheduler.dispatch_watch import DispatchWatchLoop
 from app.scheduler.inventory_refresh import InventoryRefreshLoop
 from app.scheduler.loop import LoopService
+from app.scheduler.planner import PlannerLoop
+from app.scheduler.reaper import ReaperLoop
 from app.settings import Settings
 from app.storage import ensure_onsite_repository
 from app.vcenters.gateway import VCenterGateway
@@ -67,14 +70,18 @@ def build_context(
 
 
 def build_loops(ctx: AppContext) -> list[LoopService]:
+    settings = ctx.settings
     return [
         InventoryRefreshLoop(
             ctx.sessionmaker,
             ctx.syncer,
             ctx.clock,
-            sync_every_s=ctx.settings.inventory_sync_interval_s,
-            interval_s=ctx.settings.inventory_loop_interval_s,
-        )
+            sync_every_s=settings.inventory_sync_interval_s,
+            interval_s=settings.inventory_loop_interval_s,
+        ),
+        PlannerLoop(ctx.sessionmaker, ctx.clock, interval_s=settings.planner_interval_s),
+        ReaperLoop(ctx.sessionmaker, ctx.clock, interval_s=settings.reaper_interval_s),
+        DispatchWatchLoop(ctx.sessionmaker, ctx.clock, settings.proxy_stale_after_s),
     ]
 
 

@@ -47,6 +47,17 @@ class Settings(BaseSettings):
     )
     embedded_proxy: bool = Field(default=True, description="Run a proxy for all hosts inside serve.")
     proxy_workers: int = Field(default=2, ge=1, le=32, description="Jobs the embedded proxy runs at once.")
+    limit_per_host: int = Field(default=2, ge=1, description="Backups running at once on one ESXi host.")
+    limit_per_datastore: int = Field(
+        default=2,
+        ge=1,
+        description="Backups running at once on one datastore (snapshots hurt production I/O).",
+    )
+    limit_global: int = Field(default=100, ge=1, description="Backups running at once in the whole service.")
+    planner_interval_s: float = Field(default=30.0, gt=0, description="How often schedules are checked.")
+    reaper_interval_s: float = Field(
+        default=5.0, gt=0, description="How often lapsed leases and windows are checked."
+    )
     run_loops: bool = Field(default=True, description="Run the background loops inside serve.")
 
     @cached_property

@@ -22,7 +22,7 @@ from app.contracts.agent import (
     ProgressAck,
     ProgressReport,
 )
-from app.jobs.agent_channel import AgentChannel
+from app.jobs.agent_channel import AgentChannel, Limits
 from app.proxies.service import ProxyService
 
 router = APIRouter(prefix="/agent", tags=["agent"], responses={401: _resp("Missing or invalid proxy token")})
@@ -31,7 +31,13 @@ CLAIM_POLL_S = 0.5
 
 
 def _channel(ctx: AppContext, session: AsyncSession) -> AgentChannel:
-    return AgentChannel(session, ctx.clock, ctx.box, ctx.settings.job_lease_s, ctx.repository_access)
+    settings = ctx.settings
+    limits = Limits(
+        per_host=settings.limit_per_host,
+        per_datastore=settings.limit_per_datastore,
+        total=settings.limit_global,
+    )
+    return AgentChannel(session, ctx.clock, ctx.box, settings.job_lease_s, ctx.repository_access, limits)
 
 
 @router.post("/heartbeat", response_model=HeartbeatAck, summary="A proxy says it is alive")

@@ -90,6 +90,10 @@ class RestoreParams(BaseModel):
     power_on: bool = False
 
 
+class CleanupParams(BaseModel):
+    snapshot_name: str = Field(description="Remove the snapshot of this name from the VM, if it is there.")
+
+
 class JobAssignment(BaseModel):
     job_id: uuid.UUID
     kind: str
@@ -101,6 +105,7 @@ class JobAssignment(BaseModel):
     repository: RepositoryAccess
     backup: BackupParams | None = None
     restore: RestoreParams | None = None
+    cleanup: CleanupParams | None = None
 
 
 class ClaimResponse(BaseModel):

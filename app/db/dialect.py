@@ -21,3 +21,34 @@ def lock_for_claim(stmt: S, session: AsyncSession, *of: Any) -> S:
     if session.get_bind().dialect.name == "postgresql":
         return stmt.with_for_update(skip_locked=True, of=of or None)
     return stmt
+
+
+async def insert_ignoring_conflicts(session: AsyncSession, table: Any, rows: list[dict[str, Any]]) -> int:
+    """Insert rows, skipping those that break a unique constraint; returns rows inserted.
+
+    Both dialects spell it ``ON CONFLICT DO NOTHING``, through their own insert constructs.
+    Planners on several replicas rely on it: the unique indexes decide, not a read-then-write.
+    """
+    if not rows:
+        return 0
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt: Any = pg_insert(table).on_conflict_do_nothing()
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(table).on_conflict_do_nothing()
+    result = await session.execute(stmt, rows)
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def serialize_claims(session: AsyncSession) -> None:
+    """Claims check concurrency limits (per host, datastore, proxy, globally) by counting
+    running jobs; two replicas claiming at once would both see room. On PostgreSQL a
+    transaction-scoped advisory lock makes claims take turns (they are short). SQLite's
+    ``BEGIN IMMEDIATE`` already does."""
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy import text
+
+        await session.execute(text("SELECT pg_advisory_xact_lock(7364501)"))

@@ -61,6 +61,19 @@ class WeeklySchedule:
     times: tuple[time, ...]
     days: tuple[str, ...]
 
+    def latest_at_or_before(self, at: datetime, tz: ZoneInfo) -> datetime | None:
+        """The most recent run time not later than ``at`` (None if none in the last 8 days)."""
+        local = at.astimezone(tz)
+        for offset in range(0, 9):
+            day = local.date() - timedelta(days=offset)
+            if WEEKDAYS[day.weekday()] not in self.days:
+                continue
+            for run_at in sorted(self.times, reverse=True):
+                candidate = localize(day, run_at, tz)
+                if candidate <= at:
+                    return candidate.astimezone(UTC)
+        return None
+
     def next_after(self, after: datetime, tz: ZoneInfo) -> datetime:
         local = after.astimezone(tz)
         for offset in range(0, 9):
@@ -82,6 +95,13 @@ class CronSchedule:
         local = after.astimezone(tz)
         return next(CronSim(self.expression, local)).astimezone(UTC)
 
+    def latest_at_or_before(self, at: datetime, tz: ZoneInfo) -> datetime | None:
+        local = at.astimezone(tz)
+        # cronsim's reverse iteration starts strictly before its start instant.
+        for candidate in CronSim(self.expression, local + timedelta(seconds=1), reverse=True):
+            return candidate.astimezone(UTC)
+        return None
+
 
 def time_in_window(at: time, window_start: time, window_minutes: int) -> bool:
     """Whether a wall-clock time falls in a window that may wrap past midnight."""
@@ -92,3 +112,22 @@ def time_in_window(at: time, window_start: time, window_minutes: int) -> bool:
 
 def times_outside_window(times: Sequence[time], window_start: time, window_minutes: int) -> list[time]:
     return [t for t in times if not time_in_window(t, window_start, window_minutes)]
+
+
+Schedule = WeeklySchedule | CronSchedule
+
+
+def window_end_for(slot: datetime, window_start: time, window_minutes: int, tz: ZoneInfo) -> datetime:
+    """End of the backup window a run at ``slot`` belongs to.
+
+    The window occurrence that contains the slot (windows may wrap past midnight); a slot
+    outside every window (possible with cron schedules) gets a window of the same length
+    starting at the slot.
+    """
+    local = slot.astimezone(tz)
+    length = timedelta(minutes=window_minutes)
+    for offset in (0, 1):
+        start = localize(local.date() - timedelta(days=offset), window_start, tz)
+        if start <= slot < start + length:
+            return (start + length).astimezone(UTC)
+    return (slot + length).astimezone(UTC)

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.protection import tag_matches
 from app.inventory.models import Datastore, Host, VirtualMachine, vm_datastores
+from app.jobs.models import Job
 from app.pagination import PageRequest
 from app.policies.models import Policy
 from app.proxies.models import Proxy, proxy_hosts
@@ -255,3 +256,14 @@ class InventoryRepository:
                 proxy_hosts.c.proxy_id == proxy_id
             )
         return list((await self.session.execute(stmt)).scalars())
+
+    async def waiting_reasons(self, vm_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
+        """Why the VMs' queued jobs wait, if they do."""
+        if not vm_ids:
+            return {}
+        rows = await self.session.execute(
+            select(Job.vm_id, Job.waiting_reason).where(
+                Job.vm_id.in_(set(vm_ids)), Job.state == "queued", Job.waiting_reason.is_not(None)
+            )
+        )
+        return {vm_id: reason for vm_id, reason in rows.tuples() if reason}

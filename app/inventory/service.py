@@ -96,6 +96,7 @@ class InventoryService:
         hosts = await self.repo.hosts_by_ids(host_ids)
         proxies = await self.repo.proxies_for_hosts(host_ids)
         datastores = await self.repo.datastores_for_vms([vm.id for vm in vms])
+        waiting = await self.repo.waiting_reasons([vm.id for vm in vms])
         policy_names = await self.repo.policy_names(
             [vm.protection_policy_id for vm in vms if vm.protection_policy_id is not None]
         )
@@ -127,7 +128,8 @@ class InventoryService:
                             conflicting_policy_ids=[uuid.UUID(p) for p in vm.conflicting_policy_ids or []],
                         ),
                         "proxy_status": best,
-                        "warnings": vm_warnings(vm, host, best, vm_datastores),
+                        "warnings": vm_warnings(vm, host, best, vm_datastores)
+                        + ([f"A backup is waiting: {waiting[vm.id]}."] if vm.id in waiting else []),
                     }
                 )
             )

@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from datetime import timedelta
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.clock import Clock
 from app.contracts.agent import (
     BackupParams,
+    CleanupParams,
     CleanupTarget,
     CleanupTargets,
     CompleteRequest,
@@ -30,6 +33,7 @@ from app.contracts.agent import (
     VmRef,
 )
 from app.crypto import SecretBox
+from app.db.dialect import serialize_claims
 from app.domain.jobs import JOB_TO_RESTORE_STATE, JobKind, JobState
 from app.errors import Conflict, InvalidInput, NotFound
 from app.inventory.models import VirtualMachine
@@ -57,6 +61,39 @@ def snapshot_name(proxy_id: uuid.UUID, job_id: uuid.UUID) -> str:
     return f"{snapshot_prefix(proxy_id)}{job_id}"
 
 
+@dataclass(frozen=True)
+class Limits:
+    """How many backups may run at once: per ESXi host, per datastore, in the service."""
+
+    per_host: int = 2
+    per_datastore: int = 2
+    total: int = 100
+
+
+class Usage:
+    """Running backups counted by host and datastore, as a claim hands out more."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.total = 0
+        self.hosts: Counter[uuid.UUID] = Counter()
+        self.datastores: Counter[uuid.UUID] = Counter()
+
+    def admits(self, host_id: uuid.UUID | None, datastore_ids: set[uuid.UUID]) -> bool:
+        if self.total >= self.limits.total:
+            return False
+        if host_id is not None and self.hosts[host_id] >= self.limits.per_host:
+            return False
+        return all(self.datastores[d] < self.limits.per_datastore for d in datastore_ids)
+
+    def add(self, host_id: uuid.UUID | None, datastore_ids: set[uuid.UUID]) -> None:
+        self.total += 1
+        if host_id is not None:
+            self.hosts[host_id] += 1
+        for datastore_id in datastore_ids:
+            self.datastores[datastore_id] += 1
+
+
 class AgentChannel:
     def __init__(
         self,
@@ -65,6 +102,7 @@ class AgentChannel:
         box: SecretBox,
         lease_s: float,
         repository: RepositoryAccess,
+        limits: Limits | None = None,
     ) -> None:
         self.session = session
         self.jobs = JobRepository(session)
@@ -76,18 +114,23 @@ class AgentChannel:
         self.box = box
         self.lease = timedelta(seconds=lease_s)
         self.repository = repository
+        self.limits = limits or Limits()
 
     async def claim(self, proxy: Proxy, capacity: int) -> list[JobAssignment]:
+        await serialize_claims(self.session)
         now = self.clock.now()
         free = min(capacity, proxy.max_concurrent_jobs - await self.jobs.running_for_proxy(proxy.id, now))
         if free <= 0:
             return []
+        candidates = await self.jobs.claimable(proxy, now, free * 4 + 16)
+        usage = await self._usage(now)
+        placement = await self.jobs.placement([j.vm_id for j in candidates if j.kind == JobKind.BACKUP.value])
         assignments: list[JobAssignment] = []
-        for job in await self.jobs.claimable(proxy, now, free * 2):
+        for job in candidates:
             if len(assignments) >= free:
                 break
-            if job.state == JobState.RUNNING.value and job.attempt >= job.max_attempts:
-                await self._fail_lapsed(job)
+            where = placement.get(job.vm_id) if job.kind == JobKind.BACKUP.value else None
+            if where is not None and not usage.admits(*where):
                 continue
             won = await self.jobs.transition(
                 job,
@@ -104,6 +147,8 @@ class AgentChannel:
             assignment = await self._assignment(job, proxy)
             if assignment is None:
                 continue
+            if where is not None:
+                usage.add(*where)
             if job.restore_id is not None:
                 restore = await self.restores.get(job.restore_id)
                 if restore is not None:
@@ -113,15 +158,12 @@ class AgentChannel:
         await self.session.flush()
         return assignments
 
-    async def _fail_lapsed(self, job: Job) -> None:
-        await self.jobs.transition(
-            job,
-            JobState.FAILED,
-            finished_at=self.clock.now(),
-            error=f"the proxy stopped reporting (lease expired) and all {job.max_attempts} attempts are used",
-            error_kind="transient",
-        )
-        await self._sync_restore(job)
+    async def _usage(self, now: datetime) -> Usage:
+        running = await self.jobs.running_backup_vm_ids(now)
+        usage = Usage(self.limits)
+        for host_id, datastore_ids in (await self.jobs.placement(running)).values():
+            usage.add(host_id, datastore_ids)
+        return usage
 
     async def _assignment(self, job: Job, proxy: Proxy) -> JobAssignment | None:
         vm = await self.inventory.get_vm(job.vm_id, None)
@@ -147,6 +189,8 @@ class AgentChannel:
         )
         if job.kind == JobKind.BACKUP.value:
             assignment.backup = await self._backup_params(job, vm, proxy)
+        elif job.kind == JobKind.SNAPSHOT_CLEANUP.value:
+            assignment.cleanup = CleanupParams(snapshot_name=str(job.params["snapshot_name"]))
         else:
             assignment.restore = await self._restore_params(job)
         return assignment
@@ -282,6 +326,8 @@ class AgentChannel:
         return job
 
     async def _record_success(self, job: Job, request: CompleteRequest) -> None:
+        if job.kind == JobKind.SNAPSHOT_CLEANUP.value:
+            return
         if job.kind == JobKind.BACKUP.value:
             if request.backup is None:
                 raise InvalidInput(

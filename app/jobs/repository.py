@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.dialect import lock_for_claim
 from app.domain.jobs import JobKind, JobState, can_transition
-from app.inventory.models import VirtualMachine
+from app.inventory.models import VirtualMachine, vm_datastores
 from app.jobs.models import Job
 from app.pagination import PageRequest
 from app.proxies.models import Proxy, proxy_hosts
@@ -80,14 +80,12 @@ class JobRepository:
         """Jobs this proxy may take now, most urgent first.
 
         A job's host is decided at claim time (VMs move): the restore target host, else the
-        host the VM runs on now. A running job whose lease lapsed is claimable again.
+        host the VM runs on now. Jobs whose lease lapsed come back through the reaper, which
+        re-queues them.
         """
         target_host = func.coalesce(Job.target_host_id, VirtualMachine.host_id)
         served_hosts = select(proxy_hosts.c.host_id).where(proxy_hosts.c.proxy_id == proxy.id)
-        due = or_(
-            and_(Job.state == JobState.QUEUED.value, Job.not_before <= now),
-            and_(Job.state == JobState.RUNNING.value, Job.lease_expires_at < now),
-        )
+        due = and_(Job.state == JobState.QUEUED.value, Job.not_before <= now)
         stmt = (
             select(Job)
             .join(VirtualMachine, VirtualMachine.id == Job.vm_id)
@@ -99,6 +97,39 @@ class JobRepository:
             stmt = stmt.where(target_host.in_(served_hosts))
         rows = await self.session.execute(lock_for_claim(stmt, self.session, Job))
         return list(rows.scalars())
+
+    async def running_backup_vm_ids(self, now: datetime) -> list[uuid.UUID]:
+        rows = await self.session.execute(
+            select(Job.vm_id).where(
+                Job.kind == JobKind.BACKUP.value,
+                Job.state == JobState.RUNNING.value,
+                Job.lease_expires_at >= now,
+            )
+        )
+        return list(rows.scalars())
+
+    async def placement(
+        self, vm_ids: list[uuid.UUID]
+    ) -> dict[uuid.UUID, tuple[uuid.UUID | None, set[uuid.UUID]]]:
+        """Where VMs run now: their host and datastores (what concurrency limits count)."""
+        if not vm_ids:
+            return {}
+        unique = set(vm_ids)
+        hosts = await self.session.execute(
+            select(VirtualMachine.id, VirtualMachine.host_id).where(VirtualMachine.id.in_(unique))
+        )
+        out: dict[uuid.UUID, tuple[uuid.UUID | None, set[uuid.UUID]]] = {
+            vm_id: (host_id, set()) for vm_id, host_id in hosts.tuples()
+        }
+        stores = await self.session.execute(
+            select(vm_datastores.c.vm_id, vm_datastores.c.datastore_id).where(
+                vm_datastores.c.vm_id.in_(unique)
+            )
+        )
+        for vm_id, datastore_id in stores.tuples():
+            if vm_id in out:
+                out[vm_id][1].add(datastore_id)
+        return out
 
     async def transition(
         self,

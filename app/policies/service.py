@@ -33,16 +33,24 @@ from app.tenants.repository import TenantRepository
 _schedule_adapter: TypeAdapter[ScheduleSpec] = TypeAdapter(ScheduleSpec)
 
 
-def next_run_at(policy: Policy, after: datetime) -> datetime | None:
-    if not policy.enabled:
-        return None
-    tz = sched.load_timezone(policy.timezone)
+def schedule_of(policy: Policy) -> sched.Schedule:
     spec = _schedule_adapter.validate_python(policy.schedule)
     if isinstance(spec, WeeklyScheduleSpec):
         return sched.WeeklySchedule(
             times=tuple(sched.parse_hhmm(t) for t in spec.times), days=tuple(spec.days)
-        ).next_after(after, tz)
-    return sched.CronSchedule(spec.expression).next_after(after, tz)
+        )
+    return sched.CronSchedule(spec.expression)
+
+
+def next_run_at(policy: Policy, after: datetime) -> datetime | None:
+    if not policy.enabled:
+        return None
+    return schedule_of(policy).next_after(after, sched.load_timezone(policy.timezone))
+
+
+def latest_slot(policy: Policy, at: datetime) -> datetime | None:
+    """The schedule's latest run time not later than ``at``."""
+    return schedule_of(policy).latest_at_or_before(at, sched.load_timezone(policy.timezone))
 
 
 class PolicyService:
@@ -84,6 +92,8 @@ class PolicyService:
             updated_at=now,
             **self._columns(data.model_dump(mode="json", exclude={"tenant_id", "name"})),
         )
+        # The first scheduled backup is the next run, not one for a slot already past.
+        policy.last_planned_slot = latest_slot(policy, now)
         await self.repo.add(policy)
         await recompute_protection(self.session, policy.tenant_id)
         return policy
@@ -128,6 +138,8 @@ class PolicyService:
         for column, value in self._columns(changes).items():
             setattr(policy, column, value)
         policy.updated_at = self.clock.now()
+        if "schedule" in changes or "timezone" in changes or changes.get("enabled") is True:
+            policy.last_planned_slot = latest_slot(policy, policy.updated_at)
         await self.session.flush()
         await recompute_protection(self.session, policy.tenant_id)
         return policy

@@ -12,6 +12,7 @@ import pytest
 
 from app.clock import ManualClock
 from app.context import AppContext
+from app.scheduler.reaper import ReaperLoop
 from tests.api.test_isolation import record_restore_point
 from tests.api.test_policies import create_policy, synced_tenant
 from tests.api.test_proxies import register_proxy
@@ -129,6 +130,7 @@ async def test_claims_follow_the_vms_host_and_restores_go_first(
 
 
 async def test_lapsed_lease_moves_the_job_and_the_old_proxy_is_refused(
+    ctx: AppContext,
     operator: httpx.AsyncClient,
     customer_of: CustomerFactory,
     vcsim: VcsimServer,
@@ -143,8 +145,16 @@ async def test_lapsed_lease_moves_the_job_and_the_old_proxy_is_refused(
     assert [j["job_id"] for j in await claim(first)] == [job["id"]]
     assert await claim(second) == []
     clock.advance(timedelta(seconds=121))  # the default lease is 120 s
-    (taken,) = await claim(second)
+    reaper = ReaperLoop(ctx.sessionmaker, clock)
+    await reaper.run_once()
+    assert reaper.last_report.requeued == 1 and reaper.last_report.cleanups == 1
+    claimed = await claim(second)
+    by_kind = {j["kind"]: j for j in claimed}
+    taken = by_kind["backup"]
     assert taken["job_id"] == job["id"] and taken["attempt"] == 2
+    # The lost proxy's snapshot gets a clean-up job, ahead of backups.
+    assert [j["kind"] for j in claimed] == ["snapshot_cleanup", "backup"]
+    assert by_kind["snapshot_cleanup"]["cleanup"]["snapshot_name"].endswith(job["id"])
     late = await first.post(f"/api/v1/agent/jobs/{job['id']}/progress", json={"phase": "reading"})
     assert late.status_code == 409
     late_done = await first.post(f"/api/v1/agent/jobs/{job['id']}/complete", json={"outcome": "failed"})

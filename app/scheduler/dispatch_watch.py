@@ -1,0 +1,84 @@
+"""Says why queued jobs wait. Proxies pull work, so a job nobody can take just sits there;
+this loop names the reason on the job (and so on the VM): no online proxy serves its host."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.clock import Clock
+from app.domain.jobs import JobState
+from app.inventory.models import Host, VirtualMachine
+from app.jobs.models import Job
+from app.proxies.models import Proxy, proxy_hosts
+from app.scheduler.loop import LoopService
+
+log = logging.getLogger(__name__)
+
+
+class DispatchWatchLoop(LoopService):
+    name = "dispatch-watch"
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        stale_after_s: float,
+        interval_s: float = 10,
+    ) -> None:
+        super().__init__(interval_s)
+        self.sessionmaker = sessionmaker
+        self.clock = clock
+        self.stale_after = timedelta(seconds=stale_after_s)
+
+    async def run_once(self) -> None:
+        online_since = self.clock.now() - self.stale_after
+        async with self.sessionmaker.begin() as session:
+            everywhere = (
+                await session.execute(
+                    select(func.count()).where(
+                        Proxy.serves_all_hosts.is_(True), Proxy.last_heartbeat_at >= online_since
+                    )
+                )
+            ).scalar_one()
+            served = set(
+                (
+                    await session.execute(
+                        select(proxy_hosts.c.host_id)
+                        .join(Proxy, Proxy.id == proxy_hosts.c.proxy_id)
+                        .where(Proxy.last_heartbeat_at >= online_since)
+                    )
+                ).scalars()
+            )
+            target = func.coalesce(Job.target_host_id, VirtualMachine.host_id)
+            rows = (
+                await session.execute(
+                    select(Job.id, Job.waiting_reason, target, Host.name)
+                    .join(VirtualMachine, VirtualMachine.id == Job.vm_id)
+                    .outerjoin(Host, Host.id == target)
+                    .where(Job.state == JobState.QUEUED.value)
+                    .limit(20000)
+                )
+            ).tuples()
+            changes: dict[str | None, list[uuid.UUID]] = defaultdict(list)
+            for job_id, current, host_id, host_name in rows:
+                if host_id is None:
+                    reason: str | None = "the VM's host is unknown; sync the vCenter"
+                elif everywhere or host_id in served:
+                    reason = None
+                else:
+                    reason = f"no proxy for host {host_name}"
+                if reason != current:
+                    changes[reason].append(job_id)
+            for reason, job_ids in changes.items():
+                await session.execute(
+                    update(Job)
+                    .where(Job.id.in_(job_ids), Job.state == JobState.QUEUED.value)
+                    .values(waiting_reason=reason)
+                    .execution_options(synchronize_session=False)
+                )

@@ -1,0 +1,157 @@
+"""Ends what nobody will finish: lapsed leases and jobs whose window has passed.
+
+- A running job whose lease lapsed (its proxy stopped reporting) goes back to the queue while
+  it has attempts left (the first retry at once: a crashed proxy is not the job's fault, later
+  ones with backoff), else fails. For a backup, a clean-up job is queued to remove the
+  snapshot the lost proxy may have left on the VM.
+- A queued backup not started by the end of its backup window ends as ``missed``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.clock import Clock
+from app.db.dialect import insert_ignoring_conflicts
+from app.domain.jobs import PRIORITY, JobKind, JobState, JobTrigger
+from app.jobs.agent_channel import snapshot_name
+from app.jobs.models import Job
+from app.jobs.repository import JobRepository
+from app.scheduler.loop import LoopService
+
+log = logging.getLogger(__name__)
+
+LEASE_RETRY_BACKOFF = (timedelta(0), timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=15))
+
+
+@dataclass
+class ReapReport:
+    requeued: int = 0
+    failed: int = 0
+    missed: int = 0
+    cleanups: int = 0
+
+
+class ReaperLoop(LoopService):
+    name = "reaper"
+
+    def __init__(
+        self, sessionmaker: async_sessionmaker[AsyncSession], clock: Clock, interval_s: float = 5
+    ) -> None:
+        super().__init__(interval_s)
+        self.sessionmaker = sessionmaker
+        self.clock = clock
+        self.last_report = ReapReport()
+
+    async def run_once(self) -> None:
+        report = ReapReport()
+        now = self.clock.now()
+        async with self.sessionmaker.begin() as session:
+            jobs = JobRepository(session)
+            lapsed = (
+                await session.execute(
+                    select(Job)
+                    .where(Job.state == JobState.RUNNING.value, Job.lease_expires_at < now)
+                    .limit(500)
+                )
+            ).scalars()
+            for job in list(lapsed):
+                await self._lapsed(session, jobs, job, report)
+            overdue = (
+                await session.execute(
+                    select(Job).where(Job.state == JobState.QUEUED.value, Job.window_end < now).limit(5000)
+                )
+            ).scalars()
+            for job in list(overdue):
+                reason = job.waiting_reason or "no proxy took it in time"
+                if await jobs.transition(
+                    job,
+                    JobState.MISSED,
+                    finished_at=now,
+                    error=f"not started by the end of its backup window ({reason})",
+                    error_kind="permanent",
+                ):
+                    report.missed += 1
+        self.last_report = report
+        if report.requeued or report.failed or report.missed:
+            log.info(
+                "reaper: %d re-queued, %d failed, %d missed, %d snapshot clean-ups",
+                report.requeued,
+                report.failed,
+                report.missed,
+                report.cleanups,
+            )
+
+    async def _lapsed(self, session: AsyncSession, jobs: JobRepository, job: Job, report: ReapReport) -> None:
+        now = self.clock.now()
+        lost_proxy = job.proxy_id
+        message = "the proxy stopped reporting and its lease expired"
+        if job.attempt < job.max_attempts:
+            delay = LEASE_RETRY_BACKOFF[min(job.attempt - 1, len(LEASE_RETRY_BACKOFF) - 1)]
+            won = await jobs.transition(
+                job,
+                JobState.QUEUED,
+                not_before=now + delay,
+                proxy_id=None,
+                lease_expires_at=None,
+                error=f"{message}; retrying",
+                error_kind="transient",
+                phase="waiting to retry",
+            )
+            report.requeued += int(won)
+        else:
+            won = await jobs.transition(
+                job,
+                JobState.FAILED,
+                finished_at=now,
+                lease_expires_at=None,
+                error=f"{message} and all {job.max_attempts} attempts are used",
+                error_kind="transient",
+            )
+            report.failed += int(won)
+            if won and job.restore_id is not None:
+                from app.restores.repository import RestoreRepository
+
+                restore = await RestoreRepository(session).get(job.restore_id)
+                if restore is not None:
+                    restore.state = "failed"
+                    restore.completed_at = now
+                    restore.error = job.error
+        if won and job.kind == JobKind.BACKUP.value and lost_proxy is not None:
+            report.cleanups += await insert_ignoring_conflicts(
+                session,
+                Job.__table__,
+                [
+                    {
+                        "id": uuid.uuid4(),
+                        "kind": JobKind.SNAPSHOT_CLEANUP.value,
+                        "state": JobState.QUEUED.value,
+                        "trigger": JobTrigger.CLEANUP.value,
+                        "priority": PRIORITY[JobKind.SNAPSHOT_CLEANUP],
+                        "tenant_id": job.tenant_id,
+                        "vm_id": job.vm_id,
+                        "policy_id": job.policy_id,
+                        "created_at": now,
+                        "not_before": now,
+                        "attempt": 0,
+                        "max_attempts": 5,
+                        "cancel_requested": False,
+                        "bytes_total": 0,
+                        "bytes_read": 0,
+                        "bytes_new": 0,
+                        "bytes_stored": 0,
+                        "warnings": [],
+                        "result": {},
+                        "params": {
+                            "snapshot_name": snapshot_name(lost_proxy, job.id),
+                            "for_job_id": str(job.id),
+                        },
+                    }
+                ],
+            )
