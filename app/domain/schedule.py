@@ -46,14 +46,22 @@ def validate_cron(expression: str) -> None:
 
 
 def localize(day: date, at: time, tz: ZoneInfo) -> datetime:
-    """Wall-clock ``day at`` in ``tz`` as an aware instant, resolving DST gaps forward."""
+    """Wall-clock ``day at`` in ``tz`` as an aware instant.
+
+    A time that does not exist (in a spring-forward gap) becomes the first instant after the
+    gap; a time that exists twice (fall back) is its first occurrence (``fold=0``).
+    """
     naive = datetime.combine(day, at)
     candidate = naive.replace(tzinfo=tz, fold=0)
-    round_trip = candidate.astimezone(UTC).astimezone(tz)
-    if round_trip.replace(tzinfo=None) != naive:
-        # Non-existent local time (spring forward): run at the end of the gap.
-        return naive.replace(tzinfo=tz, fold=1).astimezone(UTC).astimezone(tz)
-    return candidate
+    if candidate.astimezone(UTC).astimezone(tz).replace(tzinfo=None) == naive:
+        return candidate
+    # In the gap: walk from the earlier reading to the first minute whose wall time is
+    # past the requested one (gaps are minutes to a couple of hours long).
+    instant = naive.replace(tzinfo=tz, fold=1).astimezone(UTC)
+    latest = candidate.astimezone(UTC)
+    while instant < latest and instant.astimezone(tz).replace(tzinfo=None) < naive:
+        instant += timedelta(minutes=1)
+    return instant.astimezone(tz)
 
 
 @dataclass(frozen=True)

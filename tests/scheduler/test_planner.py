@@ -1,0 +1,163 @@
+"""Planner, reaper and dispatch watch against real databases, with a clock the test moves."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from app.clock import ManualClock
+from app.context import AppContext
+from app.db.engine import create_engine, create_sessionmaker
+from app.scheduler.dispatch_watch import DispatchWatchLoop
+from app.scheduler.planner import PlannerLoop
+from app.scheduler.reaper import ReaperLoop
+from tests.api.test_inventory import all_items
+from tests.api.test_jobs import claim
+from tests.api.test_policies import create_policy, synced_tenant
+from tests.api.test_proxies import BEAT, register_proxy
+from tests.support.app import ClientFactory, CustomerFactory
+from tests.support.vcsim import VcsimServer
+
+pytestmark = pytest.mark.vcsim
+
+MONDAY_2100 = datetime(2026, 1, 5, 21, 0, tzinfo=UTC)
+
+
+async def protected_setup(
+    operator: httpx.AsyncClient, customer_of: CustomerFactory, vcsim: VcsimServer, clock: ManualClock
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    clock.set(MONDAY_2100)
+    _, tenant_id, vms = await synced_tenant(operator, customer_of, vcsim)
+    policy = await create_policy(
+        operator,
+        tenant_id,
+        name="nightly",
+        selection={"folders": ["/DC0/vm"]},
+        schedule={"type": "weekly", "times": ["22:00"]},
+        window={"start": "22:00", "duration_minutes": 480},
+    )
+    return vms, policy
+
+
+async def jobs_of(operator: httpx.AsyncClient, **params: str) -> list[dict[str, Any]]:
+    return await all_items(operator, "/api/v1/jobs", **params)
+
+
+async def test_one_job_per_vm_and_slot_then_missed_then_one_catch_up(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    clock: ManualClock,
+) -> None:
+    vms, policy = await protected_setup(operator, customer_of, vcsim, clock)
+    planner = PlannerLoop(ctx.sessionmaker, clock)
+    reaper = ReaperLoop(ctx.sessionmaker, clock)
+    await planner.run_once()
+    assert await jobs_of(operator) == []  # a new policy starts with the next slot, not a past one
+
+    clock.set(MONDAY_2100 + timedelta(hours=1, seconds=30))
+    await planner.run_once()
+    await planner.run_once()  # a second tick (or replica) adds nothing
+    jobs = await jobs_of(operator)
+    assert sorted(j["vm_id"] for j in jobs) == sorted(vm["id"] for vm in vms)
+    assert {j["trigger"] for j in jobs} == {"scheduled"}
+    assert {j["max_attempts"] for j in jobs} == {policy["retry_count"] + 1}
+
+    # The service is down for three days: the windows pass, nothing runs.
+    clock.set(MONDAY_2100 + timedelta(days=3, hours=10))
+    await reaper.run_once()
+    missed = await jobs_of(operator, state="missed")
+    assert len(missed) == len(vms)
+    assert "backup window" in missed[0]["error"]
+    await planner.run_once()
+    catch_up = await jobs_of(operator, state="queued")
+    assert len(catch_up) == len(vms)  # one per VM, not one per missed night
+    assert {j["trigger"] for j in catch_up} == {"catch-up"}
+    await planner.run_once()
+    assert len(await jobs_of(operator, state="queued")) == len(vms)
+
+
+async def test_three_racing_planners_create_each_job_once(
+    ctx: AppContext,
+    db_url: str,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    clock: ManualClock,
+) -> None:
+    vms, _ = await protected_setup(operator, customer_of, vcsim, clock)
+    clock.set(MONDAY_2100 + timedelta(hours=1, seconds=1))
+    engines = [create_engine(db_url) for _ in range(3)]  # three replicas, three connection pools
+    try:
+        planners = [PlannerLoop(create_sessionmaker(engine), clock) for engine in engines]
+        await asyncio.gather(*(p.run_once() for p in planners))
+    finally:
+        for engine in engines:
+            await engine.dispose()
+    jobs = await jobs_of(operator)
+    assert len(jobs) == len(vms)
+    assert sum(p.last_report.policies_planned for p in planners) == 1
+
+
+async def test_a_vm_without_an_online_proxy_says_why_its_backup_waits(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    clock: ManualClock,
+    make_client: ClientFactory,
+) -> None:
+    vms, _ = await protected_setup(operator, customer_of, vcsim, clock)
+    vm = vms[0]
+    (job,) = (await operator.post("/api/v1/jobs", json={"vm_ids": [vm["id"]]})).json()
+    watch = DispatchWatchLoop(ctx.sessionmaker, clock, ctx.settings.proxy_stale_after_s)
+    await watch.run_once()
+    host_name = vm["host"]["name"]
+    waiting = (await operator.get(f"/api/v1/jobs/{job['id']}")).json()
+    assert waiting["state"] == "queued"
+    assert (
+        f"no proxy for host {host_name}"
+        in (await operator.get(f"/api/v1/vms/{vm['id']}")).json()["warnings"][-1]
+    )
+
+    proxy = await register_proxy(operator, "p", [vm["host"]["id"]])
+    agent = make_client(proxy["token"])
+    await agent.post("/api/v1/agent/heartbeat", json=BEAT)
+    await watch.run_once()
+    warnings = (await operator.get(f"/api/v1/vms/{vm['id']}")).json()["warnings"]
+    assert not any("waiting" in w for w in warnings)
+    assert [j["job_id"] for j in await claim(agent)] == [job["id"]]
+
+
+async def test_concurrency_limits_per_datastore_and_host(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    clock: ManualClock,
+    make_client: ClientFactory,
+) -> None:
+    vms, _ = await protected_setup(operator, customer_of, vcsim, clock)
+    hosts = await all_items(operator, "/api/v1/hosts")
+    agent = make_client((await register_proxy(operator, "all", [h["id"] for h in hosts]))["token"])
+    await operator.patch(
+        f"/api/v1/proxies/{(await operator.get('/api/v1/proxies')).json()['items'][0]['id']}",
+        json={"max_concurrent_jobs": 8},
+    )
+    await operator.post("/api/v1/jobs", json={"vm_ids": [vm["id"] for vm in vms]})
+    ctx.settings.limit_per_datastore = 1  # every simulated VM lives on LocalDS_0
+    assert len(await claim(agent)) == 1
+    assert await claim(agent) == []
+    ctx.settings.limit_per_datastore = 10
+    ctx.settings.limit_per_host = 1
+    more = await claim(agent)
+    claimed_hosts = [vm["host"]["id"] for vm in vms if vm["id"] in {j["vm"]["id"] for j in more}]
+    assert len(claimed_hosts) == len(set(claimed_hosts))  # at most one per host
+    ctx.settings.limit_global = 1
+    ctx.settings.limit_per_host = 10
+    assert await claim(agent) == []
