@@ -161,3 +161,48 @@ async def test_concurrency_limits_per_datastore_and_host(
     ctx.settings.limit_global = 1
     ctx.settings.limit_per_host = 10
     assert await claim(agent) == []
+
+
+async def test_a_vm_moved_to_a_host_without_a_proxy_waits_for_one(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim_factory: Any,
+    clock: ManualClock,
+    make_client: ClientFactory,
+) -> None:
+    from pyVmomi import vim
+
+    from tests.vadp import reference
+
+    server = vcsim_factory()
+    vms, _ = await protected_setup(operator, customer_of, server, clock)
+    vm = next(v for v in vms if v["name"] == "DC0_C0_RP0_VM0")
+    old_host = vm["host"]
+    agent = make_client((await register_proxy(operator, "old-host-proxy", [old_host["id"]]))["token"])
+    await agent.post("/api/v1/agent/heartbeat", json=BEAT)
+
+    with reference.session(server) as si:
+        machine = reference.find(si, vim.VirtualMachine, vm["name"])
+        target = next(
+            h
+            for h in reference.objects(si, vim.HostSystem)
+            if h._moId != vm["host"]["id"]
+            and reference.props(si, h, "name")["name"] not in (old_host["name"], "DC0_H0")
+        )
+        reference.wait_for_task(si, machine.RelocateVM_Task(spec=vim.vm.RelocateSpec(host=target)))
+        target_name = reference.props(si, target, "name")["name"]
+    await operator.post(
+        f"/api/v1/vcenters/{(await operator.get('/api/v1/vcenters')).json()['items'][0]['id']}/sync"
+    )
+    moved = (await operator.get(f"/api/v1/vms/{vm['id']}")).json()
+    assert moved["host"]["name"] == target_name != old_host["name"]
+
+    (job,) = (await operator.post("/api/v1/jobs", json={"vm_ids": [vm["id"]]})).json()
+    await DispatchWatchLoop(ctx.sessionmaker, clock, ctx.settings.proxy_stale_after_s).run_once()
+    assert (await operator.get(f"/api/v1/jobs/{job['id']}")).json()["state"] == "queued"
+    assert any(
+        f"no proxy for host {target_name}" in w
+        for w in (await operator.get(f"/api/v1/vms/{vm['id']}")).json()["warnings"]
+    )
+    assert [j for j in await claim(agent) if j["job_id"] == job["id"]] == []
