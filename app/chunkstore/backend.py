@@ -60,6 +60,15 @@ class Backend(Protocol):
         """Return the subset of ``keys`` that exist (one batch; backends may parallelise)."""
         ...
 
+    def touch_many(self, keys: Iterable[str]) -> set[str]:
+        """Mark objects as in use now (their modification time becomes now); return those that exist.
+
+        Garbage collection spares unreferenced objects younger than its grace period, so a backup
+        that finds a chunk already stored (and will reference it) touches it: a sweep running
+        meanwhile cannot delete it under the backup's feet (Proxmox Backup Server does the same).
+        """
+        ...
+
     def delete(self, key: str) -> None:
         """Remove the object; deleting a missing object is not an error (idempotent, like S3)."""
         ...

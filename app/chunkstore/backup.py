@@ -17,6 +17,7 @@ AES-GCM, write/fsync) release the GIL, so the thread pool uses every core.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import queue
 import threading
 import time
@@ -33,6 +34,8 @@ from app.chunkstore.index import DiskIndex, chunk_count
 from app.chunkstore.repository import Repository
 from app.chunkstore.sources import DiskReader
 from app.chunkstore.tuning import tune_malloc
+
+log = logging.getLogger(__name__)
 
 DEFAULT_WORKERS = 4
 # Upper bound on chunk bytes in flight when choosing the default window (memory, not speed, bound).
@@ -113,6 +116,17 @@ def backup_disk(
         max_inflight = max(2 * workers, min(INFLIGHT_BYTES // chunk_size, 4 * workers))
     tune_malloc()
     started = time.monotonic()
+    # Chunks taken over from the previous index are touched now, so that a GC sweep during this
+    # backup cannot remove them even if the previous point is pruned meanwhile. If any is gone,
+    # trust nothing of that index: read the whole disk.
+    if (
+        changed_extents is not None
+        and previous_index is not None
+        and repo.touch_chunks(previous_index.unique_ids())
+    ):
+        log.warning("chunks of the previous restore point are missing; reading the whole disk")
+        changed_extents = None
+        previous_index = None
     count = chunk_count(size, chunk_size)
     stats = BackupStats(chunks_total=count)
     ids = bytearray(count * ID_SIZE)

@@ -92,6 +92,16 @@ class FsBackend:
     def exists_many(self, keys: Iterable[str]) -> set[str]:
         return {key for key in keys if os.path.isfile(self._path(key))}
 
+    def touch_many(self, keys: Iterable[str]) -> set[str]:
+        present: set[str] = set()
+        for key in keys:
+            try:
+                os.utime(self._path(key))
+            except FileNotFoundError:
+                continue
+            present.add(key)
+        return present
+
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path(key))

@@ -7,9 +7,9 @@ exceed the longest backup. Index objects of restore points that never got a mani
 way. The mark phase must be complete before anything is deleted: one unreadable manifest or index
 aborts the GC rather than freeing chunks it might still reference.
 
-Known limit: a running backup that reuses an *unreferenced* chunk older than the grace period (left by
-an aborted backup) can lose it to a concurrent sweep; run GC when no backup of the repository runs
-(the scheduler's GC loop does), or verify after.
+A running backup that reuses a chunk already stored (found by the dedup check, or taken over from
+the previous index on the CBT path) touches it at that moment (``Backend.touch_many``), so that the
+chunk is young for the sweep even if nothing referenced it before: GC can run while backups run.
 """
 
 from __future__ import annotations

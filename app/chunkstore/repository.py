@@ -15,6 +15,7 @@ Writes happen in the order chunks → indexes → manifest; the manifest's atomi
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -57,6 +58,9 @@ DEFAULT_CHUNK_SIZE = 1 << 20
 EXISTS_BATCH = 256
 # Bound on the per-process cache of ids known to be present (~100 bytes each).
 KNOWN_CACHE_MAX = 1 << 17
+#: Ids known present are asked (and touched) again after this long, well inside any GC grace
+#: period, so a long-running proxy never relies on a chunk that a sweep could have removed.
+KNOWN_TTL_S = 3600.0
 
 
 def manifest_key(restore_point_id: str) -> str:
@@ -87,7 +91,7 @@ class Repository:
             max_chunk_size=config.chunk_size,
         )
         self._meta = MetaCodec(keys.meta_key if keys else None)
-        self._known: set[bytes] = set()
+        self._known: dict[bytes, float] = {}
         self._known_lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -192,22 +196,38 @@ class Repository:
         Asks the backend in batches of ``EXISTS_BATCH`` and only about ids not already known present in
         this process, so a backup never lists the store.
         """
+        fresh_after = time.monotonic() - KNOWN_TTL_S
         with self._known_lock:
-            unknown = [c for c in dict.fromkeys(chunk_ids) if c != ZERO_ID and c not in self._known]
+            unknown = [
+                c for c in dict.fromkeys(chunk_ids) if c != ZERO_ID and self._known.get(c, 0.0) <= fresh_after
+            ]
         absent: set[bytes] = set()
         for start in range(0, len(unknown), EXISTS_BATCH):
             batch = unknown[start : start + EXISTS_BATCH]
             keys = {chunk_key(c): c for c in batch}
-            present = self.backend.exists_many(keys)
+            # Present chunks are touched: the backup about to reference them keeps them young.
+            present = self.backend.touch_many(keys)
+            self._remember(keys[k] for k in present)
+            absent.update(c for k, c in keys.items() if k not in present)
+        return absent
+
+    def touch_chunks(self, chunk_ids: Iterable[bytes]) -> set[bytes]:
+        """Mark chunks a new restore point will reference as in use; return those missing."""
+        wanted = [c for c in dict.fromkeys(chunk_ids) if c != ZERO_ID]
+        absent: set[bytes] = set()
+        for start in range(0, len(wanted), EXISTS_BATCH):
+            keys = {chunk_key(c): c for c in wanted[start : start + EXISTS_BATCH]}
+            present = self.backend.touch_many(keys)
             self._remember(keys[k] for k in present)
             absent.update(c for k, c in keys.items() if k not in present)
         return absent
 
     def _remember(self, chunk_ids: Iterable[bytes]) -> None:
+        now = time.monotonic()
         with self._known_lock:
             if len(self._known) >= KNOWN_CACHE_MAX:
                 self._known.clear()  # crude but bounded; a miss only costs one exists check
-            self._known.update(chunk_ids)
+            self._known.update((c, now) for c in chunk_ids)
 
     def forget_known(self) -> None:
         """Drop the cache of ids known present (after a GC ran in this process, for instance)."""
@@ -240,7 +260,7 @@ class Repository:
 
     def delete_chunk(self, chunk_id: bytes) -> None:
         with self._known_lock:
-            self._known.discard(chunk_id)
+            self._known.pop(chunk_id, None)
         self.backend.delete(chunk_key(chunk_id))
 
     # -- restore points --------------------------------------------------------------------------

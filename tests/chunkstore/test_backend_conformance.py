@@ -93,6 +93,16 @@ def test_stat_size_and_mtime(backend: Backend) -> None:
         backend.stat("s/2")
 
 
+def test_touch_many_refreshes_mtime_and_reports_existing(backend: Backend) -> None:
+    backend.put("t/1", b"x")
+    backend.put("t/2", b"y")
+    old = backend.stat("t/1").modified
+    time.sleep(0.05)
+    assert backend.touch_many(["t/1", "t/nope"]) == {"t/1"}
+    assert backend.stat("t/1").modified > old
+    assert not backend.exists("t/nope")  # touching never creates
+
+
 @pytest.mark.parametrize(
     "key", ["", "/abs", "a//b", "../x", "a/../b", "a/./b", ".hidden", "a/.tmp", "sp ace"]
 )

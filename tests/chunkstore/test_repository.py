@@ -160,14 +160,14 @@ def test_missing_batches_and_cache(tmp_path: Path) -> None:
     for b, cid in zip(blocks[:300], ids[:300], strict=True):
         repo.put_chunk(cid, b)
     calls: list[int] = []
-    original = repo.backend.exists_many
+    original = repo.backend.touch_many
 
     def counting(keys: Iterable[str]) -> set[str]:
         batch = list(keys)
         calls.append(len(batch))
         return original(batch)
 
-    repo.backend.exists_many = counting  # type: ignore[method-assign]
+    repo.backend.touch_many = counting  # type: ignore[method-assign]
     assert repo.missing(ids) == set(ids[300:])
     assert max(calls) <= repository_module.EXISTS_BATCH
     assert sum(calls) == 300  # the 300 ids stored by this process were known present: not asked again

@@ -143,3 +143,25 @@ def test_gc_refuses_to_sweep_on_incomplete_mark(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="index"):
         gc(repo, grace=timedelta(0), now=LATER)
     assert len(stored_chunk_files(root)) == 3
+
+
+def test_a_backup_reusing_an_old_orphan_chunk_keeps_it_through_a_concurrent_gc(tmp_path: Path) -> None:
+    root = tmp_path / "r"
+    repo = new_repo(root)
+    data = disk_bytes(4 * CHUNK, kinds="r", seed=41)
+    _backup(repo, "crashed", data, commit=False)  # its chunks are orphans...
+    two_days_ago = (datetime.now(UTC) - timedelta(days=2)).timestamp()
+    for path in stored_chunk_files(root):
+        os.utime(path, (two_days_ago, two_days_ago))  # ...and old enough to be swept
+    # A new backup (a fresh process: nothing cached) finds every chunk already stored...
+    again = Repository.open(repo.backend)
+    result = backup_disk(again, BytesReader(data), len(data))
+    assert result.stats.chunks_new == 0
+    # ...and a sweep runs before it commits: the dedup check touched them, so they survive.
+    report = gc(again, grace=timedelta(hours=1))
+    assert report.chunks_deleted == 0
+    writer = again.begin_restore_point("new", vm_config={})
+    writer.add_disk(key="2000", label="Hard disk 1", index=result.index)
+    writer.commit()
+    point = again.read_restore_point("new")
+    assert b"".join(iter_disk(again, again.read_index(point.disks[0]))) == data
