@@ -228,6 +228,51 @@ def repository_verify() -> None:
         raise typer.Exit(1)
 
 
+@repository_cli.command("gc")
+def repository_gc(
+    grace_hours: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="Keep unreferenced chunks younger than this: they may belong to a backup still "
+            "running. Must exceed the longest backup. Default VMR_GC_GRACE_HOURS (24).",
+            show_default=False,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Report what would be freed; delete nothing.")
+    ] = False,
+) -> None:
+    """Delete chunks that no restore point references any more (mark and sweep).
+
+    Safe while backups run, as long as the grace period exceeds the longest backup: a running
+    backup's chunks are not referenced by a manifest yet, only their age protects them.
+    """
+    from datetime import timedelta
+
+    from app.chunkstore import Repository, gc, open_backend
+
+    settings = Settings()
+    _logging(settings.log_level)
+    grace = timedelta(hours=settings.gc_grace_hours if grace_hours is None else grace_hours)
+    if grace < timedelta(hours=1):
+        typer.echo(
+            f"warning: a grace period of {grace} can delete the chunks of a backup running now", err=True
+        )
+    passphrase = settings.repository_passphrase.get_secret_value() if settings.repository_passphrase else None
+    repo = Repository.open(open_backend(settings.resolved_repository_path), passphrase=passphrase)
+    report = gc(repo, grace, dry_run=dry_run)
+    verb = "would free" if dry_run else "freed"
+    typer.echo(
+        f"marked {report.chunks_referenced} chunks referenced by {report.restore_points} restore points"
+    )
+    typer.echo(
+        f"{verb} {report.chunks_deleted} chunks, {report.bytes_freed} bytes "
+        f"({report.bytes_freed / 2**20:.1f} MiB); kept {report.chunks_kept_young} unreferenced chunks "
+        f"younger than {grace}; {report.indexes_deleted} orphan indexes"
+    )
+
+
 @cli.command()
 def version() -> None:
     """Print the version."""

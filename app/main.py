@@ -7,6 +7,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, FastAPI
@@ -16,9 +17,11 @@ from app import __version__
 from app.api import (
     agent,
     api_keys,
+    compliance,
     health,
     inventory,
     jobs,
+    metrics,
     policies,
     proxies,
     restore_points,
@@ -28,11 +31,14 @@ from app.api import (
 )
 from app.api.problems import install_problem_handlers
 from app.clock import Clock, SystemClock
+from app.compliance.recorder import RestoreSlaRecorder, RpoRecorder
 from app.context import AppContext
 from app.crypto import SecretBox, load_or_create_server_key
 from app.db.engine import create_engine, create_sessionmaker
 from app.db.migrate import upgrade_to_head_async
 from app.proxies.service import ensure_embedded_proxy
+from app.retention.loop import GcLoop, RetentionLoop
+from app.retention.onsite import OnsiteRepository
 from app.scheduler.dispatch_watch import DispatchWatchLoop
 from app.scheduler.inventory_refresh import InventoryRefreshLoop
 from app.scheduler.loop import LoopService
@@ -82,6 +88,24 @@ def build_loops(ctx: AppContext) -> list[LoopService]:
         PlannerLoop(ctx.sessionmaker, ctx.clock, interval_s=settings.planner_interval_s),
         ReaperLoop(ctx.sessionmaker, ctx.clock, interval_s=settings.reaper_interval_s),
         DispatchWatchLoop(ctx.sessionmaker, ctx.clock, settings.proxy_stale_after_s),
+        RpoRecorder(ctx.sessionmaker, ctx.clock, proxy_stale_after_s=settings.proxy_stale_after_s),
+        RestoreSlaRecorder(ctx.sessionmaker, ctx.clock),
+        *retention_loops(ctx),
+    ]
+
+
+def retention_loops(ctx: AppContext) -> list[LoopService]:
+    settings = ctx.settings
+    onsite = OnsiteRepository(settings)
+    return [
+        RetentionLoop(ctx.sessionmaker, onsite, ctx.clock, interval_s=settings.retention_interval_s),
+        GcLoop(
+            ctx.sessionmaker,
+            onsite,
+            ctx.clock,
+            grace=timedelta(hours=settings.gc_grace_hours),
+            every=timedelta(hours=settings.gc_interval_hours),
+        ),
     ]
 
 
@@ -197,9 +221,11 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         jobs,
         restore_points,
         restores,
+        compliance,
         agent,
     ):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     return app

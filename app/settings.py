@@ -58,6 +58,15 @@ class Settings(BaseSettings):
     reaper_interval_s: float = Field(
         default=5.0, gt=0, description="How often lapsed leases and windows are checked."
     )
+    retention_interval_s: float = Field(
+        default=60.0, gt=0, description="How often VMs with new restore points are pruned (full pass daily)."
+    )
+    gc_interval_hours: float = Field(default=24.0, gt=0, description="How often the repository is GC'd.")
+    gc_grace_hours: float = Field(
+        default=24.0,
+        ge=1,
+        description="Unreferenced chunks younger than this survive GC; must exceed the longest backup.",
+    )
     run_loops: bool = Field(default=True, description="Run the background loops inside serve.")
 
     @cached_property

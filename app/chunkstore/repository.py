@@ -60,7 +60,7 @@ EXISTS_BATCH = 256
 KNOWN_CACHE_MAX = 1 << 17
 #: Ids known present are asked (and touched) again after this long, well inside any GC grace
 #: period, so a long-running proxy never relies on a chunk that a sweep could have removed.
-KNOWN_TTL_S = 3600.0
+KNOWN_TTL_S = 1800.0
 
 
 def manifest_key(restore_point_id: str) -> str:

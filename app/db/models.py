@@ -1,6 +1,7 @@
 """Imports every ORM model so that ``Base.metadata`` is complete (Alembic, tests)."""
 
 from app.auth.models import ApiKey
+from app.compliance.models import ProtectionSpan, RestoreSla, RpoBreach
 from app.db.base import Base
 from app.inventory.models import Datastore, Host, VirtualMachine, vm_datastores
 from app.jobs.models import Job
@@ -18,9 +19,12 @@ __all__ = [
     "Host",
     "Job",
     "Policy",
+    "ProtectionSpan",
     "Proxy",
     "Restore",
     "RestorePoint",
+    "RestoreSla",
+    "RpoBreach",
     "Tenant",
     "VCenter",
     "VirtualMachine",

@@ -42,12 +42,9 @@ def wait_until_ready(url: str, process: subprocess.Popen[bytes], timeout_s: floa
 def served_in_empty_dir(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     port = free_port()
     # No environment at all: no VMR_* settings, no PATH, no HOME.
+    log = (tmp_path.parent / f"{tmp_path.name}-serve.log").open("wb")  # outside the empty dir
     process = subprocess.Popen(
-        [VMRECOVERY, "serve", "--port", str(port)],
-        cwd=tmp_path,
-        env={},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        [VMRECOVERY, "serve", "--port", str(port)], cwd=tmp_path, env={}, stdout=log, stderr=subprocess.STDOUT
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -104,8 +101,10 @@ def test_operator_key_from_the_cli_works_against_the_running_service(
 def test_readyz_reports_a_catalog_that_needs_migrating(tmp_path: Path) -> None:
     port = free_port()
     env = {"VMR_AUTO_MIGRATE": "false", "VMR_PORT": str(port)}
+    # Its log goes to a file: a pipe nobody reads would fill up and block the server.
+    log = (tmp_path / "serve.log").open("wb")
     process = subprocess.Popen(
-        [VMRECOVERY, "serve"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        [VMRECOVERY, "serve"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT
     )
     try:
         wait_until_ready(f"http://127.0.0.1:{port}/healthz", process)

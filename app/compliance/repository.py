@@ -1,0 +1,562 @@
+"""All SQL about compliance: protection spans, RPO breaches, restore SLA records, reports."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar, cast
+
+from sqlalchemy import Table, and_, bindparam, exists, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.compliance.models import ProtectionSpan, RestoreSla, RpoBreach
+from app.compliance.sql import TimeSql, insert_or_skip
+from app.domain.jobs import JobKind
+from app.inventory.models import Datastore, VirtualMachine, vm_datastores
+from app.jobs.models import Job
+from app.policies.models import Policy
+from app.proxies.models import Proxy, proxy_hosts
+from app.restore_points.models import RestorePoint
+from app.restores.models import Restore
+from app.tenants.models import Tenant
+
+T = TypeVar("T")
+#: Ids per ``IN (...)``: well under both dialects' bound-parameter limits.
+CHUNK = 1000
+
+
+def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _latest_point_at() -> Any:
+    """The VM's latest restore point time (an index seek on ``(vm_id, created_at)``)."""
+    return (
+        select(func.max(RestorePoint.created_at))
+        .where(RestorePoint.vm_id == VirtualMachine.id)
+        .correlate(VirtualMachine)
+        .scalar_subquery()
+    )
+
+
+@dataclass(frozen=True)
+class TrackedVm:
+    """A protected VM as the RPO recorder sees it, with its open span and breach."""
+
+    vm_id: uuid.UUID
+    tenant_id: uuid.UUID
+    policy_id: uuid.UUID
+    host_id: uuid.UUID | None
+    first_seen_at: datetime
+    rpo_hours: int
+    policy_updated_at: datetime
+    latest_point_at: datetime | None
+    span_id: uuid.UUID | None
+    span_policy_id: uuid.UUID | None
+    span_started_at: datetime | None
+    breach: RpoBreach | None
+
+
+@dataclass(frozen=True)
+class JobEvidence:
+    state: str
+    waiting_reason: str | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class ReportFilter:
+    scope: uuid.UUID | None
+    tenant_id: uuid.UUID | None = None
+    policy_id: uuid.UUID | None = None
+    vm_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
+class VmPeriodRow:
+    """One VM of an RPO report: current facts and its period figures, as one query returns them."""
+
+    vm_id: uuid.UUID
+    vm_name: str
+    tenant_id: uuid.UUID
+    tenant_name: str
+    protected: bool
+    policy_id: uuid.UUID | None
+    policy_name: str | None
+    rpo_hours: int | None
+    first_seen_at: datetime
+    policy_updated_at: datetime | None
+    latest_point_at: datetime | None
+    span_started_at: datetime | None
+    protected_s: float
+    breached_s: float
+    breaches_in_period: int
+    open_breach_started_at: datetime | None
+    open_breach_cause: str | None
+    below_space_requirement: bool
+
+
+class ComplianceRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.time = TimeSql(session)
+
+    # RPO recorder
+
+    async def protected_vms(self) -> list[TrackedVm]:
+        span, breach = ProtectionSpan, RpoBreach
+        stmt = (
+            select(
+                VirtualMachine.id,
+                VirtualMachine.tenant_id,
+                VirtualMachine.protection_policy_id,
+                VirtualMachine.host_id,
+                VirtualMachine.first_seen_at,
+                Policy.rpo_hours,
+                Policy.updated_at,
+                _latest_point_at(),
+                span.id,
+                span.policy_id,
+                span.started_at,
+                breach,
+            )
+            .join(Policy, Policy.id == VirtualMachine.protection_policy_id)
+            .outerjoin(span, and_(span.vm_id == VirtualMachine.id, span.ended_at.is_(None)))
+            .outerjoin(breach, and_(breach.vm_id == VirtualMachine.id, breach.ended_at.is_(None)))
+            .where(VirtualMachine.protection_status == "protected", VirtualMachine.gone_at.is_(None))
+            .order_by(VirtualMachine.id)
+        )
+        return [TrackedVm(*row) for row in (await self.session.execute(stmt)).tuples()]
+
+    async def open_spans_not_protected(self) -> list[tuple[uuid.UUID, uuid.UUID]]:
+        """(span id, VM id) of open spans whose VM is no longer protected (or gone)."""
+        still = and_(VirtualMachine.protection_status == "protected", VirtualMachine.gone_at.is_(None))
+        stmt = (
+            select(ProtectionSpan.id, ProtectionSpan.vm_id)
+            .join(VirtualMachine, VirtualMachine.id == ProtectionSpan.vm_id)
+            .where(ProtectionSpan.ended_at.is_(None), ~still)
+        )
+        return list((await self.session.execute(stmt)).tuples())
+
+    async def vms_with_spans(self, vm_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, datetime]:
+        """Of these VMs, those that had a protection span before, with its latest end."""
+        out: dict[uuid.UUID, datetime] = {}
+        for part in chunks(vm_ids):
+            rows = await self.session.execute(
+                select(ProtectionSpan.vm_id, func.max(ProtectionSpan.ended_at))
+                .where(ProtectionSpan.vm_id.in_(part))
+                .group_by(ProtectionSpan.vm_id)
+            )
+            out.update({vm_id: ended for vm_id, ended in rows.tuples() if ended is not None})
+        return out
+
+    async def last_breach_ends(self, vm_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, datetime]:
+        out: dict[uuid.UUID, datetime] = {}
+        for part in chunks(vm_ids):
+            rows = await self.session.execute(
+                select(RpoBreach.vm_id, func.max(RpoBreach.ended_at))
+                .where(RpoBreach.vm_id.in_(part))
+                .group_by(RpoBreach.vm_id)
+            )
+            out.update({vm_id: ended for vm_id, ended in rows.tuples() if ended is not None})
+        return out
+
+    async def open_spans(self, vm_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, tuple[uuid.UUID, datetime]]:
+        out: dict[uuid.UUID, tuple[uuid.UUID, datetime]] = {}
+        for part in chunks(vm_ids):
+            rows = await self.session.execute(
+                select(ProtectionSpan.vm_id, ProtectionSpan.id, ProtectionSpan.started_at).where(
+                    ProtectionSpan.vm_id.in_(part), ProtectionSpan.ended_at.is_(None)
+                )
+            )
+            out.update({vm_id: (span_id, started) for vm_id, span_id, started in rows.tuples()})
+        return out
+
+    async def open_spans_and_breaches(self, rows: Iterable[dict[str, Any]], table: Any) -> None:
+        await insert_or_skip(self.session, table, list(rows))
+
+    async def close_span(self, span_id: uuid.UUID, at: datetime) -> bool:
+        result = await self.session.execute(
+            update(ProtectionSpan)
+            .where(ProtectionSpan.id == span_id, ProtectionSpan.ended_at.is_(None))
+            .values(ended_at=at)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def open_breach_of(self, vm_id: uuid.UUID) -> RpoBreach | None:
+        stmt = select(RpoBreach).where(RpoBreach.vm_id == vm_id, RpoBreach.ended_at.is_(None))
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def close_breach(self, breach_id: uuid.UUID, at: datetime, resolution: str, now: datetime) -> bool:
+        """Compare-and-set: only an open breach closes, so racing recorders close it once."""
+        result = await self.session.execute(
+            update(RpoBreach)
+            .where(RpoBreach.id == breach_id, RpoBreach.ended_at.is_(None))
+            .values(ended_at=at, resolution=resolution, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(getattr(result, "rowcount", 0) == 1)
+
+    async def set_breach_causes(
+        self, changes: Sequence[tuple[uuid.UUID, str, list[str], str]], now: datetime
+    ) -> None:
+        """(breach id, cause, causes, detail) of open breaches, in one executemany."""
+        if not changes:
+            return
+        table = cast(Table, RpoBreach.__table__)
+        await self.session.execute(
+            update(table)
+            .where(table.c.id == bindparam("b_id"), table.c.ended_at.is_(None))
+            .values(
+                cause=bindparam("b_cause"),
+                causes=bindparam("b_causes", type_=table.c.causes.type),
+                detail=bindparam("b_detail"),
+                updated_at=now,
+            ),
+            [{"b_id": i, "b_cause": c, "b_causes": cs, "b_detail": d} for i, c, cs, d in changes],
+        )
+
+    async def points_ending(self, breach_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, datetime]:
+        """Per open breach, its VM's first restore point newer than the breach's anchor
+        (``started_at - rpo``): the point that brought the VM back into compliance."""
+        t = self.time
+        out: dict[uuid.UUID, datetime] = {}
+        for part in chunks(breach_ids):
+            anchor = t.epoch(RpoBreach.started_at) - RpoBreach.rpo_hours * 3600.0
+            rows = await self.session.execute(
+                select(RpoBreach.id, func.min(RestorePoint.created_at))
+                .join(RestorePoint, RestorePoint.vm_id == RpoBreach.vm_id)
+                .where(RpoBreach.id.in_(part), t.epoch(RestorePoint.created_at) > anchor)
+                .group_by(RpoBreach.id)
+            )
+            out.update({breach_id: first for breach_id, first in rows.tuples() if first is not None})
+        return out
+
+    async def close_breaches(self, closes: Sequence[tuple[uuid.UUID, datetime, str]], now: datetime) -> None:
+        """Compare-and-set closes of many breaches in one round trip (executemany)."""
+        if not closes:
+            return
+        table = cast(Table, RpoBreach.__table__)  # Core: a plain executemany, not ORM bulk
+        await self.session.execute(
+            update(table)
+            .where(table.c.id == bindparam("b_id"), table.c.ended_at.is_(None))
+            .values(ended_at=bindparam("b_end"), resolution=bindparam("b_resolution"), updated_at=now),
+            [{"b_id": i, "b_end": end, "b_resolution": res} for i, end, res in closes],
+        )
+
+    async def latest_backup_jobs(self, vm_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, JobEvidence]:
+        out: dict[uuid.UUID, JobEvidence] = {}
+        for part in chunks(vm_ids):
+            rank = func.row_number().over(
+                partition_by=Job.vm_id, order_by=(Job.created_at.desc(), Job.id.desc())
+            )
+            ranked = (
+                select(Job.vm_id, Job.state, Job.waiting_reason, Job.error, rank.label("rank"))
+                .where(Job.kind == JobKind.BACKUP.value, Job.vm_id.in_(part))
+                .subquery()
+            )
+            rows = await self.session.execute(
+                select(ranked.c.vm_id, ranked.c.state, ranked.c.waiting_reason, ranked.c.error).where(
+                    ranked.c.rank == 1
+                )
+            )
+            for vm_id, state, waiting, error in rows.tuples():
+                out[vm_id] = JobEvidence(state, waiting, error)
+        return out
+
+    async def hosts_with_online_proxy(self, online_since: datetime) -> tuple[bool, set[uuid.UUID]]:
+        """(a proxy serving every host is online, hosts served by an online proxy)."""
+        everywhere = (
+            await self.session.execute(
+                select(func.count()).where(
+                    Proxy.serves_all_hosts.is_(True), Proxy.last_heartbeat_at >= online_since
+                )
+            )
+        ).scalar_one()
+        served = (
+            await self.session.execute(
+                select(proxy_hosts.c.host_id)
+                .join(Proxy, Proxy.id == proxy_hosts.c.proxy_id)
+                .where(Proxy.last_heartbeat_at >= online_since)
+            )
+        ).scalars()
+        return bool(everywhere), set(served)
+
+    async def datastores_by_status(
+        self, vm_ids: Sequence[uuid.UUID], statuses: Sequence[str]
+    ) -> dict[uuid.UUID, list[Datastore]]:
+        out: dict[uuid.UUID, list[Datastore]] = defaultdict(list)
+        for part in chunks(vm_ids):
+            rows = await self.session.execute(
+                select(vm_datastores.c.vm_id, Datastore)
+                .join(Datastore, Datastore.id == vm_datastores.c.datastore_id)
+                .where(
+                    vm_datastores.c.vm_id.in_(part),
+                    Datastore.space_status.in_(statuses),
+                    Datastore.gone_at.is_(None),
+                )
+                .order_by(Datastore.name)
+            )
+            for vm_id, datastore in rows.tuples():
+                out[vm_id].append(datastore)
+        return out
+
+    # RPO reports
+
+    def _period_vm_filter(self, f: ReportFilter, lo: datetime, hi: datetime) -> list[Any]:
+        span = ProtectionSpan
+        protected_now = and_(
+            VirtualMachine.protection_status == "protected", VirtualMachine.gone_at.is_(None)
+        )
+        spanned = exists(
+            select(1).where(
+                span.vm_id == VirtualMachine.id,
+                span.started_at < hi,
+                or_(span.ended_at.is_(None), span.ended_at > lo),
+            )
+        )
+        conditions: list[Any] = [or_(protected_now, spanned)]
+        for column, value in (
+            (VirtualMachine.tenant_id, f.scope),
+            (VirtualMachine.tenant_id, f.tenant_id),
+            (VirtualMachine.id, f.vm_id),
+            (VirtualMachine.protection_policy_id, f.policy_id),
+        ):
+            if value is not None:
+                conditions.append(column == value)
+        return conditions
+
+    async def vm_period_rows(self, f: ReportFilter, lo: datetime, hi: datetime) -> list[VmPeriodRow]:
+        """Every VM of the report with its period figures, in one query (name order).
+
+        Breach and protection seconds are summed by the database from the intervals clipped
+        to ``[lo, hi)``; ``hi`` must not be later than now (open intervals end at ``hi``).
+        """
+        t = self.time
+        span, breach = ProtectionSpan, RpoBreach
+        spans = (
+            select(
+                span.vm_id.label("vm_id"),
+                func.sum(t.clipped_seconds(span.started_at, span.ended_at, lo, hi)).label("seconds"),
+            )
+            .where(span.started_at < hi, or_(span.ended_at.is_(None), span.ended_at > lo))
+            .group_by(span.vm_id)
+            .subquery()
+        )
+        breaches = (
+            select(
+                breach.vm_id.label("vm_id"),
+                func.sum(t.clipped_seconds(breach.started_at, breach.ended_at, lo, hi)).label("seconds"),
+                func.count().label("n"),
+            )
+            .where(breach.started_at < hi, or_(breach.ended_at.is_(None), breach.ended_at > lo))
+            .group_by(breach.vm_id)
+            .subquery()
+        )
+        open_breach = select(breach).where(breach.ended_at.is_(None)).subquery()
+        open_span_started = (
+            select(span.started_at)
+            .where(span.vm_id == VirtualMachine.id, span.ended_at.is_(None))
+            .correlate(VirtualMachine)
+            .scalar_subquery()
+        )
+        below_space = exists(
+            select(1)
+            .select_from(vm_datastores.join(Datastore, Datastore.id == vm_datastores.c.datastore_id))
+            .where(
+                vm_datastores.c.vm_id == VirtualMachine.id,
+                Datastore.space_status.in_(("warning", "critical")),
+                Datastore.gone_at.is_(None),
+            )
+        )
+        protected = and_(VirtualMachine.protection_status == "protected", VirtualMachine.gone_at.is_(None))
+        stmt = (
+            select(
+                VirtualMachine.id,
+                VirtualMachine.name,
+                VirtualMachine.tenant_id,
+                Tenant.name,
+                protected,
+                Policy.id,
+                Policy.name,
+                Policy.rpo_hours,
+                VirtualMachine.first_seen_at,
+                Policy.updated_at,
+                _latest_point_at(),
+                open_span_started,
+                func.coalesce(spans.c.seconds, 0.0),
+                func.coalesce(breaches.c.seconds, 0.0),
+                func.coalesce(breaches.c.n, 0),
+                open_breach.c.started_at,
+                open_breach.c.cause,
+                below_space,
+            )
+            .join(Tenant, Tenant.id == VirtualMachine.tenant_id)
+            .outerjoin(Policy, and_(Policy.id == VirtualMachine.protection_policy_id, protected))
+            .outerjoin(spans, spans.c.vm_id == VirtualMachine.id)
+            .outerjoin(breaches, breaches.c.vm_id == VirtualMachine.id)
+            .outerjoin(open_breach, open_breach.c.vm_id == VirtualMachine.id)
+            .where(*self._period_vm_filter(f, lo, hi))
+            .order_by(VirtualMachine.name, VirtualMachine.id)
+        )
+        rows = (await self.session.execute(stmt)).tuples()
+        return [
+            VmPeriodRow(
+                vm_id,
+                name,
+                tenant_id,
+                tenant_name,
+                bool(is_protected),
+                policy_id,
+                policy_name,
+                rpo,
+                first_seen,
+                policy_updated,
+                latest,
+                span_started,
+                float(protected_s),
+                float(breached_s),
+                int(n),
+                open_started,
+                open_cause,
+                bool(below),
+            )
+            for (
+                vm_id,
+                name,
+                tenant_id,
+                tenant_name,
+                is_protected,
+                policy_id,
+                policy_name,
+                rpo,
+                first_seen,
+                policy_updated,
+                latest,
+                span_started,
+                protected_s,
+                breached_s,
+                n,
+                open_started,
+                open_cause,
+                below,
+            ) in rows
+        ]
+
+    async def breaches_in_period(
+        self, vm_ids: Sequence[uuid.UUID], lo: datetime, hi: datetime
+    ) -> dict[uuid.UUID, list[RpoBreach]]:
+        out: dict[uuid.UUID, list[RpoBreach]] = defaultdict(list)
+        for part in chunks(vm_ids):
+            rows = await self.session.execute(
+                select(RpoBreach)
+                .where(
+                    RpoBreach.vm_id.in_(part),
+                    RpoBreach.started_at < hi,
+                    or_(RpoBreach.ended_at.is_(None), RpoBreach.ended_at > lo),
+                )
+                .order_by(RpoBreach.started_at.desc(), RpoBreach.id)
+            )
+            for b in rows.scalars():
+                out[b.vm_id].append(b)
+        return out
+
+    async def list_breaches(
+        self,
+        f: ReportFilter,
+        lo: datetime,
+        hi: datetime,
+        cause: str | None,
+        open_only: bool | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[tuple[RpoBreach, str]], int]:
+        stmt = (
+            select(RpoBreach, VirtualMachine.name)
+            .join(VirtualMachine, VirtualMachine.id == RpoBreach.vm_id)
+            .where(RpoBreach.started_at < hi, or_(RpoBreach.ended_at.is_(None), RpoBreach.ended_at > lo))
+        )
+        for column, value in (
+            (RpoBreach.tenant_id, f.scope),
+            (RpoBreach.tenant_id, f.tenant_id),
+            (RpoBreach.vm_id, f.vm_id),
+            (RpoBreach.policy_id, f.policy_id),
+            (RpoBreach.cause, cause),
+        ):
+            if value is not None:
+                stmt = stmt.where(column == value)
+        if open_only is not None:
+            stmt = stmt.where(RpoBreach.ended_at.is_(None) if open_only else RpoBreach.ended_at.is_not(None))
+        total = (await self.session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
+        rows = await self.session.execute(
+            stmt.order_by(RpoBreach.started_at.desc(), RpoBreach.id).limit(limit).offset(offset)
+        )
+        return [(b, name) for b, name in rows.tuples()], total
+
+    # restore SLA
+
+    async def restores_with_rto(
+        self,
+        scope: uuid.UUID | None,
+        tenant_id: uuid.UUID | None = None,
+        vm_id: uuid.UUID | None = None,
+        policy_id: uuid.UUID | None = None,
+        restore_id: uuid.UUID | None = None,
+        requested_from: datetime | None = None,
+        requested_to: datetime | None = None,
+        unsettled_only: bool = False,
+        active_only: bool = False,
+    ) -> list[tuple[Restore, uuid.UUID | None, int | None, str]]:
+        """Restores (newest first) with their point's policy, its RTO and the VM's name."""
+        stmt = (
+            select(Restore, RestorePoint.policy_id, Policy.rto_hours, VirtualMachine.name)
+            .join(RestorePoint, RestorePoint.id == Restore.restore_point_id)
+            .outerjoin(Policy, Policy.id == RestorePoint.policy_id)
+            .join(VirtualMachine, VirtualMachine.id == Restore.vm_id)
+        )
+        for column, value in (
+            (Restore.tenant_id, scope),
+            (Restore.tenant_id, tenant_id),
+            (Restore.vm_id, vm_id),
+            (RestorePoint.policy_id, policy_id),
+            (Restore.id, restore_id),
+        ):
+            if value is not None:
+                stmt = stmt.where(column == value)
+        if requested_from is not None:
+            stmt = stmt.where(Restore.requested_at >= requested_from)
+        if requested_to is not None:
+            stmt = stmt.where(Restore.requested_at < requested_to)
+        if unsettled_only:
+            stmt = stmt.outerjoin(RestoreSla, RestoreSla.restore_id == Restore.id).where(
+                or_(RestoreSla.restore_id.is_(None), RestoreSla.settled.is_(False))
+            )
+        if active_only:
+            stmt = stmt.where(Restore.completed_at.is_(None))
+        rows = await self.session.execute(stmt.order_by(Restore.requested_at.desc(), Restore.id))
+        return [(r, pid, rto, name) for r, pid, rto, name in rows.tuples()]
+
+    async def restore_slas(self, restore_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, RestoreSla]:
+        out: dict[uuid.UUID, RestoreSla] = {}
+        for part in chunks(restore_ids):
+            rows = await self.session.execute(select(RestoreSla).where(RestoreSla.restore_id.in_(part)))
+            out.update({s.restore_id: s for s in rows.scalars()})
+        return out
+
+    async def save_restore_sla(self, values: dict[str, Any], exists_already: bool) -> None:
+        if exists_already:
+            restore_id = values["restore_id"]
+            changes = {k: v for k, v in values.items() if k != "restore_id"}
+            await self.session.execute(
+                update(RestoreSla)
+                .where(RestoreSla.restore_id == restore_id)
+                .values(**changes)
+                .execution_options(synchronize_session=False)
+            )
+        else:
+            await insert_or_skip(self.session, RestoreSla, [values])

@@ -1,0 +1,409 @@
+"""RPO and restore SLA reports, computed at read time from the catalog and recorded history."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.auth.principal import Principal
+from app.clock import Clock
+from app.compliance.models import RpoBreach
+from app.compliance.repository import ComplianceRepository, ReportFilter, VmPeriodRow
+from app.compliance.schemas import (
+    BreachRead,
+    ClockCounts,
+    ClockRead,
+    ComplianceSummary,
+    DatastoreSpaceRead,
+    OpenBreachRef,
+    Period,
+    RestoreSlaRead,
+    RestoreSlaSummary,
+    RpoReport,
+    RpoRow,
+)
+from app.domain.compliance import (
+    DEFAULT_RTO_HOURS,
+    ClockStatus,
+    RpoStatus,
+    SlaClock,
+    compliant_percent,
+    initiation_window,
+    restore_clocks,
+    rpo_anchor,
+    rpo_due,
+    rpo_status,
+)
+from app.errors import InvalidInput, NotFound
+from app.pagination import PageRequest
+
+DEFAULT_PERIOD = timedelta(days=30)
+
+
+class GroupBy(StrEnum):
+    VM = "vm"
+    POLICY = "policy"
+    TENANT = "tenant"
+
+
+@dataclass(frozen=True)
+class PeriodBounds:
+    """The asked period and its effective end (no later than now)."""
+
+    lo: datetime
+    hi: datetime
+    asked_to: datetime
+
+
+def period_bounds(now: datetime, from_: datetime | None, to: datetime | None) -> PeriodBounds:
+    asked_to = to or now
+    lo = from_ or asked_to - DEFAULT_PERIOD
+    for name, value in (("from", from_), ("to", to)):
+        if value is not None and value.tzinfo is None:
+            raise InvalidInput(
+                "Give times with a timezone (e.g. 2026-01-01T00:00:00Z).", field=["query", name]
+            )
+    if lo >= asked_to:
+        raise InvalidInput("The period's 'from' must be before its 'to'.", field=["query", "from"])
+    return PeriodBounds(lo, min(asked_to, now), asked_to)
+
+
+def breach_read(b: RpoBreach, now: datetime, vm_name: str | None = None) -> BreachRead:
+    end = b.ended_at or now
+    return BreachRead(
+        id=b.id,
+        tenant_id=b.tenant_id,
+        vm_id=b.vm_id,
+        vm_name=vm_name,
+        policy_id=b.policy_id,
+        rpo_hours=b.rpo_hours,
+        started_at=b.started_at,
+        ended_at=b.ended_at,
+        duration_s=max(0.0, (end - b.started_at).total_seconds()),
+        cause=b.cause,
+        causes=list(b.causes or [b.cause]),
+        detail=b.detail,
+        resolution=b.resolution,
+    )
+
+
+def _vm_status(row: VmPeriodRow, now: datetime) -> tuple[RpoStatus, datetime | None, datetime | None]:
+    """(status now, protected since, due) of a VM row."""
+    if not row.protected or row.rpo_hours is None:
+        return RpoStatus.UNPROTECTED, None, None
+    since = row.span_started_at
+    if since is None:  # the recorder has not seen it yet: the same estimate it will make
+        since = min(now, max(row.first_seen_at, row.policy_updated_at or row.first_seen_at))
+    anchor = rpo_anchor(row.latest_point_at, since)
+    return rpo_status(anchor, row.rpo_hours, now), since, rpo_due(anchor, row.rpo_hours)
+
+
+def _aggregate(rows: list[tuple[VmPeriodRow, RpoStatus]], **key: object) -> RpoRow:
+    statuses = Counter(status for _, status in rows)
+    protected_s = sum(r.protected_s for r, _ in rows)
+    breached_s = sum(r.breached_s for r, _ in rows)
+    return RpoRow.model_validate(
+        {
+            "tenant_id": None,
+            "tenant_name": None,
+            "policy_id": None,
+            "policy_name": None,
+            "rpo_hours": None,
+            **key,
+            "vm_count": len(rows),
+            "compliant": statuses[RpoStatus.COMPLIANT],
+            "at_risk": statuses[RpoStatus.AT_RISK],
+            "breached": statuses[RpoStatus.BREACHED],
+            "unprotected": statuses[RpoStatus.UNPROTECTED],
+            "protected_s": protected_s,
+            "breached_s": breached_s,
+            "compliant_percent": compliant_percent(protected_s, breached_s),
+            "breaches_in_period": sum(r.breaches_in_period for r, _ in rows),
+            "open_breaches": sum(1 for r, _ in rows if r.open_breach_started_at is not None),
+            "below_space_requirement": sum(1 for r, _ in rows if r.below_space_requirement),
+        }
+    )
+
+
+class ComplianceService:
+    def __init__(self, session: AsyncSession, clock: Clock) -> None:
+        self.repo = ComplianceRepository(session)
+        self.clock = clock
+
+    def _filter(
+        self,
+        principal: Principal,
+        tenant_id: uuid.UUID | None,
+        policy_id: uuid.UUID | None,
+        vm_id: uuid.UUID | None,
+    ) -> ReportFilter:
+        return ReportFilter(principal.tenant_scope, tenant_id, policy_id, vm_id)
+
+    async def _vm_rows(
+        self, f: ReportFilter, bounds: PeriodBounds, now: datetime
+    ) -> list[tuple[VmPeriodRow, RpoStatus, datetime | None, datetime | None]]:
+        out = []
+        for row in await self.repo.vm_period_rows(f, bounds.lo, bounds.hi):
+            status, since, due = _vm_status(row, now)
+            out.append((row, status, since, due))
+        return out
+
+    async def rpo_report(
+        self,
+        principal: Principal,
+        *,
+        tenant_id: uuid.UUID | None = None,
+        policy_id: uuid.UUID | None = None,
+        vm_id: uuid.UUID | None = None,
+        status: RpoStatus | None = None,
+        from_: datetime | None = None,
+        to: datetime | None = None,
+        group_by: GroupBy = GroupBy.VM,
+        page: PageRequest = PageRequest(),
+    ) -> RpoReport:
+        now = self.clock.now()
+        bounds = period_bounds(now, from_, to)
+        rows = await self._vm_rows(self._filter(principal, tenant_id, policy_id, vm_id), bounds, now)
+        if status is not None:
+            rows = [r for r in rows if r[1] is status]
+        if group_by is GroupBy.VM:
+            window = rows[page.offset : page.offset + page.limit]
+            items = await self._vm_items(window, bounds, now)
+        else:
+            key: Callable[[VmPeriodRow], tuple[object, ...]]
+            if group_by is GroupBy.POLICY:
+                key = lambda r: (r.tenant_name, r.policy_name or "", str(r.policy_id))  # noqa: E731
+            else:
+                key = lambda r: (r.tenant_name, str(r.tenant_id))  # noqa: E731
+            groups: dict[tuple[object, ...], list[tuple[VmPeriodRow, RpoStatus]]] = {}
+            for row, st, _, _ in rows:
+                groups.setdefault(key(row), []).append((row, st))
+            ordered = [groups[k] for k in sorted(groups)]
+            all_items = [self._group_item(members, group_by) for members in ordered]
+            items = all_items[page.offset : page.offset + page.limit]
+            return RpoReport(
+                period=Period(from_=bounds.lo, to=bounds.asked_to),
+                group_by=group_by.value,
+                items=items,
+                total=len(all_items),
+                limit=page.limit,
+                offset=page.offset,
+            )
+        return RpoReport(
+            period=Period(from_=bounds.lo, to=bounds.asked_to),
+            group_by=group_by.value,
+            items=items,
+            total=len(rows),
+            limit=page.limit,
+            offset=page.offset,
+        )
+
+    @staticmethod
+    def _group_item(members: list[tuple[VmPeriodRow, RpoStatus]], group_by: GroupBy) -> RpoRow:
+        first = members[0][0]
+        key: dict[str, object] = {"tenant_id": first.tenant_id, "tenant_name": first.tenant_name}
+        if group_by is GroupBy.POLICY:
+            key.update(policy_id=first.policy_id, policy_name=first.policy_name, rpo_hours=first.rpo_hours)
+        return _aggregate(members, **key)
+
+    async def _vm_items(
+        self,
+        rows: list[tuple[VmPeriodRow, RpoStatus, datetime | None, datetime | None]],
+        bounds: PeriodBounds,
+        now: datetime,
+    ) -> list[RpoRow]:
+        ids = [r.vm_id for r, *_ in rows]
+        datastores = await self.repo.datastores_by_status(ids, ["warning", "critical"])
+        breaches = await self.repo.breaches_in_period(ids, bounds.lo, bounds.hi)
+        items = []
+        for row, status, since, due in rows:
+            item = _aggregate(
+                [(row, status)],
+                tenant_id=row.tenant_id,
+                tenant_name=row.tenant_name,
+                policy_id=row.policy_id,
+                policy_name=row.policy_name,
+                rpo_hours=row.rpo_hours,
+            )
+            item.vm_id, item.vm_name, item.status = row.vm_id, row.vm_name, status.value
+            item.protected_since, item.due_at = since, due
+            item.latest_restore_point_at = row.latest_point_at
+            if row.latest_point_at is not None:
+                item.age_hours = round((now - row.latest_point_at).total_seconds() / 3600, 3)
+            if row.open_breach_started_at is not None and row.open_breach_cause is not None:
+                item.open_breach = OpenBreachRef(
+                    started_at=row.open_breach_started_at, cause=row.open_breach_cause
+                )
+            item.datastores_below_requirement = [
+                DatastoreSpaceRead.model_validate(d) for d in datastores.get(row.vm_id, [])
+            ]
+            item.breaches = [breach_read(b, now, row.vm_name) for b in breaches.get(row.vm_id, [])]
+            items.append(item)
+        return items
+
+    async def rpo_vm(
+        self, principal: Principal, vm_id: uuid.UUID, from_: datetime | None, to: datetime | None
+    ) -> RpoRow:
+        report = await self.rpo_report(principal, vm_id=vm_id, from_=from_, to=to)
+        if not report.items:
+            raise NotFound(f"VM {vm_id} does not exist or has not been protected in the period.")
+        return report.items[0]
+
+    async def breaches(
+        self,
+        principal: Principal,
+        *,
+        tenant_id: uuid.UUID | None,
+        policy_id: uuid.UUID | None,
+        vm_id: uuid.UUID | None,
+        cause: str | None,
+        open_only: bool | None,
+        from_: datetime | None,
+        to: datetime | None,
+        page: PageRequest,
+    ) -> tuple[Period, list[BreachRead], int]:
+        now = self.clock.now()
+        bounds = period_bounds(now, from_, to)
+        found, total = await self.repo.list_breaches(
+            self._filter(principal, tenant_id, policy_id, vm_id),
+            bounds.lo,
+            bounds.hi,
+            cause,
+            open_only,
+            page.limit,
+            page.offset,
+        )
+        return (
+            Period(from_=bounds.lo, to=bounds.asked_to),
+            [breach_read(b, now, name) for b, name in found],
+            total,
+        )
+
+    # restores
+
+    async def restore_slas(
+        self,
+        principal: Principal,
+        *,
+        tenant_id: uuid.UUID | None = None,
+        vm_id: uuid.UUID | None = None,
+        policy_id: uuid.UUID | None = None,
+        restore_id: uuid.UUID | None = None,
+        status: ClockStatus | None = None,
+        from_: datetime | None = None,
+        to: datetime | None = None,
+    ) -> tuple[Period, list[RestoreSlaRead]]:
+        """Restores requested in the period with both clocks as of now, newest first."""
+        now = self.clock.now()
+        bounds = period_bounds(now, from_, to)
+        rows = await self.repo.restores_with_rto(
+            principal.tenant_scope,
+            tenant_id=tenant_id,
+            vm_id=vm_id,
+            policy_id=policy_id,
+            restore_id=restore_id,
+            requested_from=None if restore_id else bounds.lo,
+            requested_to=None if restore_id else bounds.asked_to,
+        )
+        recorded = await self.repo.restore_slas([r.id for r, *_ in rows])
+        reads = []
+        for restore, point_policy_id, rto_hours, vm_name in rows:
+            rto = rto_hours if rto_hours is not None else DEFAULT_RTO_HOURS
+            clocks = restore_clocks(
+                requested_at=restore.requested_at,
+                initiated_at=restore.initiated_at,
+                completed_at=restore.completed_at,
+                state=restore.state,
+                source_location=restore.source_location,
+                rto_hours=rto,
+                now=now,
+            )
+            if status is not None and status not in (clocks.initiation.status, clocks.completion.status):
+                continue
+            sla = recorded.get(restore.id)
+            reads.append(
+                RestoreSlaRead(
+                    restore_id=restore.id,
+                    tenant_id=restore.tenant_id,
+                    vm_id=restore.vm_id,
+                    vm_name=vm_name,
+                    restore_point_id=restore.restore_point_id,
+                    policy_id=point_policy_id,
+                    state=restore.state,
+                    source_location=restore.source_location,
+                    requested_at=restore.requested_at,
+                    initiated_at=restore.initiated_at,
+                    completed_at=restore.completed_at,
+                    initiation_window_hours=initiation_window(restore.source_location).total_seconds() / 3600,
+                    rto_hours=rto,
+                    initiation=_clock_read(clocks.initiation),
+                    completion=_clock_read(clocks.completion),
+                    recorded_at=sla.updated_at if sla else None,
+                )
+            )
+        return Period(from_=bounds.lo, to=bounds.asked_to), reads
+
+    async def restore_sla(self, principal: Principal, restore_id: uuid.UUID) -> RestoreSlaRead:
+        _, found = await self.restore_slas(principal, restore_id=restore_id)
+        if not found:
+            raise NotFound(f"Restore {restore_id} does not exist.")
+        return found[0]
+
+    async def summary(
+        self,
+        principal: Principal,
+        *,
+        tenant_id: uuid.UUID | None,
+        policy_id: uuid.UUID | None,
+        from_: datetime | None,
+        to: datetime | None,
+    ) -> ComplianceSummary:
+        now = self.clock.now()
+        bounds = period_bounds(now, from_, to)
+        rows = await self._vm_rows(self._filter(principal, tenant_id, policy_id, None), bounds, now)
+        rpo = _aggregate([(r, st) for r, st, _, _ in rows])
+        causes = Counter(r.open_breach_cause for r, *_ in rows if r.open_breach_cause is not None)
+        period, restores = await self.restore_slas(
+            principal, tenant_id=tenant_id, policy_id=policy_id, from_=from_, to=to
+        )
+        return ComplianceSummary(
+            period=period,
+            generated_at=now,
+            rpo=rpo,
+            open_breaches_by_cause=dict(sorted(causes.items())),
+            restores=restore_summary(restores),
+        )
+
+
+def _clock_read(clock: SlaClock) -> ClockRead:
+    return ClockRead(
+        deadline_at=clock.deadline_at,
+        status=clock.status.value,
+        at_risk_at=clock.at_risk_at,
+        breached_at=clock.breached_at,
+    )
+
+
+def _counts(statuses: Iterable[str]) -> ClockCounts:
+    return ClockCounts.model_validate(Counter(statuses))
+
+
+def restore_summary(restores: list[RestoreSlaRead]) -> RestoreSlaSummary:
+    active = [r for r in restores if r.completed_at is None]
+    return RestoreSlaSummary(
+        restores=len(restores),
+        initiation=_counts(r.initiation.status for r in restores),
+        completion=_counts(r.completion.status for r in restores),
+        active_at_risk=sum(
+            1 for r in active if ClockStatus.AT_RISK.value in (r.initiation.status, r.completion.status)
+        ),
+        active_breached=sum(
+            1 for r in active if ClockStatus.BREACHED.value in (r.initiation.status, r.completion.status)
+        ),
+    )

@@ -1,0 +1,1 @@
+"""Retention: pruning restore points beyond their policy's GFS retention, and repository GC."""

@@ -1,0 +1,122 @@
+"""All SQL of retention: a VM's points, what uses them, which policy applies, deleting rows."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection
+from datetime import datetime
+
+from sqlalchemy import delete, exists, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.jobs import JobKind, JobState, RestoreState
+from app.inventory.models import VirtualMachine
+from app.jobs.models import Job
+from app.policies.models import Policy
+from app.restore_points.models import RestorePoint
+from app.restores.models import Restore
+
+ACTIVE_RESTORE_STATES = (RestoreState.REQUESTED.value, RestoreState.RUNNING.value)
+ACTIVE_JOB_STATES = (JobState.QUEUED.value, JobState.RUNNING.value)
+
+
+class RetentionRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def point_times(self, vm_id: uuid.UUID) -> list[tuple[uuid.UUID, datetime]]:
+        rows = await self.session.execute(
+            select(RestorePoint.id, RestorePoint.created_at).where(RestorePoint.vm_id == vm_id)
+        )
+        return list(rows.tuples())
+
+    async def restore_references(self, vm_id: uuid.UUID) -> dict[uuid.UUID, bool]:
+        """Points of the VM that restores refer to, and whether one of those restores is active."""
+        rows = await self.session.execute(
+            select(Restore.restore_point_id, Restore.state)
+            .join(RestorePoint, RestorePoint.id == Restore.restore_point_id)
+            .where(RestorePoint.vm_id == vm_id)
+        )
+        refs: dict[uuid.UUID, bool] = {}
+        for point_id, state in rows.tuples():
+            refs[point_id] = refs.get(point_id, False) or state in ACTIVE_RESTORE_STATES
+        return refs
+
+    async def retention_policy(self, vm_id: uuid.UUID) -> Policy | None:
+        """The policy protecting the VM now; else the one that made its latest restore point."""
+        vm_policy = (
+            await self.session.execute(
+                select(VirtualMachine.protection_policy_id).where(VirtualMachine.id == vm_id)
+            )
+        ).scalar_one_or_none()
+        policy_id = vm_policy
+        if policy_id is None:
+            policy_id = (
+                await self.session.execute(
+                    select(RestorePoint.policy_id)
+                    .where(RestorePoint.vm_id == vm_id)
+                    .order_by(RestorePoint.created_at.desc(), RestorePoint.id)
+                    .limit(1)
+                )
+            ).scalar_one_or_none()
+        if policy_id is None:
+            return None
+        return await self.session.get(Policy, policy_id)
+
+    async def vms_with_points(self, policy_id: uuid.UUID | None = None) -> list[uuid.UUID]:
+        stmt = select(RestorePoint.vm_id).distinct()
+        if policy_id is not None:
+            protected_by = select(VirtualMachine.id).where(VirtualMachine.protection_policy_id == policy_id)
+            stmt = stmt.where((RestorePoint.vm_id.in_(protected_by)) | (RestorePoint.policy_id == policy_id))
+        return sorted((await self.session.execute(stmt)).scalars(), key=str)
+
+    async def vms_backed_up_since(self, since: datetime) -> list[uuid.UUID]:
+        """VMs with a backup that succeeded (and so recorded a restore point) at or after ``since``."""
+        rows = await self.session.execute(
+            select(Job.vm_id)
+            .distinct()
+            .where(
+                Job.kind == JobKind.BACKUP.value,
+                Job.state == JobState.SUCCEEDED.value,
+                Job.finished_at >= since,
+            )
+        )
+        return sorted(rows.scalars(), key=str)
+
+    async def vms_with_active_backups(self) -> set[uuid.UUID]:
+        rows = await self.session.execute(
+            select(Job.vm_id).where(Job.kind == JobKind.BACKUP.value, Job.state.in_(ACTIVE_JOB_STATES))
+        )
+        return set(rows.scalars())
+
+    async def running_backups(self, now: datetime) -> int:
+        rows = await self.session.execute(
+            select(Job.id).where(
+                Job.kind == JobKind.BACKUP.value,
+                Job.state == JobState.RUNNING.value,
+                Job.lease_expires_at >= now,
+            )
+        )
+        return len(rows.all())
+
+    async def all_point_ids(self) -> set[uuid.UUID]:
+        return set((await self.session.execute(select(RestorePoint.id))).scalars())
+
+    async def vm_ids_existing(self, vm_ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
+        if not vm_ids:
+            return set()
+        rows = await self.session.execute(select(VirtualMachine.id).where(VirtualMachine.id.in_(vm_ids)))
+        return set(rows.scalars())
+
+    async def delete_points(self, point_ids: Collection[uuid.UUID]) -> list[uuid.UUID]:
+        """Delete the rows no restore refers to; return the ids deleted."""
+        if not point_ids:
+            return []
+        referenced = exists().where(Restore.restore_point_id == RestorePoint.id)
+        rows = await self.session.execute(
+            delete(RestorePoint)
+            .where(RestorePoint.id.in_(list(point_ids)), ~referenced)
+            .returning(RestorePoint.id)
+            .execution_options(synchronize_session=False)
+        )
+        return list(rows.scalars())

@@ -1,0 +1,94 @@
+"""Retention rules applied to the catalog: which of a VM's restore points go, and removing rows.
+
+Which policy's retention applies: the policy protecting the VM now; for a VM no policy protects
+any more (excluded, in conflict, gone from vCenter) the policy that made its latest restore
+point, if it still exists; else none, and nothing of the VM is pruned. The GFS selection itself
+is :func:`app.domain.retention.select_keep` (Proxmox Backup Server's prune semantics), in the
+policy's timezone.
+
+Points that restores refer to: a requested or running restore makes its point *in use* (kept,
+counting for no rule). A finished restore's record also refers to its point and the catalog
+cannot drop such a row (``restores.restore_point_id`` is a required foreign key), so those points
+are held back and reported as ``held`` (dropping them needs that key to become nullable).
+
+This service only reads and flushes; :class:`app.retention.pruner.Pruner` owns the transaction
+and the repository side.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.domain.retention import KeepReason, PointTime, RetentionCounts, prunable, select_keep
+from app.domain.schedule import load_timezone
+from app.policies.models import Policy
+from app.policies.schemas import Retention
+from app.retention.repository import RetentionRepository
+
+
+@dataclass
+class VmPlan:
+    vm_id: uuid.UUID
+    policy_id: uuid.UUID | None
+    keep: dict[uuid.UUID, KeepReason] = field(default_factory=dict)
+    prune: list[uuid.UUID] = field(default_factory=list)  # oldest first
+    held: list[uuid.UUID] = field(default_factory=list)  # beyond retention, but a restore record refers
+
+
+def retention_of(policy: Policy) -> RetentionCounts:
+    spec = Retention.model_validate(policy.retention)
+    return RetentionCounts(daily=spec.daily, weekly=spec.weekly, monthly=spec.monthly)
+
+
+class RetentionService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.repo = RetentionRepository(session)
+
+    async def plan_vm(self, vm_id: uuid.UUID) -> VmPlan:
+        policy = await self.repo.retention_policy(vm_id)
+        if policy is None:
+            return VmPlan(vm_id, None)
+        points = [PointTime(pid, at) for pid, at in await self.repo.point_times(vm_id)]
+        references = await self.repo.restore_references(vm_id)
+        in_use = {pid for pid, active in references.items() if active}
+        keep = select_keep(points, retention_of(policy), load_timezone(policy.timezone), in_use=in_use)
+        beyond = prunable(points, keep)
+        return VmPlan(
+            vm_id,
+            policy.id,
+            keep=keep,
+            prune=[pid for pid in beyond if pid not in references],
+            held=[pid for pid in beyond if pid in references],
+        )
+
+    async def delete_rows(self, point_ids: Collection[uuid.UUID]) -> list[uuid.UUID]:
+        """Delete catalog rows (never one a restore refers to, even one requested meanwhile)."""
+        return await self.repo.delete_points(point_ids)
+
+    async def orphans_to_remove(self, vm_id: uuid.UUID, orphans: list[PointTime[str]]) -> list[str]:
+        """Manifests of this VM that have no catalog row and that retention would prune.
+
+        Only orphans older than the VM's latest catalog point are candidates: a backup whose
+        manifest is committed but not yet recorded is newer than every recorded point.
+        """
+        policy = await self.repo.retention_policy(vm_id)
+        rows = await self.repo.point_times(vm_id)
+        if policy is None or not rows:
+            return []
+        latest = max(at for _, at in rows)
+        references = await self.repo.restore_references(vm_id)
+        in_use = {str(pid) for pid, active in references.items() if active}
+        points = [PointTime(str(pid), at) for pid, at in rows] + orphans
+        keep = select_keep(points, retention_of(policy), load_timezone(policy.timezone), in_use=in_use)
+        return [o.id for o in orphans if o.id not in keep and o.created_at < latest]
+
+    async def vms(self, policy_id: uuid.UUID | None = None) -> list[uuid.UUID]:
+        return await self.repo.vms_with_points(policy_id)
+
+    async def vms_backed_up_since(self, since: datetime) -> list[uuid.UUID]:
+        return await self.repo.vms_backed_up_since(since)

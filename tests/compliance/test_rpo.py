@@ -1,0 +1,296 @@
+"""RPO breaches recorded as time moves and restore points arrive; the RPO report."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import httpx
+import pytest
+from sqlalchemy import event, update
+
+from app.clock import ManualClock
+from app.context import AppContext
+from app.jobs.models import Job
+from tests.api.test_policies import create_policy, synced_tenant
+from tests.compliance.helpers import (
+    add_job,
+    add_point,
+    breaches,
+    heartbeat,
+    hours,
+    online_proxy,
+    protected_vm,
+    rpo_recorder,
+    set_datastore_free,
+    table_rows,
+)
+from tests.support.app import CustomerFactory
+from tests.support.vcsim import VcsimServer
+
+pytestmark = pytest.mark.vcsim
+
+RPO = "/api/v1/compliance/rpo"
+
+
+def iso(instant: object) -> str:
+    return instant.isoformat().replace("+00:00", "Z")  # type: ignore[attr-defined]
+
+
+async def vm_row(client: httpx.AsyncClient, vm_id: str, **params: str) -> dict[str, object]:
+    response = await client.get(RPO, params={"vm_id": vm_id, **params})
+    assert response.status_code == 200, response.text
+    (row,) = response.json()["items"]
+    return row  # type: ignore[no-any-return]
+
+
+async def test_breach_opens_and_closes_as_time_moves_and_percent_is_over_protected_time(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    clock: ManualClock,
+) -> None:
+    t0 = clock.now()
+    customer, _, vm, policy = await protected_vm(operator, customer_of, vcsim)
+    proxy = await online_proxy(operator, ctx, vm["host"]["id"])
+    recorder = rpo_recorder(ctx)
+    clock.advance(hours(1))
+    await add_point(ctx, vm["id"])  # at t0+1h
+    clock.advance(hours(1))
+    await recorder.run_once()
+    assert await breaches(ctx) == []
+    row = await vm_row(customer, vm["id"])
+    assert row["status"] == "compliant" and row["policy_id"] == policy["id"] and row["rpo_hours"] == 24
+    assert row["protected_since"] == iso(t0) and row["due_at"] == iso(t0 + hours(25))
+
+    # 80% of the RPO (19.2 h) after the point: at risk just past it.
+    clock.set(t0 + hours(1) + hours(19.2))
+    assert (await vm_row(customer, vm["id"]))["status"] == "compliant"
+    clock.advance(timedelta(minutes=1))
+    assert (await vm_row(customer, vm["id"]))["status"] == "at_risk"
+    at_risk = (await customer.get(RPO, params={"status": "at_risk"})).json()
+    assert [r["vm_id"] for r in at_risk["items"]] == [vm["id"]]
+    assert (await customer.get(RPO, params={"status": "breached"})).json()["total"] == 0
+
+    # Past the RPO: the recorder opens a breach that started when the point got too old.
+    clock.set(t0 + hours(27))
+    await heartbeat(ctx, proxy)
+    await recorder.run_once()
+    (breach,) = await breaches(ctx)
+    assert breach.started_at == t0 + hours(25) and breach.ended_at is None
+    assert breach.cause == "other" and breach.rpo_hours == 24
+    row = await vm_row(customer, vm["id"])
+    assert row["status"] == "breached" and row["open_breach"]["started_at"] == iso(t0 + hours(25))
+
+    # A new point taken at t0+28h closes it at that instant.
+    clock.set(t0 + hours(28))
+    await add_point(ctx, vm["id"])
+    clock.set(t0 + hours(29))
+    await recorder.run_once()
+    (breach,) = await breaches(ctx)
+    assert breach.ended_at == t0 + hours(28) and breach.resolution == "backed_up"
+
+    # Over [t0-10h, t0+29h]: protected 29 h (not 39: before protection does not count), 3 h breached.
+    row = await vm_row(customer, vm["id"], **{"from": iso(t0 - hours(10)), "to": iso(t0 + hours(29))})
+    assert row["protected_s"] == pytest.approx(29 * 3600, abs=1)
+    assert row["breached_s"] == pytest.approx(3 * 3600, abs=1)
+    assert row["compliant_percent"] == pytest.approx(100 * 26 / 29, abs=0.001)
+    assert row["breaches_in_period"] == 1 and row["breaches"][0]["duration_s"] == pytest.approx(3 * 3600)
+    # A period that clips the breach: [t0+26h, t0+29h] is 3 h protected, 2 h of them breached.
+    row = await vm_row(customer, vm["id"], **{"from": iso(t0 + hours(26)), "to": iso(t0 + hours(29))})
+    assert row["compliant_percent"] == pytest.approx(100 / 3, abs=0.001)
+    # A period before the breach has none.
+    row = await vm_row(customer, vm["id"], **{"from": iso(t0), "to": iso(t0 + hours(24))})
+    assert row["breaches_in_period"] == 0 and row["compliant_percent"] == 100.0
+    bad = await customer.get(RPO, params={"from": iso(t0 + hours(2)), "to": iso(t0 + hours(1))})
+    assert bad.status_code == 422
+
+    # A second breach, still open: the period figures count it up to now.
+    clock.set(t0 + hours(28 + 24 + 2))  # due at t0+52h
+    await heartbeat(ctx, proxy)
+    await recorder.run_once()
+    row = await vm_row(customer, vm["id"], **{"from": iso(t0 + hours(28)), "to": iso(t0 + hours(60))})
+    assert row["breached_s"] == pytest.approx(2 * 3600, abs=1)  # t0+52h..now (t0+54h)
+    assert row["protected_s"] == pytest.approx(26 * 3600, abs=1)
+    listed = (await customer.get(f"{RPO}/breaches", params={"from": iso(t0)})).json()
+    assert [b["ended_at"] is None for b in listed["items"]] == [True, False]
+    assert (await customer.get(f"{RPO}/breaches", params={"open": "true"})).json()["total"] == 1
+
+
+async def test_never_backed_up_vm_has_one_rpo_then_breaches(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    clock: ManualClock,
+) -> None:
+    t0 = clock.now()
+    customer, _, vm, _ = await protected_vm(operator, customer_of, vcsim, rpo_hours=12)
+    proxy = await online_proxy(operator, ctx, vm["host"]["id"])
+    recorder = rpo_recorder(ctx)
+    clock.set(t0 + hours(11))
+    await heartbeat(ctx, proxy)
+    await recorder.run_once()
+    assert await breaches(ctx) == []
+    row = await vm_row(customer, vm["id"])
+    assert row["status"] == "at_risk" and row["latest_restore_point_at"] is None
+    clock.set(t0 + hours(13))
+    await heartbeat(ctx, proxy)
+    await recorder.run_once()
+    (breach,) = await breaches(ctx)
+    assert breach.started_at == t0 + hours(12)
+    assert breach.cause == "not_yet_backed_up" and breach.causes == ["not_yet_backed_up"]
+    # The first backup ends it.
+    await add_point(ctx, vm["id"])
+    await recorder.run_once()
+    (breach,) = await breaches(ctx)
+    assert breach.ended_at == t0 + hours(13) and breach.resolution == "backed_up"
+
+
+async def test_causes_follow_the_evidence_while_one_breach_stays_open(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    clock: ManualClock,
+) -> None:
+    t0 = clock.now()
+    _, _, vm, _ = await protected_vm(operator, customer_of, vcsim)
+    await add_point(ctx, vm["id"])
+    recorder = rpo_recorder(ctx)
+    clock.set(t0 + hours(25))
+
+    # No online proxy for the VM's host.
+    await recorder.run_once()
+    (breach,) = await breaches(ctx)
+    assert breach.cause == "no_proxy" and breach.started_at == t0 + hours(24)
+    proxy = await online_proxy(operator, ctx, vm["host"]["id"])
+
+    steps = [
+        ({"state": "failed", "error": "vCenter went away"}, "failed_jobs"),
+        ({"state": "skipped", "error": "datastore ds has 4.0% free (below 10%)"}, "datastore_space"),
+        ({"state": "missed", "error": "not started by the end of its backup window"}, "missed_window"),
+        ({"state": "queued", "waiting_reason": "no proxy for host DC0_H0"}, "no_proxy"),
+    ]
+    for job, expected in steps:
+        clock.advance(timedelta(minutes=10))
+        await heartbeat(ctx, proxy)
+        queued = await add_job(ctx, vm["id"], **job)
+        await recorder.run_once()
+        (breach,) = await breaches(ctx)
+        assert breach.cause == expected, (job, breach.detail)
+        assert breach.ended_at is None and breach.started_at == t0 + hours(24)
+
+    # The queued job ends cancelled: no job evidence; a datastore below 10% free explains it.
+    async with ctx.sessionmaker.begin() as session:
+        await session.execute(update(Job).where(Job.id == queued.id).values(state="cancelled"))
+    name = await set_datastore_free(ctx, vm["id"], 5.0, "critical")
+    await heartbeat(ctx, proxy)
+    await recorder.run_once()
+    (breach,) = await breaches(ctx)
+    assert breach.cause == "datastore_space" and name in (breach.detail or "")
+    assert breach.causes == ["no_proxy", "failed_jobs", "datastore_space", "missed_window"]
+
+
+async def test_space_requirement_names_the_datastore(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+) -> None:
+    customer, _, vm, _ = await protected_vm(operator, customer_of, vcsim)
+    row = await vm_row(customer, vm["id"])
+    assert row["below_space_requirement"] == 0 and row["datastores_below_requirement"] == []
+    name = await set_datastore_free(ctx, vm["id"], 12.5, "warning")
+    row = await vm_row(customer, vm["id"])
+    assert row["below_space_requirement"] == 1
+    first = row["datastores_below_requirement"][0]
+    assert (first["name"], first["free_percent"], first["space_status"]) == (name, 12.5, "warning")
+    summary = (await customer.get("/api/v1/compliance/summary")).json()
+    assert summary["rpo"]["below_space_requirement"] == 1
+
+
+async def test_unprotecting_ends_span_and_breach_and_groups_aggregate(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    clock: ManualClock,
+) -> None:
+    t0 = clock.now()
+    customer, tenant_id, vm, policy = await protected_vm(operator, customer_of, vcsim)
+    recorder = rpo_recorder(ctx)
+    clock.set(t0 + hours(30))
+    await recorder.run_once()
+    assert len(await breaches(ctx)) == 1
+
+    by_policy = (await operator.get(RPO, params={"group_by": "policy"})).json()
+    (group,) = by_policy["items"]
+    assert group["policy_id"] == policy["id"] and group["vm_count"] == 1 and group["breached"] == 1
+    assert group["open_breaches"] == 1 and group["vm_id"] is None
+    by_tenant = (await operator.get(RPO, params={"group_by": "tenant"})).json()
+    assert [g["tenant_id"] for g in by_tenant["items"]] == [str(tenant_id)]
+
+    clock.set(t0 + hours(31))
+    patched = await operator.patch(f"/api/v1/policies/{policy['id']}", json={"enabled": False})
+    assert patched.status_code == 200, patched.text
+    await recorder.run_once()
+    (breach,) = await breaches(ctx)
+    assert breach.ended_at == t0 + hours(31) and breach.resolution == "unprotected"
+    # Still reported for the period it was protected in, as unprotected now.
+    row = await vm_row(customer, vm["id"], **{"from": iso(t0), "to": iso(t0 + hours(40))})
+    assert row["status"] == "unprotected"
+    assert row["protected_s"] == pytest.approx(31 * 3600, abs=1)
+    assert row["breached_s"] == pytest.approx(7 * 3600, abs=1)
+
+
+async def test_recorder_is_idempotent_and_racing_recorders_open_one_breach(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    clock: ManualClock,
+) -> None:
+    t0 = clock.now()
+    await protected_vm(operator, customer_of, vcsim)
+    clock.set(t0 + hours(30))
+    first, second = rpo_recorder(ctx), rpo_recorder(ctx)
+    await asyncio.gather(first.run_once(), second.run_once(), rpo_recorder(ctx).run_once())
+    rows = await table_rows(ctx)
+    assert len(rows["rpo_breaches"]) == 1 and len(rows["rpo_protection_spans"]) == 1
+    await first.run_once()
+    await second.run_once()
+    assert await table_rows(ctx) == rows
+    assert first.last_report.breaches_opened == 0 and first.last_report.open_breaches == 1
+
+
+async def test_report_queries_do_not_grow_with_the_number_of_vms(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    clock: ManualClock,
+) -> None:
+    _, tenant_id, vms = await synced_tenant(operator, customer_of, vcsim)
+    one = await create_policy(operator, tenant_id, name="one", selection={"vm_ids": [vms[0]["id"]]})
+    await create_policy(operator, tenant_id, name="rest", selection={"vm_ids": [v["id"] for v in vms[1:]]})
+    assert len(vms) >= 3
+    clock.advance(hours(30))
+    await rpo_recorder(ctx).run_once()
+    statements: list[str] = []
+
+    def count(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    event.listen(ctx.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        small = await operator.get(RPO, params={"policy_id": one["id"]})
+        n_small = len(statements)
+        statements.clear()
+        large = await operator.get(RPO)
+        n_large = len(statements)
+    finally:
+        event.remove(ctx.engine.sync_engine, "before_cursor_execute", count)
+    assert small.json()["total"] == 1 and large.json()["total"] == len(vms)
+    assert n_small == n_large
