@@ -176,6 +176,7 @@ class AgentChannel:
                 error="the VM or its vCenter was removed",
                 error_kind="permanent",
             )
+            await self._sync_restore(job)  # a restore must not stay "requested" with its clocks running
             return None
         assignment = JobAssignment(
             job_id=job.id,
@@ -228,7 +229,7 @@ class AgentChannel:
     async def _restore_params(self, job: Job) -> RestoreParams:
         assert job.restore_id is not None
         restore = await self.restores.get(job.restore_id)
-        assert restore is not None
+        assert restore is not None and restore.restore_point_id is not None  # in use: never pruned
         params = restore.target_params
         return RestoreParams(
             restore_id=restore.id,

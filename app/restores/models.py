@@ -18,7 +18,12 @@ class Restore(IdMixin, Base):
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), index=True)
     vm_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("vms.id"), index=True)
-    restore_point_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("restore_points.id"), index=True)
+    # Set null when retention prunes the point after the restore ended; the record keeps when
+    # the point was taken, for history and SLA reports.
+    restore_point_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("restore_points.id", ondelete="SET NULL"), index=True
+    )
+    restore_point_created_at: Mapped[datetime | None] = mapped_column()
     type: Mapped[str] = mapped_column(String(20))
     target: Mapped[str] = mapped_column(String(20))
     target_params: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

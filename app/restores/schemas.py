@@ -39,7 +39,8 @@ class RestoreRead(OutputModel):
     id: uuid.UUID
     tenant_id: uuid.UUID
     vm_id: uuid.UUID
-    restore_point_id: uuid.UUID
+    restore_point_id: uuid.UUID | None = Field(description="Null once retention pruned the point")
+    restore_point_created_at: datetime | None
     type: str
     target: str
     target_params: dict[str, Any]

@@ -39,7 +39,8 @@ class RetentionRepository:
         )
         refs: dict[uuid.UUID, bool] = {}
         for point_id, state in rows.tuples():
-            refs[point_id] = refs.get(point_id, False) or state in ACTIVE_RESTORE_STATES
+            if point_id is not None:
+                refs[point_id] = refs.get(point_id, False) or state in ACTIVE_RESTORE_STATES
         return refs
 
     async def retention_policy(self, vm_id: uuid.UUID) -> Policy | None:
@@ -109,10 +110,15 @@ class RetentionRepository:
         return set(rows.scalars())
 
     async def delete_points(self, point_ids: Collection[uuid.UUID]) -> list[uuid.UUID]:
-        """Delete the rows no restore refers to; return the ids deleted."""
+        """Delete the rows no requested or running restore uses; return the ids deleted.
+
+        Finished restores keep their record: its reference becomes null (ON DELETE SET NULL).
+        """
         if not point_ids:
             return []
-        referenced = exists().where(Restore.restore_point_id == RestorePoint.id)
+        referenced = exists().where(
+            Restore.restore_point_id == RestorePoint.id, Restore.state.in_(ACTIVE_RESTORE_STATES)
+        )
         rows = await self.session.execute(
             delete(RestorePoint)
             .where(RestorePoint.id.in_(list(point_ids)), ~referenced)

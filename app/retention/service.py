@@ -7,9 +7,8 @@ is :func:`app.domain.retention.select_keep` (Proxmox Backup Server's prune seman
 policy's timezone.
 
 Points that restores refer to: a requested or running restore makes its point *in use* (kept,
-counting for no rule). A finished restore's record also refers to its point and the catalog
-cannot drop such a row (``restores.restore_point_id`` is a required foreign key), so those points
-are held back and reported as ``held`` (dropping them needs that key to become nullable).
+counting for no rule). A finished restore does not hold its point: when the point is pruned the
+restore's record keeps the point's time, and its reference becomes null.
 
 This service only reads and flushes; :class:`app.retention.pruner.Pruner` owns the transaction
 and the repository side.
@@ -37,7 +36,7 @@ class VmPlan:
     policy_id: uuid.UUID | None
     keep: dict[uuid.UUID, KeepReason] = field(default_factory=dict)
     prune: list[uuid.UUID] = field(default_factory=list)  # oldest first
-    held: list[uuid.UUID] = field(default_factory=list)  # beyond retention, but a restore record refers
+    held: list[uuid.UUID] = field(default_factory=list)  # kept for reasons beyond retention (none now)
 
 
 def retention_of(policy: Policy) -> RetentionCounts:
@@ -62,8 +61,7 @@ class RetentionService:
             vm_id,
             policy.id,
             keep=keep,
-            prune=[pid for pid in beyond if pid not in references],
-            held=[pid for pid in beyond if pid in references],
+            prune=list(beyond),
         )
 
     async def delete_rows(self, point_ids: Collection[uuid.UUID]) -> list[uuid.UUID]:

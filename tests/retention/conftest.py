@@ -132,11 +132,12 @@ class World:
             )
         return point_id
 
-    async def restore(self, point_id: uuid.UUID, vm_id: uuid.UUID, state: str) -> None:
+    async def restore(self, point_id: uuid.UUID, vm_id: uuid.UUID, state: str) -> uuid.UUID:
+        restore_id = uuid.uuid4()
         async with self.ctx.sessionmaker.begin() as session:
             session.add(
                 Restore(
-                    id=uuid.uuid4(),
+                    id=restore_id,
                     tenant_id=self.tenant_id,
                     vm_id=vm_id,
                     restore_point_id=point_id,
@@ -149,6 +150,7 @@ class World:
                     result={},
                 )
             )
+        return restore_id
 
     def restored(self, point_id: uuid.UUID) -> bytes:
         manifest = self.repo.read_restore_point(str(point_id))

@@ -85,13 +85,16 @@ async def test_prune_deletes_rows_and_manifests_and_gc_then_frees_their_chunks(w
 async def test_points_that_restores_use_are_kept(world: World) -> None:
     vm, _, points = await six_days(world)
     await world.restore(points[5], vm, "requested")  # in use: kept, and counts for no rule
-    await world.restore(points[4], vm, "succeeded")  # its record refers to it: held back
+    finished = await world.restore(points[4], vm, "succeeded")  # history only: does not hold it
 
     result = await pruner(world).prune_vm(vm)
     assert result.plan.keep == {points[0]: DAILY, points[1]: DAILY, points[3]: WEEKLY, points[5]: IN_USE}
-    assert result.plan.held == [points[4]]
-    assert result.plan.prune == [points[2]]
-    assert await catalog(world, vm) == ids([points[0], points[1], points[3], points[4], points[5]])
+    assert result.plan.held == []
+    assert sorted(result.plan.prune) == sorted([points[2], points[4]])
+    assert await catalog(world, vm) == ids([points[0], points[1], points[3], points[5]])
+    async with world.ctx.sessionmaker() as session:
+        record = await session.get(Restore, finished)
+        assert record is not None and record.restore_point_id is None  # history kept, reference cleared
     assert str(points[5]) in world.repo.list_restore_points()
 
 
