@@ -37,7 +37,7 @@ class Stack:
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "VMR_DATA_DIR": str(workdir / "var"),
             "VMR_PORT": str(self.port),
-            "VMR_JOB_LEASE_S": "8",
+            "VMR_JOB_LEASE_S": "15",
             **settings,
         }
         self.server: subprocess.Popen[bytes] | None = None

@@ -142,7 +142,7 @@ def test_a_proxy_killed_mid_backup_leaves_no_snapshot_after_restart(stack: Stack
     while stack.snapshots_of(VM) and any(n.startswith("vmrecovery-") for n in stack.snapshots_of(VM)):
         assert time.monotonic() < deadline, f"snapshot not cleaned up\n{stack.log('proxy.log')}"
         time.sleep(0.2)
-    # The lease lapses (8 s here) and the restarted proxy takes the job again.
+    # The lease lapses (15 s here) and the restarted proxy takes the job again.
     finished = stack.wait_job(job["id"], timeout_s=120)
     assert finished["state"] == "succeeded", finished
     # Exactly one more attempt: the dead proxy's unanswered long-poll claimed nothing.
