@@ -43,6 +43,7 @@ import json
 import math
 import os
 import pstats
+import random
 import re
 import shutil
 import signal
@@ -50,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter, defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -66,11 +68,15 @@ sys.path.insert(0, str(ROOT))
 from app.auth.principal import Principal, Role  # noqa: E402
 from app.clock import ManualClock, SystemClock  # noqa: E402
 from app.compliance.service import ComplianceService, GroupBy  # noqa: E402
+from app.contracts.agent import RepositoryAccess  # noqa: E402
 from app.crypto import SecretBox  # noqa: E402
 from app.db.engine import create_engine, create_sessionmaker  # noqa: E402
+from app.jobs.agent_channel import AgentChannel, Limits  # noqa: E402
 from app.pagination import PageRequest  # noqa: E402
 from app.policies.protection import recompute_protection  # noqa: E402
+from app.proxies.models import Proxy  # noqa: E402
 from app.scheduler.planner import PlannerLoop  # noqa: E402
+from bench.scheduler_load import MIX, request_for  # noqa: E402
 from bench.scheduler_seed import latest_slot, seed_history, seed_inventory  # noqa: E402
 
 SECRET_KEY = "bench-secret-key-not-for-production"  # noqa: S105 - throwaway scratch catalog
@@ -469,6 +475,59 @@ async def plan_tick(
     return out
 
 
+async def claim_in_isolation(
+    args: argparse.Namespace, engine: AsyncEngine, timer: SqlTimer, proxies: list[dict[str, Any]], n: int = 12
+) -> dict[str, Any]:
+    """One proxy's claim with nothing else running (the day's jobs all queued), rolled back:
+    the length of the claim's critical section without contention, and its statements."""
+    limits = Limits(args.limit_per_host, args.limit_per_datastore, args.limit_global)
+    runs = []
+    for i in range(n):
+        async with create_sessionmaker(engine)() as session:
+            proxy = await session.get(Proxy, uuid.UUID(proxies[i % len(proxies)]["id"]))
+            assert proxy is not None
+            channel = AgentChannel(
+                session,
+                SystemClock(),
+                SecretBox(SECRET_KEY),
+                120.0,
+                RepositoryAccess(url="file:///bench"),
+                limits,
+            )
+            timer.reset()
+            started = time.perf_counter()
+            jobs = await channel.claim(proxy, 2)
+            elapsed = time.perf_counter() - started
+            runs.append({"seconds": elapsed, "jobs": len(jobs), **timer.summary(5)})
+            await session.rollback()
+    runs = runs[2:]
+    best = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+    return {"median_s": best["seconds"], "runs": len(runs), **best}
+
+
+async def idle_latency(server: Server, ids: dict[str, Any], n: int = 12) -> dict[str, Any]:
+    """Each kind of read alone, one request at a time (service time without queueing)."""
+    rnd = random.Random(5)
+    out = {}
+    kinds = [k for k, _ in MIX] + ["restore points page (tenant)"]
+    async with httpx.AsyncClient(
+        base_url=server.url + "/api/v1",
+        headers={"Authorization": f"Bearer {ids['operator_key']}"},
+        timeout=60,
+    ) as client:
+        for kind in kinds:
+            latencies = []
+            for i in range(n):
+                path, params = request_for(kind, rnd, ids)
+                started = time.perf_counter()
+                response = await client.get(path, params=params)
+                if i >= 2:
+                    latencies.append(time.perf_counter() - started)
+                response.raise_for_status()
+            out[kind] = {"p50_s": pct(latencies, 50), "max_s": max(latencies)}
+    return out
+
+
 async def reset_day(admin: asyncpg.Connection, t0: datetime) -> None:
     """Forget the dispatched day so that it can be planned and dispatched again."""
     await admin.execute(
@@ -639,17 +698,20 @@ async def rpo_in_process(engine: AsyncEngine, timer: SqlTimer, tenant_id: Any) -
     return min(runs[1:], key=lambda r: r["seconds"])
 
 
-async def mixed_reads(args: argparse.Namespace, server: Server, ids: dict[str, Any]) -> dict[str, Any]:
+async def mixed_reads(
+    args: argparse.Namespace, server: Server, ids: dict[str, Any], rate: float, duration: float, profile: bool
+) -> dict[str, Any]:
     ids_file = args.workdir / "ids.json"
     ids_file.write_text(json.dumps(ids))
-    out = args.workdir / "reads.json"
-    spy = Spy(server.proc.pid, args.workdir / "spy-reads.txt", args.spy_rate) if args.profile else None
-    options = {"--server": server.url, "--ids": ids_file, "--rate": args.rate, "--duration": args.duration}
+    out = args.workdir / f"reads-{rate:g}.json"
+    spy = Spy(server.proc.pid, args.workdir / f"spy-reads-{rate:g}.txt", args.spy_rate) if profile else None
+    options = {"--server": server.url, "--ids": ids_file, "--rate": rate, "--duration": duration}
+    options["--exclude"] = args.exclude
     gen = spawn_load("reads", {**options, "--out": out})
     meter = CpuMeter(args.db, {"serve": [server.proc.pid], "load generator": [gen.pid]})
     meter.start()
     try:
-        await asyncio.to_thread(gen.wait, args.duration + 90)
+        await asyncio.to_thread(gen.wait, duration + 90)
     except subprocess.TimeoutExpired:
         gen.kill()
         gen.wait()
@@ -663,6 +725,8 @@ async def mixed_reads(args: argparse.Namespace, server: Server, ids: dict[str, A
         by_kind[r["kind"]].append(r["latency_s"])
     latencies = [r["latency_s"] for r in ok]
     return {
+        "rate": rate,
+        "duration_s": duration,
         "sent": data["sent"],
         "answered": len(results),
         "ok": len(ok),
@@ -787,30 +851,53 @@ def report(results: dict[str, Any]) -> str:
             rows,
         )
     )
-    reads = results.get("reads")
-    if reads:
+    alone = results.get("claim_alone")
+    if alone:
+        top = "; ".join(
+            f"{t['statement'][:50]}... x{t['count']} {ms(t['seconds'])} ms" for t in alone["top"][:3]
+        )
         parts.append(
             table(
-                ["mixed reads", "sent", "ok", "errors", "req/s", "p50 ms", "p95 ms", "p99 ms", "max ms"],
+                ["one claim alone (day queued)", "ms", "jobs", "statements", "SQL ms", "top statements"],
                 [
                     [
-                        "all",
-                        reads["sent"],
-                        reads["ok"],
-                        dict(reads["errors"]),
-                        f"{reads['achieved_rps']:.0f}",
-                        ms(reads["p50_s"]),
-                        ms(reads["p95_s"]),
-                        ms(reads["p99_s"]),
-                        ms(reads["max_s"]),
+                        "median",
+                        ms(alone["median_s"]),
+                        alone["jobs"],
+                        alone["statements"],
+                        ms(alone["sql_s"]),
+                        top,
                     ]
-                ]
-                + [
-                    [k, v["n"], "", "", "", ms(v["p50_s"]), ms(v["p95_s"]), ms(v["p99_s"]), ""]
-                    for k, v in reads["by_kind"].items()
                 ],
             )
         )
+    idle = results.get("idle_latency", {})
+    rows = [[k, ms(v["p50_s"]), ms(v["max_s"])] for k, v in idle.items()]
+    parts.append(table(["read alone (sequential)", "p50 ms", "max ms"], rows))
+    rows = []
+    for reads in [r for r in [*results.get("reads_sweep", []), results.get("reads")] if r]:
+        rows.append(
+            [
+                f"{reads['rate']:g}/s for {reads['duration_s']:g} s",
+                reads["sent"],
+                reads["ok"],
+                reads["sent"] - reads["answered"],
+                dict(reads["errors"]),
+                f"{reads['achieved_rps']:.0f}",
+                ms(reads["p50_s"]),
+                ms(reads["p95_s"]),
+                ms(reads["p99_s"]),
+                ms(reads["max_s"]),
+            ]
+        )
+    headers = ["mixed reads (open loop)", "sent", "ok", "unanswered", "errors", "answered/s"]
+    parts.append(table([*headers, "p50 ms", "p95 ms", "p99 ms", "max ms"], rows))
+    reads = results.get("reads")
+    if reads:
+        rows = [
+            [k, v["n"], ms(v["p50_s"]), ms(v["p95_s"]), ms(v["p99_s"])] for k, v in reads["by_kind"].items()
+        ]
+        parts.append(table(["headline rate, by kind", "ok", "p50 ms", "p95 ms", "p99 ms"], rows))
     return "\n\n".join(parts)
 
 
@@ -860,25 +947,30 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         setup["history_s"] = time.perf_counter() - started
         results["setup"] = setup
         log(f"history {setup['history']} in {setup['history_s']:.1f} s")
-        replicas = [int(r) for r in args.replicas.split(",")]
+        replicas = [int(r) for r in args.replicas.split(",") if r] or [0]
         for n, count in enumerate(replicas):
             if n:
                 await reset_day(admin, t0)
             tick = await plan_tick(engine, admin, timer, t0, profile=n > 0)
             results["plan_ticks"].append(tick)
             log(f"planning tick: {tick['seconds']:.3f} s, {tick['jobs_created']} jobs")
+            if n == 0:
+                results["claim_alone"] = await claim_in_isolation(args, engine, timer, proxies)
+                log(f"one claim alone: {results['claim_alone']['median_s'] * 1000:.1f} ms")
             while len(servers) < count:
                 servers.append(Server(args.port + len(servers), env, args.workdir))
                 await servers[-1].ready()
-            log(f"dispatching with {count} replica(s)")
-            d = await dispatch(args, admin, servers[:count], proxies, t0, f"r{count}")
-            results["dispatch"].append(d)
-            log(f"dispatch: {d['succeeded']}/{d['planned']} in {d['first_claim_to_last_success_s']:.1f} s")
+            if count:
+                log(f"dispatching with {count} replica(s)")
+                d = await dispatch(args, admin, servers[:count], proxies, t0, f"r{count}")
+                results["dispatch"].append(d)
+                log(
+                    f"dispatch: {d['succeeded']}/{d['planned']} in {d['first_claim_to_last_success_s']:.1f} s"
+                )
             if n == 0:
                 log("RPO report")
                 results["rpo"] = await rpo_report(args, servers[0], cat.operator_key, str(cat.tenant_id))
                 results["rpo_in_process"] = await rpo_in_process(engine, timer, cat.tenant_id)
-                log(f"mixed reads at {args.rate}/s for {args.duration} s")
                 ids = {
                     "operator_key": cat.operator_key,
                     "tenant_id": str(cat.tenant_id),
@@ -886,7 +978,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "host_ids": [str(h) for h in cat.host_ids],
                     "policy_ids": [str(p) for p in cat.policy_ids],
                 }
-                results["reads"] = await mixed_reads(args, servers[0], ids)
+                results["idle_latency"] = await idle_latency(servers[0], ids)
+                results["reads_sweep"] = []
+                for rate in [float(r) for r in args.sweep.split(",") if r]:
+                    log(f"mixed reads at {rate:g}/s for {args.sweep_duration:g} s")
+                    results["reads_sweep"].append(
+                        await mixed_reads(args, servers[0], ids, rate, args.sweep_duration, profile=False)
+                    )
+                log(f"mixed reads at {args.rate:g}/s for {args.duration:g} s")
+                results["reads"] = await mixed_reads(
+                    args, servers[0], ids, args.rate, args.duration, args.profile
+                )
         results["machine"]["loadavg_end"] = os.getloadavg()
         results["table_counts"] = {
             t: await admin.fetchval(f"SELECT count(*) FROM {t}")  # noqa: S608 - fixed table names
@@ -923,6 +1025,9 @@ def main() -> None:
     parser.add_argument("--rpo-requests", type=int, default=50)
     parser.add_argument("--rate", type=float, default=200.0, help="mixed reads per second")
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of mixed reads")
+    parser.add_argument("--sweep", default="25,50,100", help="lower read rates tried first ('' for none)")
+    parser.add_argument("--sweep-duration", type=float, default=10.0)
+    parser.add_argument("--exclude", default="", help="read kinds to leave out of the mix (name prefixes)")
     parser.add_argument(
         "--profile", action=argparse.BooleanOptionalAction, default=True, help="py-spy servers"
     )
