@@ -28,19 +28,20 @@ async def insert_ignoring_conflicts(session: AsyncSession, table: Any, rows: lis
 
     Both dialects spell it ``ON CONFLICT DO NOTHING``, through their own insert constructs.
     Planners on several replicas rely on it: the unique indexes decide, not a read-then-write.
+    Rows go in multi-row statements with ``RETURNING`` so that the count is exact (a driver's
+    executemany row count is not: asyncpg reports -1).
     """
     if not rows:
         return 0
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
+    from sqlalchemy.dialects import postgresql, sqlite
 
-        stmt: Any = pg_insert(table).on_conflict_do_nothing()
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        stmt = sqlite_insert(table).on_conflict_do_nothing()
-    result = await session.execute(stmt, rows)
-    return int(getattr(result, "rowcount", 0) or 0)
+    insert: Any = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    key = next(iter(table.primary_key.columns))
+    inserted = 0
+    for start in range(0, len(rows), 500):
+        stmt = insert(table).values(rows[start : start + 500]).on_conflict_do_nothing().returning(key)
+        inserted += len((await session.execute(stmt)).all())
+    return inserted
 
 
 async def serialize_claims(session: AsyncSession) -> None:

@@ -102,6 +102,7 @@ async def test_three_racing_planners_create_each_job_once(
     jobs = await jobs_of(operator)
     assert len(jobs) == len(vms)
     assert sum(p.last_report.policies_planned for p in planners) == 1
+    assert sum(p.last_report.jobs_created for p in planners) == len(vms)  # an exact count on both dialects
 
 
 async def test_a_vm_without_an_online_proxy_says_why_its_backup_waits(
