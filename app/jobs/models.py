@@ -18,6 +18,9 @@ class Job(IdMixin, Base):
     __table_args__ = (
         Index("ix_jobs_claimable", "state", "priority", "not_before", "created_at"),
         Index("ix_jobs_vm_state", "vm_id", "state"),
+        # Lists are newest first, often per tenant: without these, a page sorts the whole table.
+        Index("ix_jobs_created", "created_at", "id"),
+        Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
         # One scheduled job per VM and schedule slot, whatever the number of planners.
         Index("uq_jobs_vm_slot", "vm_id", "scheduled_for", unique=True),
         # At most one active backup per VM: a double click or a racing planner cannot queue two.

@@ -15,7 +15,10 @@ class RestorePoint(IdMixin, Base):
     under the same id; this row is the catalog's index of it (rebuildable from the manifest)."""
 
     __tablename__ = "restore_points"
-    __table_args__ = (Index("ix_restore_points_vm_created", "vm_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_restore_points_vm_created", "vm_id", "created_at"),
+        Index("ix_restore_points_tenant_created", "tenant_id", "created_at"),
+    )
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), index=True)
     vm_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("vms.id"))
