@@ -164,7 +164,7 @@ class RpoRecorder(LoopService):
                     "ended_at": None,
                 }
             )
-        await repo.open_spans_and_breaches(rows, ProtectionSpan)
+        await repo.open_spans_and_breaches(rows, ProtectionSpan.__table__)
         opened = await repo.open_spans([vm.vm_id for vm in missing])
         created = {row["id"] for row in rows}
         for vm in missing:
@@ -237,7 +237,7 @@ class RpoRecorder(LoopService):
                     report.causes_changed += 1
         await repo.set_breach_causes(changes, now)
         if rows:
-            await repo.open_spans_and_breaches(rows, RpoBreach)
+            await repo.open_spans_and_breaches(rows, RpoBreach.__table__)
             report.breaches_opened += len(rows)
 
     @staticmethod

@@ -13,7 +13,8 @@ from sqlalchemy import Table, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.compliance.models import ProtectionSpan, RestoreSla, RpoBreach
-from app.compliance.sql import TimeSql, insert_or_skip
+from app.compliance.sql import TimeSql
+from app.db.dialect import insert_ignoring_conflicts
 from app.domain.jobs import JobKind
 from app.inventory.models import Datastore, VirtualMachine, vm_datastores
 from app.jobs.models import Job
@@ -177,7 +178,7 @@ class ComplianceRepository:
         return out
 
     async def open_spans_and_breaches(self, rows: Iterable[dict[str, Any]], table: Any) -> None:
-        await insert_or_skip(self.session, table, list(rows))
+        await insert_ignoring_conflicts(self.session, table, list(rows))
 
     async def close_span(self, span_id: uuid.UUID, at: datetime) -> bool:
         result = await self.session.execute(
@@ -559,4 +560,4 @@ class ComplianceRepository:
                 .execution_options(synchronize_session=False)
             )
         else:
-            await insert_or_skip(self.session, RestoreSla, [values])
+            await insert_ignoring_conflicts(self.session, RestoreSla.__table__, [values])

@@ -42,19 +42,3 @@ class TimeSql:
         begin = self.greatest(self.epoch(start), lo_v)
         stop = self.least(func.coalesce(self.epoch(end), hi_v), hi_v)
         return self.greatest(stop - begin, literal(0.0, Float))
-
-
-async def insert_or_skip(session: AsyncSession, table: Any, rows: list[dict[str, Any]]) -> None:
-    """``INSERT ... ON CONFLICT DO NOTHING``: the unique index on open intervals decides
-    which of several racing recorders opens one (same as ``app.db.dialect``'s helper)."""
-    if not rows:
-        return
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        stmt: Any = pg_insert(table).on_conflict_do_nothing()
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        stmt = sqlite_insert(table).on_conflict_do_nothing()
-    await session.execute(stmt, rows)

@@ -11,11 +11,46 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.dialect import lock_for_claim
-from app.domain.jobs import JobKind, JobState, can_transition
+from app.domain.jobs import PRIORITY, JobKind, JobState, JobTrigger, can_transition
 from app.inventory.models import VirtualMachine, vm_datastores
 from app.jobs.models import Job
 from app.pagination import PageRequest
 from app.proxies.models import Proxy, proxy_hosts
+
+
+def queued_job_row(
+    kind: JobKind,
+    trigger: JobTrigger,
+    tenant_id: uuid.UUID,
+    vm_id: uuid.UUID,
+    now: datetime,
+    max_attempts: int,
+    **columns: Any,
+) -> dict[str, Any]:
+    """A new queued job as a row for bulk inserts (the planner's, the reaper's), where the
+    ORM's defaults do not apply."""
+    return {
+        "id": uuid.uuid4(),
+        "kind": kind.value,
+        "state": JobState.QUEUED.value,
+        "trigger": trigger.value,
+        "priority": PRIORITY[kind],
+        "tenant_id": tenant_id,
+        "vm_id": vm_id,
+        "created_at": now,
+        "not_before": now,
+        "attempt": 0,
+        "max_attempts": max_attempts,
+        "cancel_requested": False,
+        "bytes_total": 0,
+        "bytes_read": 0,
+        "bytes_new": 0,
+        "bytes_stored": 0,
+        "warnings": [],
+        "params": {},
+        "result": {},
+        **columns,
+    }
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,8 @@ missed slot is planned: one catch-up job per VM, with a fresh window, not a floo
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -21,9 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.clock import Clock
 from app.db.dialect import insert_ignoring_conflicts
 from app.domain import schedule as sched
-from app.domain.jobs import PRIORITY, JobKind, JobState, JobTrigger
+from app.domain.jobs import JobKind, JobTrigger
 from app.inventory.models import VirtualMachine
 from app.jobs.models import Job
+from app.jobs.repository import queued_job_row
 from app.policies.models import Policy
 from app.policies.service import latest_slot
 from app.scheduler.loop import LoopService
@@ -95,31 +94,19 @@ class PlannerLoop(LoopService):
                 )
             )
         ).tuples()
-        rows: list[dict[str, Any]] = [
-            {
-                "id": uuid.uuid4(),
-                "kind": JobKind.BACKUP.value,
-                "state": JobState.QUEUED.value,
-                "trigger": trigger.value,
-                "priority": PRIORITY[JobKind.BACKUP],
-                "tenant_id": tenant_id,
-                "vm_id": vm_id,
-                "policy_id": policy.id,
-                "created_at": now,
-                "not_before": now,
-                "attempt": 0,
-                "max_attempts": policy.retry_count + 1,
-                "cancel_requested": False,
-                "bytes_total": 0,
-                "bytes_read": 0,
-                "bytes_new": 0,
-                "bytes_stored": 0,
-                "warnings": [],
-                "params": {"quiesce": policy.application_aware},
-                "result": {},
-                "scheduled_for": slot,
-                "window_end": window_end,
-            }
+        rows = [
+            queued_job_row(
+                JobKind.BACKUP,
+                trigger,
+                tenant_id,
+                vm_id,
+                now,
+                policy.retry_count + 1,
+                policy_id=policy.id,
+                params={"quiesce": policy.application_aware},
+                scheduled_for=slot,
+                window_end=window_end,
+            )
             for vm_id, tenant_id in vm_ids
         ]
         return await insert_ignoring_conflicts(session, Job.__table__, rows)

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -19,10 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.clock import Clock
 from app.db.dialect import insert_ignoring_conflicts
-from app.domain.jobs import PRIORITY, JobKind, JobState, JobTrigger
+from app.domain.jobs import JobKind, JobState, JobTrigger
 from app.jobs.agent_channel import snapshot_name
 from app.jobs.models import Job
-from app.jobs.repository import JobRepository
+from app.jobs.repository import JobRepository, queued_job_row
 from app.scheduler.loop import LoopService
 
 log = logging.getLogger(__name__)
@@ -128,30 +127,18 @@ class ReaperLoop(LoopService):
                 session,
                 Job.__table__,
                 [
-                    {
-                        "id": uuid.uuid4(),
-                        "kind": JobKind.SNAPSHOT_CLEANUP.value,
-                        "state": JobState.QUEUED.value,
-                        "trigger": JobTrigger.CLEANUP.value,
-                        "priority": PRIORITY[JobKind.SNAPSHOT_CLEANUP],
-                        "tenant_id": job.tenant_id,
-                        "vm_id": job.vm_id,
-                        "policy_id": job.policy_id,
-                        "created_at": now,
-                        "not_before": now,
-                        "attempt": 0,
-                        "max_attempts": 5,
-                        "cancel_requested": False,
-                        "bytes_total": 0,
-                        "bytes_read": 0,
-                        "bytes_new": 0,
-                        "bytes_stored": 0,
-                        "warnings": [],
-                        "result": {},
-                        "params": {
+                    queued_job_row(
+                        JobKind.SNAPSHOT_CLEANUP,
+                        JobTrigger.CLEANUP,
+                        job.tenant_id,
+                        job.vm_id,
+                        now,
+                        5,
+                        policy_id=job.policy_id,
+                        params={
                             "snapshot_name": snapshot_name(lost_proxy, job.id),
                             "for_job_id": str(job.id),
                         },
-                    }
+                    )
                 ],
             )
