@@ -198,9 +198,9 @@ class Repository:
         """
         fresh_after = time.monotonic() - KNOWN_TTL_S
         with self._known_lock:
-            unknown = [
-                c for c in dict.fromkeys(chunk_ids) if c != ZERO_ID and self._known.get(c, 0.0) <= fresh_after
-            ]
+            # An id never seen is unknown whatever the clock says: monotonic time starts near zero at
+            # boot, so a default of 0.0 would count every id as "recently seen" on a fresh machine.
+            unknown = [c for c in dict.fromkeys(chunk_ids) if c != ZERO_ID and not self._fresh(c, fresh_after)]
         absent: set[bytes] = set()
         for start in range(0, len(unknown), EXISTS_BATCH):
             batch = unknown[start : start + EXISTS_BATCH]
@@ -221,6 +221,10 @@ class Repository:
             self._remember(keys[k] for k in present)
             absent.update(c for k, c in keys.items() if k not in present)
         return absent
+
+    def _fresh(self, chunk_id: bytes, fresh_after: float) -> bool:
+        seen = self._known.get(chunk_id)
+        return seen is not None and seen > fresh_after
 
     def _remember(self, chunk_ids: Iterable[bytes]) -> None:
         now = time.monotonic()
