@@ -19,6 +19,7 @@ from app.contracts.agent import (
     CompleteRequest,
     Heartbeat,
     HeartbeatAck,
+    JobAssignment,
     ProgressAck,
     ProgressReport,
 )
@@ -62,8 +63,14 @@ async def claim(ctx: Ctx, proxy: CurrentProxy, body: ClaimRequest, request: Requ
         if await request.is_disconnected():
             # A proxy that died mid-poll must not be handed jobs it will never run.
             return ClaimResponse(jobs=[])
+        # Two transactions: the first holds the claim lock only while it reserves jobs; the
+        # second builds the assignments without it.
         async with ctx.sessionmaker.begin() as session:
-            jobs = await _channel(ctx, session).claim(proxy, body.capacity)
+            reserved = await _channel(ctx, session).reserve(proxy, body.capacity)
+        jobs: list[JobAssignment] = []
+        if reserved:
+            async with ctx.sessionmaker.begin() as session:
+                jobs = await _channel(ctx, session).assign(proxy, reserved)
         if jobs or loop.time() >= deadline or draining.is_set():
             return ClaimResponse(jobs=jobs)
         with contextlib.suppress(TimeoutError):

@@ -38,7 +38,8 @@ class ApiKeyService:
         if key.revoked_at is not None:
             raise Unauthorized("The API key was revoked; ask an operator for a new one.")
         now = self.clock.now()
-        await self.repo.touch(key.id, now, now - _TOUCH_INTERVAL)
+        if key.last_used_at is None or key.last_used_at < now - _TOUCH_INTERVAL:
+            await self.repo.touch(key.id, now, now - _TOUCH_INTERVAL)
         return Principal(key_id=key.id, role=Role(key.role), tenant_id=key.tenant_id)
 
     async def create(self, principal: Principal | None, data: ApiKeyCreate) -> tuple[ApiKey, str]:

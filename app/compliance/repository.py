@@ -332,20 +332,45 @@ class ComplianceRepository:
                 conditions.append(column == value)
         return conditions
 
-    async def vm_period_rows(self, f: ReportFilter, lo: datetime, hi: datetime) -> list[VmPeriodRow]:
-        """Every VM of the report with its period figures, in one query (name order).
+    async def vm_page(
+        self, f: ReportFilter, lo: datetime, hi: datetime, limit: int, offset: int
+    ) -> tuple[list[uuid.UUID], int]:
+        """One page of the report's VMs (name order) and their total, without computing any figures:
+        a page of a 10,000-VM tenant then costs its 50 VMs, not the tenant."""
+        where = self._period_vm_filter(f, lo, hi)
+        total = (await self.session.execute(select(func.count()).where(*where))).scalar_one()
+        ids = await self.session.execute(
+            select(VirtualMachine.id)
+            .where(*where)
+            .order_by(VirtualMachine.name, VirtualMachine.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        return list(ids.scalars()), int(total)
+
+    async def vm_period_rows(
+        self, f: ReportFilter, lo: datetime, hi: datetime, vm_ids: Sequence[uuid.UUID] | None = None
+    ) -> list[VmPeriodRow]:
+        """The report's VMs (or only ``vm_ids`` of them) with their period figures, in one query
+        (name order).
 
         Breach and protection seconds are summed by the database from the intervals clipped
         to ``[lo, hi)``; ``hi`` must not be later than now (open intervals end at ``hi``).
         """
+        if vm_ids is not None and not vm_ids:
+            return []
         t = self.time
         span, breach = ProtectionSpan, RpoBreach
+
+        def only(column: Any) -> list[Any]:
+            return [column.in_(vm_ids)] if vm_ids is not None else []
+
         spans = (
             select(
                 span.vm_id.label("vm_id"),
                 func.sum(t.clipped_seconds(span.started_at, span.ended_at, lo, hi)).label("seconds"),
             )
-            .where(span.started_at < hi, or_(span.ended_at.is_(None), span.ended_at > lo))
+            .where(span.started_at < hi, or_(span.ended_at.is_(None), span.ended_at > lo), *only(span.vm_id))
             .group_by(span.vm_id)
             .subquery()
         )
@@ -355,11 +380,15 @@ class ComplianceRepository:
                 func.sum(t.clipped_seconds(breach.started_at, breach.ended_at, lo, hi)).label("seconds"),
                 func.count().label("n"),
             )
-            .where(breach.started_at < hi, or_(breach.ended_at.is_(None), breach.ended_at > lo))
+            .where(
+                breach.started_at < hi,
+                or_(breach.ended_at.is_(None), breach.ended_at > lo),
+                *only(breach.vm_id),
+            )
             .group_by(breach.vm_id)
             .subquery()
         )
-        open_breach = select(breach).where(breach.ended_at.is_(None)).subquery()
+        open_breach = select(breach).where(breach.ended_at.is_(None), *only(breach.vm_id)).subquery()
         open_span_started = (
             select(span.started_at)
             .where(span.vm_id == VirtualMachine.id, span.ended_at.is_(None))
@@ -402,7 +431,7 @@ class ComplianceRepository:
             .outerjoin(spans, spans.c.vm_id == VirtualMachine.id)
             .outerjoin(breaches, breaches.c.vm_id == VirtualMachine.id)
             .outerjoin(open_breach, open_breach.c.vm_id == VirtualMachine.id)
-            .where(*self._period_vm_filter(f, lo, hi))
+            .where(*self._period_vm_filter(f, lo, hi), *only(VirtualMachine.id))
             .order_by(VirtualMachine.name, VirtualMachine.id)
         )
         rows = (await self.session.execute(stmt)).tuples()

@@ -146,10 +146,10 @@ class ComplianceService:
         return ReportFilter(principal.tenant_scope, tenant_id, policy_id, vm_id)
 
     async def _vm_rows(
-        self, f: ReportFilter, bounds: PeriodBounds, now: datetime
+        self, f: ReportFilter, bounds: PeriodBounds, now: datetime, vm_ids: list[uuid.UUID] | None = None
     ) -> list[tuple[VmPeriodRow, RpoStatus, datetime | None, datetime | None]]:
         out = []
-        for row in await self.repo.vm_period_rows(f, bounds.lo, bounds.hi):
+        for row in await self.repo.vm_period_rows(f, bounds.lo, bounds.hi, vm_ids):
             status, since, due = _vm_status(row, now)
             out.append((row, status, since, due))
         return out
@@ -169,7 +169,20 @@ class ComplianceService:
     ) -> RpoReport:
         now = self.clock.now()
         bounds = period_bounds(now, from_, to)
-        rows = await self._vm_rows(self._filter(principal, tenant_id, policy_id, vm_id), bounds, now)
+        f = self._filter(principal, tenant_id, policy_id, vm_id)
+        if group_by is GroupBy.VM and status is None:
+            # The common page (a portal's VM list): page in SQL, compute only the page's VMs.
+            ids, total = await self.repo.vm_page(f, bounds.lo, bounds.hi, page.limit, page.offset)
+            return RpoReport(
+                period=Period(from_=bounds.lo, to=bounds.asked_to),
+                group_by=group_by.value,
+                items=await self._vm_items(await self._vm_rows(f, bounds, now, ids), bounds, now),
+                total=total,
+                limit=page.limit,
+                offset=page.offset,
+            )
+        # A status filter or a grouping needs every VM's status (derived from its latest point).
+        rows = await self._vm_rows(f, bounds, now)
         if status is not None:
             rows = [r for r in rows if r[1] is status]
         if group_by is GroupBy.VM:

@@ -117,44 +117,56 @@ class AgentChannel:
         self.limits = limits or Limits()
 
     async def claim(self, proxy: Proxy, capacity: int) -> list[JobAssignment]:
-        await serialize_claims(self.session)
+        """Reserve and assign in one transaction (tests and tools; the API commits in between)."""
+        return await self.assign(proxy, await self.reserve(proxy, capacity))
+
+    async def reserve(self, proxy: Proxy, capacity: int) -> list[uuid.UUID]:
+        """Phase one of a claim: choose jobs within the concurrency limits and move them to running.
+
+        This is the only part that runs under the claim lock (limits are exact only if claims take
+        turns), so it is a handful of statements: free slots, candidates, current usage, one
+        compare-and-set update. The caller commits right after, which releases the lock; building
+        the assignments (credentials, previous points) happens in :meth:`assign`, outside it.
+        """
         now = self.clock.now()
+        if not await self.jobs.any_claimable(proxy, now):
+            return []
+        await serialize_claims(self.session)
         free = min(capacity, proxy.max_concurrent_jobs - await self.jobs.running_for_proxy(proxy.id, now))
         if free <= 0:
             return []
         candidates = await self.jobs.claimable(proxy, now, free * 4 + 16)
+        if not candidates:
+            return []
         usage = await self._usage(now)
         placement = await self.jobs.placement([j.vm_id for j in candidates if j.kind == JobKind.BACKUP.value])
-        assignments: list[JobAssignment] = []
+        chosen: list[Job] = []
         for job in candidates:
-            if len(assignments) >= free:
+            if len(chosen) >= free:
                 break
             where = placement.get(job.vm_id) if job.kind == JobKind.BACKUP.value else None
-            if where is not None and not usage.admits(*where):
-                continue
-            won = await self.jobs.transition(
-                job,
-                JobState.RUNNING,
-                proxy_id=proxy.id,
-                lease_expires_at=now + self.lease,
-                started_at=job.started_at or now,
-                attempt=job.attempt + 1,
-                progress_at=now,
-                phase="claimed",
-            )
-            if not won:
-                continue
-            assignment = await self._assignment(job, proxy)
-            if assignment is None:
-                continue
             if where is not None:
+                if not usage.admits(*where):
+                    continue
                 usage.add(*where)
-            if job.restore_id is not None:
-                restore = await self.restores.get(job.restore_id)
-                if restore is not None:
-                    restore.state = JOB_TO_RESTORE_STATE[JobState.RUNNING].value
-                    restore.initiated_at = restore.initiated_at or now
-            assignments.append(assignment)
+            chosen.append(job)
+        started = set(await self.jobs.start_claimed([j.id for j in chosen], proxy.id, now, now + self.lease))
+        await self.restores.mark_initiated(
+            [j.restore_id for j in chosen if j.id in started and j.restore_id is not None],
+            JOB_TO_RESTORE_STATE[JobState.RUNNING].value,
+            now,
+        )
+        return [j.id for j in chosen if j.id in started]
+
+    async def assign(self, proxy: Proxy, job_ids: list[uuid.UUID]) -> list[JobAssignment]:
+        """Phase two: what the proxy needs to run each reserved job (no claim lock held)."""
+        assignments: list[JobAssignment] = []
+        for job in await self.jobs.get_many(job_ids):
+            if job.state != JobState.RUNNING.value or job.proxy_id != proxy.id:
+                continue  # cancelled or reaped in between: not this proxy's any more
+            assignment = await self._assignment(job, proxy)
+            if assignment is not None:
+                assignments.append(assignment)
         await self.session.flush()
         return assignments
 

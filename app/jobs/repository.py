@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import Select, and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.dialect import lock_for_claim
@@ -111,27 +111,80 @@ class JobRepository:
         )
         return int((await self.session.execute(stmt)).scalar_one())
 
-    async def claimable(self, proxy: Proxy, now: datetime, limit: int) -> list[Job]:
-        """Jobs this proxy may take now, most urgent first.
+    def _claimable_queries(self, proxy: Proxy, now: datetime, limit: int) -> list[Select[tuple[Job]]]:
+        """The queries whose union is what ``proxy`` may take now, each most urgent first.
 
-        A job's host is decided at claim time (VMs move): the restore target host, else the
-        host the VM runs on now. Jobs whose lease lapsed come back through the reaper, which
-        re-queues them.
+        A job's host is decided at claim time (VMs move): the restore target host, else the host
+        the VM runs on now. For a proxy of some hosts the search starts from those hosts (their
+        VMs by ``vms.host_id``, then each VM's queued jobs by ``ix_jobs_vm_state``), so its cost
+        follows the proxy's share of the queue, not the queue's length. Jobs whose lease lapsed
+        come back through the reaper, which re-queues them.
         """
-        target_host = func.coalesce(Job.target_host_id, VirtualMachine.host_id)
+        due = and_(Job.state == JobState.QUEUED.value, Job.not_before <= now, Job.cancel_requested.is_(False))
+        urgent_first = (Job.priority, Job.created_at, Job.id)
+        if proxy.serves_all_hosts:
+            return [select(Job).where(due).order_by(*urgent_first).limit(limit)]
         served_hosts = select(proxy_hosts.c.host_id).where(proxy_hosts.c.proxy_id == proxy.id)
-        due = and_(Job.state == JobState.QUEUED.value, Job.not_before <= now)
-        stmt = (
+        to_served_target = select(Job).where(due, Job.target_host_id.in_(served_hosts))
+        on_served_host = (
             select(Job)
             .join(VirtualMachine, VirtualMachine.id == Job.vm_id)
-            .where(due, Job.cancel_requested.is_(False))
-            .order_by(Job.priority, Job.created_at, Job.id)
-            .limit(limit)
+            .where(due, Job.target_host_id.is_(None), VirtualMachine.host_id.in_(served_hosts))
         )
-        if not proxy.serves_all_hosts:
-            stmt = stmt.where(target_host.in_(served_hosts))
-        rows = await self.session.execute(lock_for_claim(stmt, self.session, Job))
-        return list(rows.scalars())
+        return [q.order_by(*urgent_first).limit(limit) for q in (to_served_target, on_served_host)]
+
+    async def claimable(self, proxy: Proxy, now: datetime, limit: int, *, lock: bool = True) -> list[Job]:
+        """Jobs this proxy may take now, most urgent first; row-locked (skip locked) when ``lock``."""
+        found: list[Job] = []
+        for stmt in self._claimable_queries(proxy, now, limit):
+            if lock:
+                stmt = lock_for_claim(stmt, self.session, Job)
+            found.extend((await self.session.execute(stmt)).scalars())
+        found.sort(key=lambda j: (j.priority, j.created_at, j.id))
+        return found[:limit]
+
+    async def any_claimable(self, proxy: Proxy, now: datetime) -> bool:
+        """A lock-free peek, so that an idle long-poll never queues for the claim lock."""
+        for stmt in self._claimable_queries(proxy, now, 1):
+            if (await self.session.execute(stmt.with_only_columns(Job.id))).first() is not None:
+                return True
+        return False
+
+    async def start_claimed(
+        self, job_ids: list[uuid.UUID], proxy_id: uuid.UUID, now: datetime, lease_expires_at: datetime
+    ) -> list[uuid.UUID]:
+        """Queued → running for ``job_ids`` in one compare-and-set; returns the ids that moved.
+
+        One statement for the whole claim keeps the claim lock's critical section short.
+        """
+        if not job_ids:
+            return []
+        assert can_transition(JobState.QUEUED, JobState.RUNNING)
+        stmt = (
+            update(Job)
+            .where(Job.id.in_(job_ids), Job.state == JobState.QUEUED.value)
+            .values(
+                state=JobState.RUNNING.value,
+                proxy_id=proxy_id,
+                lease_expires_at=lease_expires_at,
+                started_at=func.coalesce(Job.started_at, now),
+                attempt=Job.attempt + 1,
+                progress_at=now,
+                phase="claimed",
+            )
+            .returning(Job.id)
+            .execution_options(synchronize_session=False)
+        )
+        return list((await self.session.execute(stmt)).scalars())
+
+    async def get_many(self, job_ids: list[uuid.UUID]) -> list[Job]:
+        if not job_ids:
+            return []
+        rows = await self.session.execute(
+            select(Job).where(Job.id.in_(job_ids)).execution_options(populate_existing=True)
+        )
+        by_id = {job.id: job for job in rows.scalars()}
+        return [by_id[i] for i in job_ids if i in by_id]
 
     async def running_backup_vm_ids(self, now: datetime) -> list[uuid.UUID]:
         rows = await self.session.execute(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.jobs.models import Job
@@ -38,6 +39,17 @@ class RestoreRepository:
             stmt.order_by(Restore.requested_at.desc(), Restore.id).limit(page.limit).offset(page.offset)
         )
         return list(rows.scalars()), total
+
+    async def mark_initiated(self, restore_ids: list[uuid.UUID], state: str, now: datetime) -> None:
+        """Work started on a proxy: the moment the initiation clock stops (kept from a first attempt)."""
+        if not restore_ids:
+            return
+        await self.session.execute(
+            update(Restore)
+            .where(Restore.id.in_(restore_ids))
+            .values(state=state, initiated_at=func.coalesce(Restore.initiated_at, now))
+            .execution_options(synchronize_session=False)
+        )
 
     async def jobs_for(self, restore_ids: list[uuid.UUID]) -> dict[uuid.UUID, Job]:
         if not restore_ids:
