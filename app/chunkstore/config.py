@@ -20,6 +20,10 @@ HASH_PLAIN = "blake3"
 HASH_KEYED = "blake3-keyed"
 MIN_CHUNK_SIZE = 4096
 MAX_CHUNK_SIZE = 64 << 20
+#: Largest stream chunk (content-defined, see cdc.py), whatever the repository's disk chunk size: stream
+#: chunk sizes are chosen for dumps, not for CBT, and a repository made with small disk chunks must still
+#: take them. Also the decompression bound of every chunk.
+MAX_STREAM_CHUNK_SIZE = 8 << 20
 
 
 def check_chunk_size(chunk_size: int) -> int:

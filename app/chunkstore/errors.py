@@ -86,3 +86,33 @@ class RestorePointExists(ChunkstoreError):
 
 class BackupCancelled(ChunkstoreError):
     """The caller's cancel event was set; nothing was committed (no manifest is written by a backup)."""
+
+
+class StreamDamaged(ChunkstoreError):
+    """A stream read back does not match its record: wrong size or wrong whole-stream hash.
+
+    Every chunk is verified on its own before this can be noticed, so this means the index and the
+    record disagree (a bug, or tampering with an unencrypted repository), and the bytes already handed
+    on must not be trusted: a restore that sees it has failed.
+    """
+
+    def __init__(self, name: str, detail: str) -> None:
+        super().__init__(f"stream {name!r} is damaged: {detail}")
+        self.name = name
+        self.detail = detail
+
+
+class UnsafeArchiveMember(ChunkstoreError):
+    """A file-set archive names a path that would land outside the restore target."""
+
+    def __init__(self, member: str, detail: str) -> None:
+        super().__init__(f"refusing archive member {member!r}: {detail}")
+        self.member = member
+        self.detail = detail
+
+
+class StreamNotFound(ChunkstoreError):
+    def __init__(self, restore_point_id: str, name: str) -> None:
+        super().__init__(f"restore point {restore_point_id!r} has no stream {name!r}")
+        self.restore_point_id = restore_point_id
+        self.name = name

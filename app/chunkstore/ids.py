@@ -31,6 +31,12 @@ class ChunkHasher:
     def keyed(self) -> bool:
         return self._key is not None
 
+    def incremental(self) -> blake3.blake3:
+        """A fresh hasher for data that arrives in pieces (whole streams); same key as chunk ids."""
+        if self._key is None:
+            return blake3.blake3()
+        return blake3.blake3(key=self._key)
+
     def __call__(self, data: BytesLike) -> bytes:
         # blake3 releases the GIL on large inputs, so hashing scales across the pipeline's threads.
         if self._key is None:

@@ -7,6 +7,7 @@ Layout (keys)::
     config                          repository self-description (JSON, clear; master key only wrapped)
     chunks/<2 hex>/<64 hex>         one stored chunk (see codec.py), named by its id
     indexes/<restore point>/<n>     binary chunk index of disk n of a restore point (see index.py)
+    indexes/<restore point>/s<n>-<m> segment m of the chunk index of stream n (see streamindex.py)
     restore-points/<restore point>  manifest (JSON; AES-GCM sealed in encrypted repositories)
 
 Writes happen in the order chunks → indexes → manifest; the manifest's atomic put is the commit point.
@@ -25,7 +26,12 @@ import blake3
 
 from app.chunkstore.backend import Backend, BytesLike
 from app.chunkstore.codec import DEFAULT_LEVEL, ChunkCodec, MetaCodec, check_level
-from app.chunkstore.config import EncryptionConfig, RepositoryConfig, check_chunk_size
+from app.chunkstore.config import (
+    MAX_STREAM_CHUNK_SIZE,
+    EncryptionConfig,
+    RepositoryConfig,
+    check_chunk_size,
+)
 from app.chunkstore.errors import (
     ChunkMissing,
     ObjectDamaged,
@@ -46,7 +52,15 @@ from app.chunkstore.keys import (
     unwrap_master_key,
     wrap_master_key,
 )
-from app.chunkstore.manifest import DiskRecord, RestorePoint, validate_restore_point_id
+from app.chunkstore.manifest import (
+    DiskRecord,
+    RestorePoint,
+    StreamRecord,
+    StreamSegment,
+    validate_restore_point_id,
+    validate_stream_name,
+)
+from app.chunkstore.streamindex import StreamSegmentIndex
 
 CONFIG_KEY = "config"
 MANIFEST_PREFIX = "restore-points/"
@@ -88,7 +102,7 @@ class Repository:
             self._hasher,
             level=config.compression_level,
             key=keys.chunk_key if keys else None,
-            max_chunk_size=config.chunk_size,
+            max_chunk_size=max(config.chunk_size, MAX_STREAM_CHUNK_SIZE),
         )
         self._meta = MetaCodec(keys.meta_key if keys else None)
         self._known: dict[bytes, float] = {}
@@ -187,8 +201,26 @@ class Repository:
 
     # -- chunks ----------------------------------------------------------------------------------
 
+    @property
+    def max_chunk_size(self) -> int:
+        """Largest chunk ``put_chunk`` takes: the disk chunk size, or a stream chunk's bound if larger."""
+        return max(self.config.chunk_size, MAX_STREAM_CHUNK_SIZE)
+
     def chunk_id(self, data: BytesLike) -> bytes:
         return self._hasher(data)
+
+    @property
+    def stream_hash_algorithm(self) -> str:
+        """What ``stream_hasher`` computes, as recorded in stream records (the config's chunk hash)."""
+        return self.config.hash
+
+    def stream_hasher(self) -> blake3.blake3:
+        """Incremental hash of a whole stream: the chunk-id hash (keyed in encrypted repositories).
+
+        Keyed for the same reason chunk ids are: a plain hash of a dump in a manifest or a catalog
+        would tell anyone who can guess the dump that it is there.
+        """
+        return self._hasher.incremental()
 
     def missing(self, chunk_ids: Iterable[bytes]) -> set[bytes]:
         """Ids among ``chunk_ids`` that the repository does not hold (the dedup check).
@@ -200,7 +232,8 @@ class Repository:
         with self._known_lock:
             # An id never seen is unknown whatever the clock says: monotonic time starts near zero at
             # boot, so a default of 0.0 would count every id as "recently seen" on a fresh machine.
-            unknown = [c for c in dict.fromkeys(chunk_ids) if c != ZERO_ID and not self._fresh(c, fresh_after)]
+            wanted = dict.fromkeys(chunk_ids)
+            unknown = [c for c in wanted if c != ZERO_ID and not self._fresh(c, fresh_after)]
         absent: set[bytes] = set()
         for start in range(0, len(unknown), EXISTS_BATCH):
             batch = unknown[start : start + EXISTS_BATCH]
@@ -240,8 +273,8 @@ class Repository:
 
     def put_chunk(self, chunk_id: bytes, plaintext: BytesLike) -> int:
         """Compress/encrypt and store; return the stored size. ``chunk_id`` is ``chunk_id(plaintext)``."""
-        if len(plaintext) > self.chunk_size:
-            raise ValueError(f"{len(plaintext)} bytes is more than the chunk size {self.chunk_size}")
+        if len(plaintext) > self.max_chunk_size:
+            raise ValueError(f"{len(plaintext)} bytes is more than the largest chunk {self.max_chunk_size}")
         stored = self._codec.encode(chunk_id, plaintext)
         self.backend.put(chunk_key(chunk_id), stored)
         self._remember((chunk_id,))
@@ -321,22 +354,47 @@ class Repository:
             raise RestorePointExists(point.id)
         self.backend.put(key, self._meta.seal(key, raw))
 
+    def _write_meta(self, key: str, raw: bytes) -> tuple[str, int]:
+        """Store a (sealed) metadata object; return (hex BLAKE3 of the stored bytes, stored size)."""
+        stored = self._meta.seal(key, raw)
+        self.backend.put(key, stored)
+        return blake3.blake3(stored).hexdigest(), len(stored)
+
+    def _read_meta(self, key: str, expected_hash: str) -> bytes:
+        """Fetch a metadata object, check it against the hash its manifest recorded, unseal it."""
+        try:
+            stored = self.backend.get(key)
+        except ObjectMissing:
+            raise ObjectDamaged(key, "index object is missing") from None
+        if blake3.blake3(stored).hexdigest() != expected_hash:
+            raise ObjectDamaged(key, "index does not match the hash in its manifest")
+        return self._meta.open(key, stored)
+
     def write_index(self, index_key: str, index: DiskIndex) -> tuple[str, int]:
         """Store an index object; return (hex BLAKE3 of the stored bytes, stored size)."""
-        stored = self._meta.seal(index_key, index.to_bytes())
-        self.backend.put(index_key, stored)
-        return blake3.blake3(stored).hexdigest(), len(stored)
+        return self._write_meta(index_key, index.to_bytes())
+
+    def write_stream_segment(self, key: str, segment: StreamSegmentIndex) -> StreamSegment:
+        """Store one segment of a stream's chunk index; return its manifest record."""
+        digest, _ = self._write_meta(key, segment.to_bytes())
+        return StreamSegment(key=key, hash=digest, chunks=len(segment), size=segment.size)
+
+    def read_stream_segment(self, segment: StreamSegment) -> StreamSegmentIndex:
+        """Load and check one segment of a stream's chunk index."""
+        raw = self._read_meta(segment.key, segment.hash)
+        try:
+            index = StreamSegmentIndex.from_bytes(raw)
+        except IndexFormatError as exc:
+            raise ObjectDamaged(segment.key, str(exc)) from None
+        if len(index) != segment.chunks or index.size != segment.size:
+            raise ObjectDamaged(segment.key, "stream index differs from its manifest")
+        return index
 
     def read_index(self, disk: DiskRecord) -> DiskIndex:
         """Load and check the chunk index of one disk of a restore point."""
+        raw = self._read_meta(disk.index_key, disk.index_hash)
         try:
-            stored = self.backend.get(disk.index_key)
-        except ObjectMissing:
-            raise ObjectDamaged(disk.index_key, "index object is missing") from None
-        if blake3.blake3(stored).hexdigest() != disk.index_hash:
-            raise ObjectDamaged(disk.index_key, "index does not match the hash in its manifest")
-        try:
-            index = DiskIndex.from_bytes(self._meta.open(disk.index_key, stored))
+            index = DiskIndex.from_bytes(raw)
         except IndexFormatError as exc:
             raise ObjectDamaged(disk.index_key, str(exc)) from None
         if index.disk_size != disk.size or index.chunk_size != disk.chunk_size:
@@ -352,10 +410,12 @@ class Repository:
 
 
 class RestorePointWriter:
-    """Collects the disks of one restore point; nothing is visible until ``commit()``.
+    """Collects the disks and streams of one restore point; nothing is visible until ``commit()``.
 
     Each disk's index is written as soon as it is added, so a VM with many large disks never holds all
-    of their indexes in memory at once.
+    of their indexes in memory at once. Streams (``app.chunkstore.streams.backup_stream``) reserve a
+    name, write their index segments as they go and are recorded when they finish; several may run in
+    threads at once, which is why stream bookkeeping is locked.
     """
 
     def __init__(
@@ -372,11 +432,60 @@ class RestorePointWriter:
         self._metadata = metadata
         self._created_at = created_at or datetime.now(UTC)
         self._disks: list[DiskRecord] = []
+        self._streams: list[StreamRecord] = []
+        self._stream_slots: dict[str, str] = {}  # reserved name -> index key prefix
+        self._stream_numbers = 0  # never reused, so a released stream's orphan segments are never overwritten
+        self._lock = threading.Lock()
         self._committed = False
+
+    @property
+    def repo(self) -> Repository:
+        return self._repo
 
     @property
     def disks(self) -> Sequence[DiskRecord]:
         return tuple(self._disks)
+
+    @property
+    def streams(self) -> Sequence[StreamRecord]:
+        with self._lock:
+            return tuple(self._streams)
+
+    def reserve_stream(self, name: str) -> str:
+        """Claim ``name`` for a stream; return the key prefix its index segments are written under."""
+        validate_stream_name(name)
+        with self._lock:
+            if self._committed:
+                raise RepositoryError("restore point already committed")
+            if name in self._stream_slots:
+                raise ValueError(f"stream {name!r} added twice")
+            prefix = f"{index_prefix(self.id)}s{self._stream_numbers}-"
+            self._stream_numbers += 1
+            self._stream_slots[name] = prefix
+            return prefix
+
+    def release_stream(self, name: str) -> None:
+        """Give up a reserved stream that failed: the restore point can still commit without it.
+
+        Segments it already wrote stay as orphans; GC removes them after its grace period.
+        """
+        with self._lock:
+            if not any(s.name == name for s in self._streams):
+                self._stream_slots.pop(name, None)
+
+    def add_stream(self, record: StreamRecord) -> None:
+        """Record a finished stream whose index segments are written (under its reserved prefix)."""
+        with self._lock:
+            if self._committed:
+                raise RepositoryError("restore point already committed")
+            prefix = self._stream_slots.get(record.name)
+            if prefix is None:
+                raise ValueError(f"stream {record.name!r} was not reserved")
+            if any(s.name == record.name for s in self._streams):
+                raise ValueError(f"stream {record.name!r} added twice")
+            if any(not seg.key.startswith(prefix) for seg in record.segments):
+                raise ValueError(f"stream {record.name!r} has index segments outside its prefix")
+            self._streams.append(record)
 
     def add_disk(self, *, key: str, label: str, index: DiskIndex, change_id: str | None = None) -> DiskRecord:
         if self._committed:
@@ -402,15 +511,20 @@ class RestorePointWriter:
 
     def commit(self) -> RestorePoint:
         """Write the manifest: the single atomic step that makes the restore point exist."""
-        if self._committed:
-            raise RepositoryError("restore point already committed")
-        point = RestorePoint(
-            id=self.id,
-            created_at=self._created_at,
-            vm_config=self._vm_config,
-            metadata=self._metadata,
-            disks=tuple(self._disks),
-        )
-        self._repo.write_manifest(point)
-        self._committed = True
-        return point
+        with self._lock:
+            if self._committed:
+                raise RepositoryError("restore point already committed")
+            unfinished = set(self._stream_slots) - {s.name for s in self._streams}
+            if unfinished:
+                raise RepositoryError(f"streams still being written: {sorted(unfinished)}")
+            point = RestorePoint(
+                id=self.id,
+                created_at=self._created_at,
+                vm_config=self._vm_config,
+                metadata=self._metadata,
+                disks=tuple(self._disks),
+                streams=tuple(self._streams),
+            )
+            self._repo.write_manifest(point)
+            self._committed = True
+            return point

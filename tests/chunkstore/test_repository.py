@@ -178,9 +178,13 @@ def test_missing_batches_and_cache(tmp_path: Path) -> None:
 
 def test_oversized_chunk_refused(tmp_path: Path) -> None:
     repo = new_repo(tmp_path / "r")
-    data = bytes(CHUNK + 1)
-    with pytest.raises(ValueError, match="chunk size"):
+    data = bytes(repo.max_chunk_size + 1)
+    with pytest.raises(ValueError, match="largest chunk"):
         repo.put_chunk(repo.chunk_id(data), data)
+    # A chunk longer than the disk chunk size is fine up to the stream bound (content-defined chunks).
+    longer = os.urandom(CHUNK + 1)
+    assert repo.put_chunk(repo.chunk_id(longer), longer) > 0
+    assert repo.get_chunk(repo.chunk_id(longer)) == longer
 
 
 def test_chunk_key_roundtrip() -> None:
