@@ -22,8 +22,10 @@ from app.contracts.agent import (
     JobAssignment,
     ProgressAck,
     ProgressReport,
+    QuiesceStatus,
 )
 from app.jobs.agent_channel import AgentChannel, Limits
+from app.jobs.quiesce import QuiesceCoordinator
 from app.proxies.service import ProxyService
 
 router = APIRouter(prefix="/agent", tags=["agent"], responses={401: _resp("Missing or invalid proxy token")})
@@ -98,6 +100,40 @@ async def complete(
     ctx: Ctx, session: Session, proxy: CurrentProxy, job_id: uuid.UUID, body: CompleteRequest
 ) -> None:
     await _channel(ctx, session).complete(proxy, job_id, body)
+
+
+@router.post(
+    "/jobs/{job_id}/quiesce",
+    response_model=QuiesceStatus,
+    responses=CONFLICT,
+    summary="Ask the VM's guest agent to freeze its applications for this backup's snapshot",
+)
+async def request_quiesce(
+    ctx: Ctx, session: Session, proxy: CurrentProxy, job_id: uuid.UUID
+) -> QuiesceStatus:
+    return await QuiesceCoordinator(session, ctx.clock).request(proxy, job_id)
+
+
+@router.get(
+    "/jobs/{job_id}/quiesce",
+    response_model=QuiesceStatus,
+    responses=CONFLICT,
+    summary="Whether the guest agent has frozen its applications",
+)
+async def quiesce_status(ctx: Ctx, session: Session, proxy: CurrentProxy, job_id: uuid.UUID) -> QuiesceStatus:
+    return await QuiesceCoordinator(session, ctx.clock).status(proxy, job_id)
+
+
+@router.post(
+    "/jobs/{job_id}/quiesce/release",
+    response_model=QuiesceStatus,
+    responses=CONFLICT,
+    summary="The snapshot is taken: let the guest agent thaw",
+)
+async def release_quiesce(
+    ctx: Ctx, session: Session, proxy: CurrentProxy, job_id: uuid.UUID
+) -> QuiesceStatus:
+    return await QuiesceCoordinator(session, ctx.clock).release(proxy, job_id)
 
 
 @router.get(

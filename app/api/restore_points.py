@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from app.api.deps import CurrentPrincipal, Pagination, Session
 from app.api.openapi import AUTH_ERRORS, NOT_FOUND
@@ -24,9 +25,14 @@ async def list_restore_points(
     tenant_id: uuid.UUID | None = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
+    kind: Annotated[str | None, Query(pattern="^(image|application)$")] = None,
 ) -> Page[RestorePointRead]:
     f = RestorePointFilter(
-        tenant_id=tenant_id, vm_id=vm_id, created_after=created_after, created_before=created_before
+        tenant_id=tenant_id,
+        vm_id=vm_id,
+        created_after=created_after,
+        created_before=created_before,
+        kind=kind,
     )
     items, total = await RestorePointService(session).list_page(principal, f, page)
     return Page(

@@ -4,8 +4,23 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+
+class ApplicationInstance(BaseModel):
+    """An application a guest agent can protect in its VM, as configured in the agent's own file.
+
+    Credentials never leave the VM: policies name an ``engine`` and an ``instance``, the agent
+    knows how to reach it.
+    """
+
+    engine: str = Field(pattern="^(postgresql|mysql)$")
+    instance: str = Field(default="default", min_length=1, max_length=100)
+    version: str | None = Field(default=None, max_length=200)
+    databases: list[str] = Field(default_factory=list, max_length=10000)
+    error: str | None = Field(default=None, max_length=2000, description="Why it could not be reached.")
 
 
 class Heartbeat(BaseModel):
@@ -14,6 +29,9 @@ class Heartbeat(BaseModel):
     agent_version: str = Field(max_length=40)
     hostname: str = Field(max_length=255)
     running_jobs: int = Field(default=0, ge=0)
+    applications: list[ApplicationInstance] | None = Field(
+        default=None, max_length=100, description="Guest agents: what they can protect (null: unchanged)."
+    )
 
 
 class ServedHost(BaseModel):
@@ -26,6 +44,8 @@ class ServedHost(BaseModel):
 class HeartbeatAck(BaseModel):
     proxy_id: uuid.UUID
     name: str
+    kind: str = "proxy"
+    vm_id: uuid.UUID | None = Field(default=None, description="Guest agents: the VM they run in.")
     server_time: datetime
     heartbeat_interval_s: float
     max_concurrent_jobs: int
@@ -76,6 +96,7 @@ class BackupParams(BaseModel):
     quiesce: bool
     snapshot_name: str
     previous: PreviousPoint | None = None
+    guest: BackupParamsApp | None = None
 
 
 class RestoreParams(BaseModel):
@@ -90,6 +111,80 @@ class RestoreParams(BaseModel):
     power_on: bool = False
 
 
+class GuestQuiesce(BaseModel):
+    """How a proxy asks the VM's guest agent to hold applications still around the snapshot."""
+
+    freeze_timeout_s: float = Field(description="Give up and take a crash-consistent snapshot after this.")
+
+
+class BackupParamsApp(BaseModel):
+    """Present on a backup when the policy is application-aware and the VM has a guest agent."""
+
+    quiesce: GuestQuiesce
+
+
+class FileSelection(BaseModel):
+    disk: int = Field(description="Disk key (from the restore point's disks).")
+    volume: str = Field(description="Volume id from GET /restore-points/{id}/volumes ('1', 'lvm:vg/lv').")
+    path: str = Field(description="Absolute path inside the volume's filesystem.")
+
+
+class GuestDelivery(BaseModel):
+    """Files pushed into the running VM through vCenter guest operations (VMware Tools)."""
+
+    username: str
+    password: str = Field(repr=False)
+    target_directory: str | None = Field(default=None, description="None: back to where each file was.")
+    overwrite: bool = False
+
+
+class FileRestoreParams(BaseModel):
+    restore_id: uuid.UUID
+    restore_point_id: uuid.UUID
+    files: list[FileSelection]
+    delivery: str = Field(description="archive or guest")
+    archive_format: str = Field(default="tar", description="tar or zip")
+    export_id: str = Field(description="Where the archive goes in the repository (delivery 'archive').")
+    guest: GuestDelivery | None = None
+
+
+class ApplicationItemSpec(BaseModel):
+    """One item of a policy's application protection (see app.policies.schemas)."""
+
+    type: str = Field(description="postgresql, mysql or files")
+    instance: str = "default"
+    databases: list[str] = Field(default_factory=list)
+    paths: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+
+
+class AppBackupParams(BaseModel):
+    restore_point_id: uuid.UUID
+    items: list[ApplicationItemSpec]
+    previous_restore_point_id: uuid.UUID | None = Field(
+        default=None,
+        description="The VM's latest application point: its streams' chunker parameters are reused.",
+    )
+
+
+class AppRestoreParams(BaseModel):
+    restore_id: uuid.UUID
+    restore_point_id: uuid.UUID
+    stream: str = Field(description="The stream to restore, as named in the restore point.")
+    engine: str = Field(description="postgresql, mysql or files")
+    instance: str = "default"
+    database: str | None = Field(default=None, description="Source database name (database streams).")
+    target_database: str | None = Field(default=None, description="Restore under this name; None: its own.")
+    overwrite: bool = Field(default=False, description="Replace an existing database of the target name.")
+    target_directory: str | None = Field(default=None, description="File sets: where to extract.")
+    paths: list[str] = Field(default_factory=list, description="File sets: only these paths (empty: all).")
+
+
+class QuiesceParams(BaseModel):
+    backup_job_id: uuid.UUID
+    hold_max_s: float = Field(description="Thaw on its own after this, whatever the proxy says.")
+
+
 class CleanupParams(BaseModel):
     snapshot_name: str = Field(description="Remove the snapshot of this name from the VM, if it is there.")
 
@@ -101,11 +196,22 @@ class JobAssignment(BaseModel):
     lease_expires_at: datetime
     lease_s: float
     vm: VmRef
-    vcenter: VCenterAccess
+    vcenter: VCenterAccess | None = Field(
+        default=None, description="Proxy jobs only; never sent to guest agents."
+    )
     repository: RepositoryAccess
     backup: BackupParams | None = None
     restore: RestoreParams | None = None
     cleanup: CleanupParams | None = None
+    file_restore: FileRestoreParams | None = None
+    app_backup: AppBackupParams | None = None
+    app_restore: AppRestoreParams | None = None
+    quiesce: QuiesceParams | None = None
+
+    def vcenter_access(self) -> VCenterAccess:
+        if self.vcenter is None:
+            raise ValueError(f"job {self.job_id} ({self.kind}) carries no vCenter access")
+        return self.vcenter
 
 
 class ClaimResponse(BaseModel):
@@ -126,6 +232,9 @@ class ProgressReport(BaseModel):
 class ProgressAck(BaseModel):
     lease_expires_at: datetime
     cancel_requested: bool
+    release_requested: bool = Field(
+        default=False, description="Quiesce jobs: the snapshot is taken; thaw now."
+    )
 
 
 class DiskResult(BaseModel):
@@ -154,6 +263,51 @@ class RestoreResult(BaseModel):
     vm_name: str
 
 
+class StreamResult(BaseModel):
+    name: str = Field(max_length=255)
+    engine: str = Field(max_length=40)
+    instance: str | None = Field(default=None, max_length=100)
+    database: str | None = Field(default=None, max_length=255)
+    size: int = Field(ge=0)
+    bytes_new: int = Field(default=0, ge=0)
+    bytes_stored: int = Field(default=0, ge=0)
+    chunks: int = Field(default=0, ge=0)
+    chunks_new: int = Field(default=0, ge=0)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class AppBackupResult(BaseModel):
+    restore_point_id: uuid.UUID
+    created_at: datetime
+    streams: list[StreamResult] = Field(max_length=10000)
+
+
+class FileRestoreResult(BaseModel):
+    delivery: str
+    files: int = Field(ge=0, description="Regular files delivered")
+    bytes: int = Field(ge=0, description="Bytes of file content delivered")
+    export_id: str | None = None
+    archive_name: str | None = None
+    archive_size: int | None = Field(default=None, ge=0)
+    archive_sha256: str | None = None
+    skipped: list[str] = Field(default_factory=list, max_length=1000)
+
+
+class AppRestoreResult(BaseModel):
+    engine: str
+    database: str | None = None
+    target_directory: str | None = None
+    bytes: int = Field(default=0, ge=0)
+    files: int | None = Field(default=None, ge=0)
+
+
+class QuiesceResult(BaseModel):
+    frozen_at: datetime | None
+    thawed_at: datetime | None
+    held_until_release: bool = Field(description="The freeze lasted until the proxy released it.")
+    engines: list[str] = Field(default_factory=list)
+
+
 class CompleteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -163,7 +317,21 @@ class CompleteRequest(BaseModel):
     warnings: list[str] = Field(default_factory=list, max_length=50)
     backup: BackupResult | None = None
     restore: RestoreResult | None = None
+    app_backup: AppBackupResult | None = None
+    file_restore: FileRestoreResult | None = None
+    app_restore: AppRestoreResult | None = None
+    quiesce: QuiesceResult | None = None
     progress: ProgressReport | None = Field(default=None, description="The final progress figures.")
+
+
+class QuiesceStatus(BaseModel):
+    """What a proxy sees of the guest freeze it asked for."""
+
+    job_id: uuid.UUID
+    state: str = Field(description="queued, running, succeeded, failed, cancelled or missed")
+    frozen: bool = Field(description="The guest reports its applications frozen right now.")
+    result: QuiesceResult | None = None
+    error: str | None = None
 
 
 class CleanupTarget(BaseModel):

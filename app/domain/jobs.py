@@ -13,9 +13,27 @@ from enum import StrEnum
 
 
 class JobKind(StrEnum):
-    BACKUP = "backup"
-    RESTORE = "restore"
-    SNAPSHOT_CLEANUP = "snapshot_cleanup"
+    BACKUP = "backup"  # image backup of a whole VM (proxy)
+    RESTORE = "restore"  # full-VM restore (proxy)
+    SNAPSHOT_CLEANUP = "snapshot_cleanup"  # remove a snapshot a lost proxy left (proxy)
+    FILE_RESTORE = "file_restore"  # files out of an image restore point, as an archive or into the VM (proxy)
+    APP_BACKUP = "app_backup"  # databases and file sets dumped inside the VM (guest agent)
+    APP_RESTORE = "app_restore"  # a database or file set back into the VM (guest agent)
+    QUIESCE = "quiesce"  # hold applications still while a proxy takes the VM's snapshot (guest agent)
+
+
+class AgentKind(StrEnum):
+    """Who pulls work: a proxy (serves ESXi hosts, reads disks) or a guest agent (inside one VM)."""
+
+    PROXY = "proxy"
+    GUEST = "guest"
+
+
+#: The jobs a guest agent runs, on its own VM only; proxies never see them, and guest agents see nothing else.
+GUEST_JOB_KINDS = frozenset({JobKind.APP_BACKUP, JobKind.APP_RESTORE, JobKind.QUIESCE})
+PROXY_JOB_KINDS = frozenset(JobKind) - GUEST_JOB_KINDS
+#: Jobs that carry out a customer's restore request (their state is mirrored on the restore).
+RESTORE_JOB_KINDS = frozenset({JobKind.RESTORE, JobKind.FILE_RESTORE, JobKind.APP_RESTORE})
 
 
 class JobState(StrEnum):
@@ -34,6 +52,7 @@ class JobTrigger(StrEnum):
     CATCH_UP = "catch-up"
     RESTORE = "restore"
     CLEANUP = "cleanup"
+    QUIESCE = "quiesce"  # asked for by the proxy running an application-aware backup
 
 
 TERMINAL = frozenset(
@@ -61,7 +80,16 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 }
 
 #: Lower runs first: restores go before backups (a customer is waiting for them).
-PRIORITY = {JobKind.RESTORE: 0, JobKind.SNAPSHOT_CLEANUP: 5, JobKind.BACKUP: 10}
+#: A quiesce goes first of all: a proxy holds a snapshot request open until the guest is frozen.
+PRIORITY = {
+    JobKind.QUIESCE: 0,
+    JobKind.RESTORE: 1,
+    JobKind.FILE_RESTORE: 1,
+    JobKind.APP_RESTORE: 1,
+    JobKind.SNAPSHOT_CLEANUP: 5,
+    JobKind.BACKUP: 10,
+    JobKind.APP_BACKUP: 10,
+}
 
 
 def can_transition(current: JobState, target: JobState) -> bool:

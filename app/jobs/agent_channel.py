@@ -6,7 +6,6 @@ lease (the job was re-claimed elsewhere) is told so with a 409 and must stop.
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections import Counter
@@ -17,48 +16,31 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.clock import Clock
 from app.contracts.agent import (
-    BackupParams,
-    CleanupParams,
     CleanupTarget,
     CleanupTargets,
     CompleteRequest,
     JobAssignment,
-    PreviousDisk,
-    PreviousPoint,
     ProgressAck,
     ProgressReport,
     RepositoryAccess,
-    RestoreParams,
-    VCenterAccess,
-    VmRef,
 )
 from app.crypto import SecretBox
 from app.db.dialect import serialize_claims
-from app.domain.jobs import JOB_TO_RESTORE_STATE, JobKind, JobState
-from app.errors import Conflict, InvalidInput, NotFound
-from app.inventory.models import VirtualMachine
+from app.domain.jobs import JOB_TO_RESTORE_STATE, AgentKind, JobKind, JobState
+from app.errors import Conflict, NotFound
 from app.inventory.repository import InventoryRepository
+from app.jobs.job_params import AssignmentBuilder, JobNotRunnable, snapshot_prefix
+from app.jobs.job_results import JobResults, result_of
 from app.jobs.models import Job
 from app.jobs.repository import JobRepository
 from app.proxies.models import Proxy
 from app.restore_points.repository import RestorePointRepository
-from app.restore_points.service import RestorePointService
 from app.restores.repository import RestoreRepository
-from app.vcenters.models import VCenter
 from app.vcenters.repository import VCenterRepository
 
 log = logging.getLogger(__name__)
 
 RETRY_BACKOFF = (timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=15), timedelta(hours=1))
-
-
-def snapshot_prefix(proxy_id: uuid.UUID) -> str:
-    return f"vmrecovery-{proxy_id}-"
-
-
-def snapshot_name(proxy_id: uuid.UUID, job_id: uuid.UUID) -> str:
-    """Snapshots are named after their owner so that a restarted proxy finds its own."""
-    return f"{snapshot_prefix(proxy_id)}{job_id}"
 
 
 @dataclass(frozen=True)
@@ -115,6 +97,7 @@ class AgentChannel:
         self.lease = timedelta(seconds=lease_s)
         self.repository = repository
         self.limits = limits or Limits()
+        self.builder = AssignmentBuilder(session, box, lease_s, repository)
 
     async def claim(self, proxy: Proxy, capacity: int) -> list[JobAssignment]:
         """Reserve and assign in one transaction (tests and tools; the API commits in between)."""
@@ -131,6 +114,8 @@ class AgentChannel:
         now = self.clock.now()
         if not await self.jobs.any_claimable(proxy, now):
             return []
+        if proxy.kind == AgentKind.GUEST.value:
+            return await self._reserve_for_guest(proxy, capacity, now)
         await serialize_claims(self.session)
         free = min(capacity, proxy.max_concurrent_jobs - await self.jobs.running_for_proxy(proxy.id, now))
         if free <= 0:
@@ -158,6 +143,21 @@ class AgentChannel:
         )
         return [j.id for j in chosen if j.id in started]
 
+    async def _reserve_for_guest(self, agent: Proxy, capacity: int, now: datetime) -> list[uuid.UUID]:
+        """A guest agent takes its own VM's jobs: no shared limits, so no claim lock (rows are still
+        locked, skip locked, so two claims of one agent never take the same job)."""
+        free = min(capacity, agent.max_concurrent_jobs - await self.jobs.running_for_proxy(agent.id, now))
+        if free <= 0:
+            return []
+        candidates = await self.jobs.claimable(agent, now, free)
+        started = await self.jobs.start_claimed([j.id for j in candidates], agent.id, now, now + self.lease)
+        await self.restores.mark_initiated(
+            [j.restore_id for j in candidates if j.id in started and j.restore_id is not None],
+            JOB_TO_RESTORE_STATE[JobState.RUNNING].value,
+            now,
+        )
+        return started
+
     async def assign(self, proxy: Proxy, job_ids: list[uuid.UUID]) -> list[JobAssignment]:
         """Phase two: what the proxy needs to run each reserved job (no claim lock held)."""
         assignments: list[JobAssignment] = []
@@ -178,82 +178,14 @@ class AgentChannel:
         return usage
 
     async def _assignment(self, job: Job, proxy: Proxy) -> JobAssignment | None:
-        vm = await self.inventory.get_vm(job.vm_id, None)
-        vcenter = await self.vcenters.get(vm.vcenter_id, None) if vm else None
-        if vm is None or vcenter is None:
+        try:
+            return await self.builder.build(job, proxy, self.clock.now())
+        except JobNotRunnable as exc:
             await self.jobs.transition(
-                job,
-                JobState.FAILED,
-                finished_at=self.clock.now(),
-                error="the VM or its vCenter was removed",
-                error_kind="permanent",
+                job, JobState.FAILED, finished_at=self.clock.now(), error=str(exc), error_kind="permanent"
             )
             await self._sync_restore(job)  # a restore must not stay "requested" with its clocks running
             return None
-        assignment = JobAssignment(
-            job_id=job.id,
-            kind=job.kind,
-            attempt=job.attempt,
-            lease_expires_at=job.lease_expires_at or self.clock.now(),
-            lease_s=self.lease.total_seconds(),
-            vm=VmRef(id=vm.id, instance_uuid=vm.instance_uuid, moid=vm.moid, name=vm.name),
-            vcenter=self._access(vcenter),
-            repository=self.repository,
-        )
-        if job.kind == JobKind.BACKUP.value:
-            assignment.backup = await self._backup_params(job, vm, proxy)
-        elif job.kind == JobKind.SNAPSHOT_CLEANUP.value:
-            assignment.cleanup = CleanupParams(snapshot_name=str(job.params["snapshot_name"]))
-        else:
-            assignment.restore = await self._restore_params(job)
-        return assignment
-
-    def _access(self, vcenter: VCenter) -> VCenterAccess:
-        creds = json.loads(self.box.decrypt(vcenter.credentials_encrypted))
-        return VCenterAccess(
-            id=vcenter.id,
-            url=vcenter.url,
-            username=creds["username"],
-            password=creds["password"],
-            verify_tls=vcenter.verify_tls,
-        )
-
-    async def _backup_params(self, job: Job, vm: VirtualMachine, proxy: Proxy) -> BackupParams:
-        restore_point_id = (
-            uuid.UUID(job.params["restore_point_id"]) if "restore_point_id" in job.params else None
-        )
-        if restore_point_id is None:
-            restore_point_id = uuid.uuid4()
-            job.params = {**job.params, "restore_point_id": str(restore_point_id)}
-        previous = await self.points.latest_for_vm(vm.id)
-        return BackupParams(
-            restore_point_id=restore_point_id,
-            quiesce=bool(job.params.get("quiesce")),
-            snapshot_name=snapshot_name(proxy.id, job.id),
-            previous=PreviousPoint(
-                id=previous.id,
-                disks=[PreviousDisk(key=d["key"], change_id=d.get("change_id")) for d in previous.disks],
-            )
-            if previous
-            else None,
-        )
-
-    async def _restore_params(self, job: Job) -> RestoreParams:
-        assert job.restore_id is not None
-        restore = await self.restores.get(job.restore_id)
-        assert restore is not None and restore.restore_point_id is not None  # in use: never pruned
-        params = restore.target_params
-        return RestoreParams(
-            restore_id=restore.id,
-            restore_point_id=restore.restore_point_id,
-            target=restore.target,
-            new_name=params.get("name"),
-            host_moid=params.get("host_moid"),
-            datastore_moid=params.get("datastore_moid"),
-            datastore_name=params.get("datastore_name"),
-            force=bool(params.get("force")),
-            power_on=bool(params.get("power_on")),
-        )
 
     async def _owned_running(self, proxy: Proxy, job_id: uuid.UUID) -> Job:
         job = await self.jobs.get(job_id)
@@ -282,7 +214,11 @@ class AgentChannel:
             values["warnings"] = list(dict.fromkeys([*(job.warnings or []), *report.warnings]))
         if not await self.jobs.update_progress(job.id, proxy.id, **values):
             raise Conflict(f"Job {job_id} is not running on this proxy any more; stop it.")
-        return ProgressAck(lease_expires_at=lease, cancel_requested=job.cancel_requested)
+        return ProgressAck(
+            lease_expires_at=lease,
+            cancel_requested=job.cancel_requested,
+            release_requested=bool(job.params.get("release")),
+        )
 
     async def complete(self, proxy: Proxy, job_id: uuid.UUID, request: CompleteRequest) -> Job:
         job = await self._owned_running(proxy, job_id)
@@ -327,7 +263,7 @@ class AgentChannel:
                 error_kind=request.error_kind,
                 warnings=warnings,
                 phase="done",
-                result=self._result(request),
+                result=result_of(request),
                 **final,
             )
         if not won:
@@ -339,35 +275,7 @@ class AgentChannel:
         return job
 
     async def _record_success(self, job: Job, request: CompleteRequest) -> None:
-        if job.kind == JobKind.SNAPSHOT_CLEANUP.value:
-            return
-        if job.kind == JobKind.BACKUP.value:
-            if request.backup is None:
-                raise InvalidInput(
-                    "A successful backup must report its restore point.", field=["body", "backup"]
-                )
-            expected = job.params.get("restore_point_id")
-            if str(request.backup.restore_point_id) != expected:
-                raise InvalidInput(
-                    "The reported restore point is not the one assigned to this job.",
-                    field=["body", "backup", "restore_point_id"],
-                )
-            vm = await self.inventory.get_vm(job.vm_id, None)
-            await RestorePointService(self.session).record_backup(
-                job, vm.name if vm else "", request.backup, request.warnings
-            )
-        elif request.restore is None:
-            raise InvalidInput(
-                "A successful restore must report the VM it produced.", field=["body", "restore"]
-            )
-
-    @staticmethod
-    def _result(request: CompleteRequest) -> dict[str, object]:
-        if request.backup is not None:
-            return {"restore_point_id": str(request.backup.restore_point_id)}
-        if request.restore is not None:
-            return request.restore.model_dump()
-        return {}
+        await JobResults(self.session).record_success(job, request)
 
     async def _sync_restore(self, job: Job, request: CompleteRequest | None = None) -> None:
         if job.restore_id is None:
@@ -380,8 +288,10 @@ class AgentChannel:
         if JobState(job.state) in (JobState.SUCCEEDED, JobState.FAILED, JobState.SKIPPED, JobState.CANCELLED):
             restore.completed_at = job.finished_at
             restore.error = job.error
-            if request is not None and request.restore is not None:
-                restore.result = request.restore.model_dump()
+            if request is not None:
+                restore.result = result_of(request)
+            # Guest credentials of a file restore are needed only while it runs.
+            restore.secrets_encrypted = None
 
     async def cleanup_targets(self, proxy: Proxy) -> CleanupTargets:
         """The vCenters of the hosts this proxy serves, for removing snapshots it left behind."""
@@ -391,6 +301,9 @@ class AgentChannel:
             vcenter = await self.vcenters.get(vcenter_id, None)
             if vcenter is not None:
                 targets.append(
-                    CleanupTarget(vcenter=self._access(vcenter), snapshot_prefix=snapshot_prefix(proxy.id))
+                    CleanupTarget(
+                        vcenter=self.builder.vcenter_access(vcenter),
+                        snapshot_prefix=snapshot_prefix(proxy.id),
+                    )
                 )
         return CleanupTargets(targets=targets)

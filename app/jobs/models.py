@@ -21,8 +21,8 @@ class Job(IdMixin, Base):
         # Lists are newest first, often per tenant: without these, a page sorts the whole table.
         Index("ix_jobs_created", "created_at", "id"),
         Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
-        # One scheduled job per VM and schedule slot, whatever the number of planners.
-        Index("uq_jobs_vm_slot", "vm_id", "scheduled_for", unique=True),
+        # One scheduled job per VM, kind and schedule slot, whatever the number of planners.
+        Index("uq_jobs_vm_kind_slot", "vm_id", "kind", "scheduled_for", unique=True),
         # At most one active backup per VM: a double click or a racing planner cannot queue two.
         Index(
             "uq_jobs_active_backup",
@@ -30,6 +30,13 @@ class Job(IdMixin, Base):
             unique=True,
             postgresql_where=text("kind = 'backup' AND state IN ('queued', 'running')"),
             sqlite_where=text("kind = 'backup' AND state IN ('queued', 'running')"),
+        ),
+        Index(
+            "uq_jobs_active_app_backup",
+            "vm_id",
+            unique=True,
+            postgresql_where=text("kind = 'app_backup' AND state IN ('queued', 'running')"),
+            sqlite_where=text("kind = 'app_backup' AND state IN ('queued', 'running')"),
         ),
     )
 

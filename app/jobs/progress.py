@@ -54,4 +54,5 @@ def job_read(job: Job, now: datetime) -> JobRead:
         error=job.error,
         error_kind=job.error_kind,
         result=dict(job.result or {}),
+        waiting_reason=job.waiting_reason if job.state == "queued" else None,
     )

@@ -11,7 +11,15 @@ from sqlalchemy import Select, and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.dialect import lock_for_claim
-from app.domain.jobs import PRIORITY, JobKind, JobState, JobTrigger, can_transition
+from app.domain.jobs import (
+    GUEST_JOB_KINDS,
+    PRIORITY,
+    AgentKind,
+    JobKind,
+    JobState,
+    JobTrigger,
+    can_transition,
+)
 from app.inventory.models import VirtualMachine, vm_datastores
 from app.jobs.models import Job
 from app.pagination import PageRequest
@@ -122,6 +130,12 @@ class JobRepository:
         """
         due = and_(Job.state == JobState.QUEUED.value, Job.not_before <= now, Job.cancel_requested.is_(False))
         urgent_first = (Job.priority, Job.created_at, Job.id)
+        guest_kinds = [k.value for k in GUEST_JOB_KINDS]
+        if proxy.kind == AgentKind.GUEST.value:
+            # A guest agent works for its own VM only (by ix_jobs_vm_state), and only on guest jobs.
+            mine = select(Job).where(due, Job.vm_id == proxy.vm_id, Job.kind.in_(guest_kinds))
+            return [mine.order_by(*urgent_first).limit(limit)]
+        due = and_(due, Job.kind.not_in(guest_kinds))
         if proxy.serves_all_hosts:
             return [select(Job).where(due).order_by(*urgent_first).limit(limit)]
         served_hosts = select(proxy_hosts.c.host_id).where(proxy_hosts.c.proxy_id == proxy.id)

@@ -50,3 +50,6 @@ class JobRead(OutputModel):
     error: str | None
     error_kind: str | None
     result: dict[str, Any] = Field(default_factory=dict)
+    waiting_reason: str | None = Field(
+        default=None, description="Queued jobs: why no agent has taken it yet (no proxy for its host...)."
+    )

@@ -81,4 +81,5 @@ class MetricsRepository:
         return {cause: int(n) for cause, n in rows.tuples()}
 
     async def proxy_heartbeats(self) -> list[datetime | None]:
-        return list((await self.session.execute(select(Proxy.last_heartbeat_at))).scalars())
+        stmt = select(Proxy.last_heartbeat_at).where(Proxy.kind == "proxy")  # guest agents are not proxies
+        return list((await self.session.execute(stmt)).scalars())

@@ -33,3 +33,7 @@ class Policy(IdMixin, TimestampMixin, Base):
     selection: Mapped[dict[str, Any]] = mapped_column(JSONType)
     exclusions: Mapped[dict[str, Any]] = mapped_column(JSONType)
     last_planned_slot: Mapped[datetime | None] = mapped_column()
+    # Application backups through the VM's guest agent: their own schedule, window, retention and
+    # items (validated by ApplicationProtection); null when the policy protects images only.
+    applications: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    last_planned_app_slot: Mapped[datetime | None] = mapped_column()

@@ -102,6 +102,51 @@ def _check_schedule_in_window(schedule: ScheduleSpec | None, window: BackupWindo
             )
 
 
+DatabaseName = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00/\\]+$")]
+GuestPath = Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^/", examples=["/etc", "/srv/www"])]
+
+
+class DatabaseItem(InputModel):
+    """Databases of one engine instance in the VM. The guest agent's own configuration says how to
+    reach ``instance`` (host, port, user, password file): credentials never leave the VM."""
+
+    type: Literal["postgresql", "mysql"]
+    instance: str = Field(default="default", min_length=1, max_length=100)
+    databases: list[DatabaseName] = Field(
+        default_factory=list, max_length=1000, description="Names to back up; empty means every database."
+    )
+
+
+class FileSetItem(InputModel):
+    """Files and directories in the VM, archived as they are at backup time."""
+
+    type: Literal["files"]
+    paths: list[GuestPath] = Field(min_length=1, max_length=1000)
+    exclude: list[str] = Field(
+        default_factory=list, max_length=1000, description="Glob patterns of paths to leave out."
+    )
+
+
+ApplicationItem = Annotated[DatabaseItem | FileSetItem, Field(discriminator="type")]
+
+
+class ApplicationProtection(InputModel):
+    """Application backups through the VM's guest agent, with their own schedule and retention.
+
+    Their restore points count for the VM's RPO like image ones.
+    """
+
+    schedule: ScheduleSpec = Field(default_factory=lambda: WeeklyScheduleSpec(times=["01:00"]))
+    window: BackupWindow = Field(default_factory=lambda: BackupWindow(start="00:00", duration_minutes=360))
+    retention: Retention = Field(default_factory=lambda: Retention(daily=14, weekly=4, monthly=3))
+    items: list[ApplicationItem] = Field(min_length=1, max_length=100)
+
+    @model_validator(mode="after")
+    def _schedule_in_window(self) -> ApplicationProtection:
+        _check_schedule_in_window(self.schedule, self.window)
+        return self
+
+
 class PolicyFields(InputModel):
     description: str | None = Field(default=None, max_length=2000)
     enabled: bool = True
@@ -112,10 +157,17 @@ class PolicyFields(InputModel):
     rto_hours: int = Field(default=12, ge=1, le=24 * 366)
     retention: Retention = Field(default_factory=Retention)
     offsite_copy: bool = False
-    application_aware: bool = Field(default=False, description="Quiesced snapshots (VMware Tools).")
+    application_aware: bool = Field(
+        default=False,
+        description="Quiesced snapshots; with a guest agent in the VM, its freeze/thaw hooks run around the "
+        "snapshot so the image is application-consistent.",
+    )
     retry_count: int = Field(default=3, ge=0, le=20)
     selection: VmSelection = Field(default_factory=VmSelection)
     exclusions: VmSelection = Field(default_factory=VmSelection)
+    applications: ApplicationProtection | None = Field(
+        default=None, description="Database and file-set backups through the guest agent; null for none."
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -151,6 +203,7 @@ class PolicyUpdate(InputModel):
     retry_count: int | None = Field(default=None, ge=0, le=20)
     selection: VmSelection | None = None
     exclusions: VmSelection | None = None
+    applications: ApplicationProtection | None = Field(default=None, description="Send null to stop them.")
 
     @field_validator("timezone")
     @classmethod
@@ -177,6 +230,7 @@ class PolicyRead(OutputModel):
     retry_count: int
     selection: VmSelection
     exclusions: VmSelection
+    applications: ApplicationProtection | None = None
     protected_vm_count: int = 0
     conflict_vm_count: int = 0
     next_run_at: datetime | None = None

@@ -18,6 +18,7 @@ from app.policies.models import Policy
 from app.policies.protection import recompute_protection
 from app.policies.repository import PolicyRepository
 from app.policies.schemas import (
+    ApplicationProtection,
     BackupWindow,
     PolicyCreate,
     PolicyRead,
@@ -34,7 +35,10 @@ _schedule_adapter: TypeAdapter[ScheduleSpec] = TypeAdapter(ScheduleSpec)
 
 
 def schedule_of(policy: Policy) -> sched.Schedule:
-    spec = _schedule_adapter.validate_python(policy.schedule)
+    return _schedule(_schedule_adapter.validate_python(policy.schedule))
+
+
+def _schedule(spec: ScheduleSpec) -> sched.Schedule:
     if isinstance(spec, WeeklyScheduleSpec):
         return sched.WeeklySchedule(
             times=tuple(sched.parse_hhmm(t) for t in spec.times), days=tuple(spec.days)
@@ -51,6 +55,18 @@ def next_run_at(policy: Policy, after: datetime) -> datetime | None:
 def latest_slot(policy: Policy, at: datetime) -> datetime | None:
     """The schedule's latest run time not later than ``at``."""
     return schedule_of(policy).latest_at_or_before(at, sched.load_timezone(policy.timezone))
+
+
+def application_protection(policy: Policy) -> ApplicationProtection | None:
+    return ApplicationProtection.model_validate(policy.applications) if policy.applications else None
+
+
+def latest_app_slot(policy: Policy, at: datetime) -> datetime | None:
+    """The application schedule's latest run time not later than ``at`` (None without one)."""
+    apps = application_protection(policy)
+    if apps is None:
+        return None
+    return _schedule(apps.schedule).latest_at_or_before(at, sched.load_timezone(policy.timezone))
 
 
 class PolicyService:
@@ -94,6 +110,7 @@ class PolicyService:
         )
         # The first scheduled backup is the next run, not one for a slot already past.
         policy.last_planned_slot = latest_slot(policy, now)
+        policy.last_planned_app_slot = latest_app_slot(policy, now)
         await self.repo.add(policy)
         await recompute_protection(self.session, policy.tenant_id)
         return policy
@@ -140,6 +157,8 @@ class PolicyService:
         policy.updated_at = self.clock.now()
         if "schedule" in changes or "timezone" in changes or changes.get("enabled") is True:
             policy.last_planned_slot = latest_slot(policy, policy.updated_at)
+        if "applications" in changes or "timezone" in changes or changes.get("enabled") is True:
+            policy.last_planned_app_slot = latest_app_slot(policy, policy.updated_at)
         await self.session.flush()
         await recompute_protection(self.session, policy.tenant_id)
         return policy
@@ -177,6 +196,7 @@ class PolicyService:
                 retry_count=p.retry_count,
                 selection=VmSelection.model_validate(p.selection),
                 exclusions=VmSelection.model_validate(p.exclusions),
+                applications=ApplicationProtection.model_validate(p.applications) if p.applications else None,
                 protected_vm_count=counts.get(p.id, 0),
                 conflict_vm_count=conflicts.get(str(p.id), 0),
                 next_run_at=next_run_at(p, now),

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.domain.jobs import AgentKind
 from app.inventory.models import Host
 from app.pagination import PageRequest
 from app.proxies.models import Proxy, proxy_hosts
@@ -31,7 +32,7 @@ class ProxyRepository:
     async def list_page(
         self, page: PageRequest, host_id: uuid.UUID | None, name_contains: str | None
     ) -> tuple[list[Proxy], int]:
-        stmt = select(Proxy)
+        stmt = select(Proxy).where(Proxy.kind == AgentKind.PROXY.value)
         if host_id is not None:
             stmt = stmt.where(
                 Proxy.id.in_(select(proxy_hosts.c.proxy_id).where(proxy_hosts.c.host_id == host_id))

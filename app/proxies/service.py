@@ -10,12 +10,15 @@ from app.auth import tokens
 from app.auth.principal import Principal
 from app.clock import Clock
 from app.contracts.agent import Heartbeat, HeartbeatAck, ServedHost
+from app.domain.jobs import AgentKind
 from app.errors import Conflict, InvalidInput, NotFound, Unauthorized
 from app.pagination import PageRequest
 from app.proxies.liveness import ProxyLiveness
 from app.proxies.models import Proxy
 from app.proxies.repository import ProxyRepository
 from app.proxies.schemas import ProxyCreate, ProxyHostRef, ProxyRead, ProxyUpdate
+
+_TOKEN_KINDS = {tokens.PROXY_TOKEN_PREFIX: AgentKind.PROXY, tokens.GUEST_TOKEN_PREFIX: AgentKind.GUEST}
 
 
 class ProxyService:
@@ -27,7 +30,7 @@ class ProxyService:
     async def get(self, principal: Principal, proxy_id: uuid.UUID) -> Proxy:
         principal.require_operator("manage proxies")
         proxy = await self.repo.get(proxy_id)
-        if proxy is None:
+        if proxy is None or proxy.kind != AgentKind.PROXY.value:
             raise NotFound(f"Proxy {proxy_id} does not exist.")
         return proxy
 
@@ -112,14 +115,18 @@ class ProxyService:
     # agent side
 
     async def authenticate_agent(self, bearer: str | None) -> Proxy:
+        """A proxy (token 'vmrp_...') or a guest agent (token 'vmrg_...'): both use the agent channel."""
         if not bearer:
-            raise Unauthorized("Send the proxy token as 'Authorization: Bearer <token>'.")
+            raise Unauthorized("Send the agent's token as 'Authorization: Bearer <token>'.")
         parsed = tokens.parse(bearer)
-        if parsed is None or parsed.prefix != tokens.PROXY_TOKEN_PREFIX:
-            raise Unauthorized("This endpoint takes a proxy token (it starts with 'vmrp_').")
+        kind = _TOKEN_KINDS.get(parsed.prefix) if parsed is not None else None
+        if parsed is None or kind is None:
+            raise Unauthorized(
+                "This endpoint takes a proxy token ('vmrp_...') or a guest agent token ('vmrg_...')."
+            )
         proxy = await self.repo.get_by_token_lookup(parsed.lookup_id)
-        if proxy is None or not tokens.matches(parsed, proxy.token_hash):
-            raise Unauthorized("The proxy token is not valid; it may have been rotated or the proxy deleted.")
+        if proxy is None or proxy.kind != kind.value or not tokens.matches(parsed, proxy.token_hash):
+            raise Unauthorized("The agent token is not valid; it may have been rotated or the agent deleted.")
         return proxy
 
     async def heartbeat(
@@ -133,10 +140,14 @@ class ProxyService:
         proxy.agent_version = beat.agent_version
         proxy.agent_hostname = beat.hostname
         proxy.address = address
+        if proxy.kind == AgentKind.GUEST.value and beat.applications is not None:
+            proxy.applications = [a.model_dump(mode="json") for a in beat.applications]
         hosts = (await self.repo.hosts_of([proxy.id])).get(proxy.id, [])
         return HeartbeatAck(
             proxy_id=proxy.id,
             name=proxy.name,
+            kind=proxy.kind,
+            vm_id=proxy.vm_id,
             server_time=now,
             heartbeat_interval_s=interval_s,
             max_concurrent_jobs=proxy.max_concurrent_jobs,

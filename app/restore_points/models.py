@@ -34,5 +34,9 @@ class RestorePoint(IdMixin, Base):
     bytes_new: Mapped[int] = mapped_column(BigInteger)
     bytes_stored: Mapped[int] = mapped_column(BigInteger)
     disks: Mapped[list[dict[str, Any]]] = mapped_column(JSONType)
+    # "image" (disks, through a proxy) or "application" (streams: dumps and file sets, through the
+    # VM's guest agent). Retention counts each kind on its own.
+    kind: Mapped[str] = mapped_column(String(20), default="image", server_default="image")
+    streams: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list, server_default="[]")
     used_cbt: Mapped[bool] = mapped_column(default=False)
     warnings: Mapped[list[str]] = mapped_column(JSONType, default=list)

@@ -19,6 +19,7 @@ class RestorePointFilter:
     vm_id: uuid.UUID | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    kind: str | None = None
 
 
 class RestorePointRepository:
@@ -35,10 +36,11 @@ class RestorePointRepository:
             stmt = stmt.where(RestorePoint.tenant_id == scope)
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
-    async def latest_for_vm(self, vm_id: uuid.UUID) -> RestorePoint | None:
+    async def latest_for_vm(self, vm_id: uuid.UUID, kind: str = "image") -> RestorePoint | None:
+        """The VM's newest point of ``kind`` (image points chain CBT, application points chunking)."""
         stmt = (
             select(RestorePoint)
-            .where(RestorePoint.vm_id == vm_id)
+            .where(RestorePoint.vm_id == vm_id, RestorePoint.kind == kind)
             .order_by(RestorePoint.created_at.desc(), RestorePoint.id)
             .limit(1)
         )
@@ -52,6 +54,7 @@ class RestorePointRepository:
             (RestorePoint.tenant_id, scope),
             (RestorePoint.tenant_id, f.tenant_id),
             (RestorePoint.vm_id, f.vm_id),
+            (RestorePoint.kind, f.kind),
         ):
             if value is not None:
                 stmt = stmt.where(column == value)

@@ -19,6 +19,18 @@ class RestorePointDisk(BaseModel):
     used_cbt: bool = False
 
 
+class RestorePointStream(BaseModel):
+    """A database dump or file-set archive in an application restore point."""
+
+    name: str
+    engine: str
+    instance: str | None = None
+    database: str | None = None
+    size: int
+    bytes_new: int = 0
+    bytes_stored: int = 0
+
+
 class RestorePointRead(OutputModel):
     id: uuid.UUID
     tenant_id: uuid.UUID
@@ -27,9 +39,10 @@ class RestorePointRead(OutputModel):
     policy_id: uuid.UUID | None
     job_id: uuid.UUID | None
     created_at: datetime
+    kind: str = Field(description="image (the VM's disks) or application (databases and file sets)")
     location: str = Field(description="onsite (offsite copies come later)")
     consistency: str = Field(description="crash or application")
-    size_bytes: int = Field(description="Sum of the disks' sizes")
+    size_bytes: int = Field(description="Sum of the disks' (or streams') sizes")
     bytes_read: int = Field(description="Read from the datastore by this backup")
     bytes_new: int = Field(description="New data this backup added to the repository (before compression)")
     bytes_stored: int = Field(description="Bytes this backup added to the repository (compressed, encrypted)")
@@ -39,4 +52,5 @@ class RestorePointRead(OutputModel):
     )
     used_cbt: bool
     disks: list[RestorePointDisk]
+    streams: list[RestorePointStream] = Field(default_factory=list)
     warnings: list[str]

@@ -7,13 +7,13 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principal import Principal
-from app.contracts.agent import BackupResult
+from app.contracts.agent import AppBackupResult, BackupResult
 from app.errors import NotFound
 from app.jobs.models import Job
 from app.pagination import PageRequest
 from app.restore_points.models import RestorePoint
 from app.restore_points.repository import RestorePointFilter, RestorePointRepository
-from app.restore_points.schemas import RestorePointDisk, RestorePointRead
+from app.restore_points.schemas import RestorePointDisk, RestorePointRead, RestorePointStream
 
 
 def restore_point_read(point: RestorePoint) -> RestorePointRead:
@@ -25,6 +25,7 @@ def restore_point_read(point: RestorePoint) -> RestorePointRead:
         policy_id=point.policy_id,
         job_id=point.job_id,
         created_at=point.created_at,
+        kind=point.kind,
         location=point.location,
         consistency=point.consistency,
         size_bytes=point.size_bytes,
@@ -34,6 +35,7 @@ def restore_point_read(point: RestorePoint) -> RestorePointRead:
         dedup_ratio=round(point.size_bytes / point.bytes_stored, 2) if point.bytes_stored else None,
         used_cbt=point.used_cbt,
         disks=[RestorePointDisk.model_validate(d) for d in point.disks],
+        streams=[RestorePointStream.model_validate(s) for s in point.streams or []],
         warnings=list(point.warnings or []),
     )
 
@@ -73,6 +75,37 @@ class RestorePointService:
             bytes_stored=sum(d.bytes_stored for d in result.disks),
             disks=disks,
             used_cbt=bool(result.disks) and all(d.used_cbt for d in result.disks),
+            warnings=warnings,
+        )
+        await self.repo.add(point)
+        return point
+
+    async def record_app_backup(
+        self, job: Job, vm_name: str, result: AppBackupResult, warnings: list[str]
+    ) -> RestorePoint:
+        """An application point: streams (dumps, file sets) written by the VM's guest agent.
+
+        Application-consistent by construction: each dump is a consistent snapshot of its database.
+        """
+        streams = [s.model_dump(exclude={"metadata"}) for s in result.streams]
+        point = RestorePoint(
+            id=result.restore_point_id,
+            tenant_id=job.tenant_id,
+            vm_id=job.vm_id,
+            policy_id=job.policy_id,
+            job_id=job.id,
+            created_at=result.created_at,
+            vm_name=vm_name,
+            location="onsite",
+            kind="application",
+            consistency="application",
+            size_bytes=sum(s.size for s in result.streams),
+            bytes_read=sum(s.size for s in result.streams),
+            bytes_new=sum(s.bytes_new for s in result.streams),
+            bytes_stored=sum(s.bytes_stored for s in result.streams),
+            disks=[],
+            streams=streams,
+            used_cbt=False,
             warnings=warnings,
         )
         await self.repo.add(point)

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy import ForeignKey, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, IdMixin, JSONType
@@ -35,3 +35,6 @@ class Restore(IdMixin, Base):
     completed_at: Mapped[datetime | None] = mapped_column()
     error: Mapped[str | None] = mapped_column(Text)
     result: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # Secrets a restore needs (guest OS credentials for pushing files into a VM), encrypted with the
+    # service's key, handed to the agent with the job and erased when the restore ends.
+    secrets_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)

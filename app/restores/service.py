@@ -2,28 +2,66 @@
 
 from __future__ import annotations
 
+import json
 import uuid
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principal import Principal
 from app.clock import Clock
+from app.crypto import SecretBox
 from app.domain.jobs import PRIORITY, JobKind, JobState, JobTrigger, RestoreState
-from app.errors import Conflict, InvalidInput, NotFound
+from app.errors import Conflict, InvalidInput, NotFound, Unavailable
+from app.guests.repository import GuestAgentRepository
+from app.inventory.models import VirtualMachine
 from app.inventory.repository import InventoryRepository
 from app.jobs.models import Job
 from app.jobs.progress import job_progress
 from app.jobs.repository import JobRepository
 from app.pagination import PageRequest
+from app.restore_points.models import RestorePoint
 from app.restore_points.repository import RestorePointRepository
 from app.restores.models import Restore
 from app.restores.repository import RestoreRepository
-from app.restores.schemas import RestoreCreate, RestoreRead
+from app.restores.schemas import (
+    ApplicationRestoreCreate,
+    FileRef,
+    FileRestoreCreate,
+    RestoreCreate,
+    RestoreRead,
+    VmRestoreCreate,
+)
+
+
+class FileChecker(Protocol):
+    """Checks that paths exist in an image restore point (the file browser of the server)."""
+
+    async def check(self, point: RestorePoint, files: list[FileRef]) -> list[str]:
+        """The normalised path of each file; raises NotFound/InvalidInput naming the bad one."""
+        ...
+
+
+def _require_kind(point: RestorePoint, kind: str, what: str) -> None:
+    if point.kind != kind:
+        raise InvalidInput(
+            f"Restore point {point.id} is an {point.kind} restore point; {what} needs an {kind} one.",
+            field=["body", "restore_point_id"],
+        )
 
 
 class RestoreService:
-    def __init__(self, session: AsyncSession, clock: Clock) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        clock: Clock,
+        box: SecretBox | None = None,
+        files: FileChecker | None = None,
+    ) -> None:
         self.session = session
+        self.guests = GuestAgentRepository(session)
+        self.box = box
+        self.files = files
         self.repo = RestoreRepository(session)
         self.points = RestorePointRepository(session)
         self.inventory = InventoryRepository(session)
@@ -42,12 +80,23 @@ class RestoreService:
         return await self.repo.list_page(principal.tenant_scope, vm_id, state, page)
 
     async def request(self, principal: Principal, data: RestoreCreate) -> Restore:
-        """Customers may restore their own VMs; operators any."""
+        """Customers may restore their own VMs; operators any. Nothing is recorded unless the whole
+        request is valid."""
         point = await self.points.get(data.restore_point_id, principal.tenant_scope)
         if point is None:
             raise NotFound(f"Restore point {data.restore_point_id} does not exist.")
         vm = await self.inventory.get_vm(point.vm_id, None)
         assert vm is not None
+        if isinstance(data, VmRestoreCreate):
+            return await self._vm_restore(principal, data, point, vm)
+        if isinstance(data, FileRestoreCreate):
+            return await self._file_restore(principal, data, point, vm)
+        return await self._app_restore(principal, data, point, vm)
+
+    async def _vm_restore(
+        self, principal: Principal, data: VmRestoreCreate, point: RestorePoint, vm: VirtualMachine
+    ) -> Restore:
+        _require_kind(point, "image", "a whole-VM restore")
         target_params: dict[str, object] = {"power_on": data.power_on, "force": data.force}
         target_host_id: uuid.UUID | None = None
         if data.target == "original":
@@ -90,6 +139,121 @@ class RestoreService:
                 datastore_moid=datastore.moid,
                 datastore_name=datastore.name,
             )
+        return await self._record(
+            principal,
+            point,
+            vm,
+            JobKind.RESTORE,
+            "vm",
+            data.target,
+            target_params,
+            target_host_id=target_host_id,
+        )
+
+    async def _file_restore(
+        self, principal: Principal, data: FileRestoreCreate, point: RestorePoint, vm: VirtualMachine
+    ) -> Restore:
+        _require_kind(point, "image", "a file restore")
+        disk_keys = {int(d["key"]) for d in point.disks}
+        for index, ref in enumerate(data.files):
+            if ref.disk not in disk_keys:
+                raise InvalidInput(
+                    f"The restore point has no disk {ref.disk}; its disks are {sorted(disk_keys)}.",
+                    field=["body", "files", index, "disk"],
+                )
+        if self.files is None:
+            raise Unavailable("File-level restore is not available on this server (no repository access).")
+        normalized = await self.files.check(point, data.files)
+        files = [
+            {"disk": ref.disk, "volume": ref.volume, "path": path}
+            for ref, path in zip(data.files, normalized, strict=True)
+        ]
+        secrets: bytes | None = None
+        if data.guest is not None:
+            if vm.gone_at is not None:
+                raise Conflict(
+                    f"VM '{vm.name}' no longer exists in vCenter; download the files as an archive."
+                )
+            target = "guest"
+            params: dict[str, object] = {
+                "delivery": "guest",
+                "files": files,
+                "target_directory": data.guest.target_directory,
+                "overwrite": data.guest.overwrite,
+            }
+            if self.box is None:
+                raise Unavailable("This server cannot keep guest credentials (no secret key).")
+            secrets = self.box.encrypt(
+                json.dumps({"username": data.guest.username, "password": data.guest.password}).encode()
+            )
+        else:
+            target = "archive"
+            params = {"delivery": "archive", "files": files, "archive_format": data.format}
+        return await self._record(
+            principal, point, vm, JobKind.FILE_RESTORE, "files", target, params, secrets
+        )
+
+    async def _app_restore(
+        self, principal: Principal, data: ApplicationRestoreCreate, point: RestorePoint, vm: VirtualMachine
+    ) -> Restore:
+        _require_kind(point, "application", "an application restore")
+        stream = next((s for s in point.streams or [] if s.get("name") == data.stream), None)
+        if stream is None:
+            names = ", ".join(sorted(s.get("name", "") for s in point.streams or [])) or "none"
+            raise InvalidInput(
+                f"The restore point has no stream '{data.stream}'; it has: {names}.", field=["body", "stream"]
+            )
+        engine = str(stream.get("engine"))
+        params: dict[str, object] = {
+            "stream": data.stream,
+            "engine": engine,
+            "instance": stream.get("instance"),
+            "database": stream.get("database"),
+        }
+        if engine == "files":
+            if data.target_directory is None:
+                raise InvalidInput(
+                    "A file set is restored into a directory of the VM: send target_directory.",
+                    field=["body", "target_directory"],
+                )
+            if data.target_database is not None or data.overwrite:
+                raise InvalidInput(
+                    "target_database and overwrite are for databases; this stream is a file set.",
+                    field=["body", "target_database"],
+                )
+            params.update(target_directory=data.target_directory, paths=data.paths)
+        else:
+            if data.target_directory is not None or data.paths:
+                raise InvalidInput(
+                    "target_directory and paths are for file sets; this stream is a database.",
+                    field=["body", "target_directory"],
+                )
+            params.update(
+                target_database=data.target_database or stream.get("database"), overwrite=data.overwrite
+            )
+        if vm.gone_at is not None:
+            raise Conflict(f"VM '{vm.name}' no longer exists; its guest agent cannot restore into it.")
+        if await self.guests.for_vm(vm.id) is None:
+            raise Conflict(
+                f"VM '{vm.name}' has no guest agent; install and register one (POST /guest-agents) first."
+            )
+        return await self._record(
+            principal, point, vm, JobKind.APP_RESTORE, "application", "original", params
+        )
+
+    async def _record(
+        self,
+        principal: Principal,
+        point: RestorePoint,
+        vm: VirtualMachine,
+        kind: JobKind,
+        restore_type: str,
+        target: str,
+        target_params: dict[str, object],
+        secrets: bytes | None = None,
+        *,
+        target_host_id: uuid.UUID | None = None,
+    ) -> Restore:
         now = self.clock.now()
         restore = Restore(
             id=uuid.uuid4(),
@@ -97,9 +261,10 @@ class RestoreService:
             vm_id=vm.id,
             restore_point_id=point.id,
             restore_point_created_at=point.created_at,
-            type=data.type,
-            target=data.target,
+            type=restore_type,
+            target=target,
             target_params=target_params,
+            secrets_encrypted=secrets,
             state=RestoreState.REQUESTED.value,
             source_location=point.location,
             requested_at=now,
@@ -109,10 +274,10 @@ class RestoreService:
         await self.jobs.add(
             Job(
                 id=uuid.uuid4(),
-                kind=JobKind.RESTORE.value,
+                kind=kind.value,
                 state=JobState.QUEUED.value,
                 trigger=JobTrigger.RESTORE.value,
-                priority=PRIORITY[JobKind.RESTORE],
+                priority=PRIORITY[kind],
                 tenant_id=point.tenant_id,
                 vm_id=vm.id,
                 policy_id=point.policy_id,
@@ -153,6 +318,13 @@ class RestoreService:
                     progress=job_progress(job, now) if job else None,
                     error=restore.error,
                     result=restore.result,
+                    download_url=(
+                        f"/api/v1/restores/{restore.id}/archive"
+                        if restore.type == "files"
+                        and restore.target == "archive"
+                        and restore.state == "succeeded"
+                        else None
+                    ),
                 )
             )
         return reads

@@ -1,5 +1,6 @@
-"""Says why queued jobs wait. Proxies pull work, so a job nobody can take just sits there;
-this loop names the reason on the job (and so on the VM): no online proxy serves its host."""
+"""Says why queued jobs wait. Agents pull work, so a job nobody can take just sits there;
+this loop names the reason on the job (and so on the VM): no online proxy serves its host, or
+(for application jobs) the VM has no guest agent, or its agent is offline."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.clock import Clock
-from app.domain.jobs import JobState
+from app.domain.jobs import GUEST_JOB_KINDS, AgentKind, JobState
 from app.inventory.models import Host, VirtualMachine
 from app.jobs.models import Job
 from app.proxies.models import Proxy, proxy_hosts
@@ -55,10 +56,28 @@ class DispatchWatchLoop(LoopService):
                     )
                 ).scalars()
             )
+            guests = {
+                vm_id: heartbeat is not None and heartbeat >= online_since
+                for vm_id, heartbeat in (
+                    await session.execute(
+                        select(Proxy.vm_id, Proxy.last_heartbeat_at).where(
+                            Proxy.kind == AgentKind.GUEST.value
+                        )
+                    )
+                ).tuples()
+            }
             target = func.coalesce(Job.target_host_id, VirtualMachine.host_id)
             rows = (
                 await session.execute(
-                    select(Job.id, Job.waiting_reason, target, Host.name)
+                    select(
+                        Job.id,
+                        Job.waiting_reason,
+                        target,
+                        Host.name,
+                        Job.kind,
+                        Job.vm_id,
+                        VirtualMachine.name,
+                    )
                     .join(VirtualMachine, VirtualMachine.id == Job.vm_id)
                     .outerjoin(Host, Host.id == target)
                     .where(Job.state == JobState.QUEUED.value)
@@ -66,9 +85,17 @@ class DispatchWatchLoop(LoopService):
                 )
             ).tuples()
             changes: dict[str | None, list[uuid.UUID]] = defaultdict(list)
-            for job_id, current, host_id, host_name in rows:
-                if host_id is None:
-                    reason: str | None = "the VM's host is unknown; sync the vCenter"
+            guest_kinds = {k.value for k in GUEST_JOB_KINDS}
+            for job_id, current, host_id, host_name, kind, vm_id, vm_name in rows:
+                reason: str | None
+                if kind in guest_kinds:
+                    online = guests.get(vm_id)
+                    if online is None:
+                        reason = f"no guest agent in VM {vm_name}; register one (POST /guest-agents)"
+                    else:
+                        reason = None if online else f"the guest agent of VM {vm_name} is offline"
+                elif host_id is None:
+                    reason = "the VM's host is unknown; sync the vCenter"
                 elif everywhere or host_id in served:
                     reason = None
                 else:

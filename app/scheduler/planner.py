@@ -1,5 +1,8 @@
 """Creates the scheduled backup jobs: one per protected VM and schedule slot.
 
+Image backups follow the policy's schedule; application backups (guest agent) follow their own
+schedule in the policy's ``applications`` and are planned the same way, on their own slot column.
+
 Each tick looks at every enabled policy's latest slot (its schedule's last run time not
 later than now). A slot not planned yet is claimed with compare-and-set on the policy, so one
 replica plans it, and the jobs are inserted with ``ON CONFLICT DO NOTHING`` against the unique
@@ -12,6 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -24,7 +28,7 @@ from app.inventory.models import VirtualMachine
 from app.jobs.models import Job
 from app.jobs.repository import queued_job_row
 from app.policies.models import Policy
-from app.policies.service import latest_slot
+from app.policies.service import application_protection, latest_app_slot, latest_slot
 from app.scheduler.loop import LoopService
 
 log = logging.getLogger(__name__)
@@ -53,32 +57,32 @@ class PlannerLoop(LoopService):
         async with self.sessionmaker() as session:
             policies = list((await session.execute(select(Policy).where(Policy.enabled.is_(True)))).scalars())
         for policy in policies:
-            slot = latest_slot(policy, now)
-            if slot is None or (policy.last_planned_slot is not None and slot <= policy.last_planned_slot):
-                continue
-            async with self.sessionmaker.begin() as session:
-                created = await self._plan(session, policy, slot, now)
-            if created is not None:
-                report.policies_planned += 1
-                report.jobs_created += created
+            for plan in (_image_plan(policy, now), _application_plan(policy, now)):
+                if plan is None:
+                    continue
+                async with self.sessionmaker.begin() as session:
+                    created = await self._plan(session, policy, plan, now)
+                if created is not None:
+                    report.policies_planned += 1
+                    report.jobs_created += created
         self.last_report = report
         if report.policies_planned:
             log.info("planned %d policies: %d backup jobs", report.policies_planned, report.jobs_created)
 
-    async def _plan(self, session: AsyncSession, policy: Policy, slot: datetime, now: datetime) -> int | None:
+    async def _plan(
+        self, session: AsyncSession, policy: Policy, plan: _SlotPlan, now: datetime
+    ) -> int | None:
+        slot = plan.slot
         won = await session.execute(
             update(Policy)
-            .where(
-                Policy.id == policy.id,
-                or_(Policy.last_planned_slot.is_(None), Policy.last_planned_slot < slot),
-            )
-            .values(last_planned_slot=slot)
+            .where(Policy.id == policy.id, or_(plan.slot_column.is_(None), plan.slot_column < slot))
+            .values({plan.slot_column: slot})
             .execution_options(synchronize_session=False)
         )
         if getattr(won, "rowcount", 0) != 1:
             return None  # another replica planned this slot
         tz = sched.load_timezone(policy.timezone)
-        window = policy.backup_window
+        window = plan.window
         window_end = sched.window_end_for(
             slot, sched.parse_hhmm(window["start"]), int(window["duration_minutes"]), tz
         )
@@ -96,17 +100,47 @@ class PlannerLoop(LoopService):
         ).tuples()
         rows = [
             queued_job_row(
-                JobKind.BACKUP,
+                plan.kind,
                 trigger,
                 tenant_id,
                 vm_id,
                 now,
                 policy.retry_count + 1,
                 policy_id=policy.id,
-                params={"quiesce": policy.application_aware},
+                params=plan.params,
                 scheduled_for=slot,
                 window_end=window_end,
             )
             for vm_id, tenant_id in vm_ids
         ]
         return await insert_ignoring_conflicts(session, Job.__table__, rows)
+
+
+@dataclass(frozen=True)
+class _SlotPlan:
+    """A slot of one of a policy's schedules that is due and not planned yet."""
+
+    kind: JobKind
+    slot: datetime
+    slot_column: Any  # the policy column that records the last planned slot of this schedule
+    window: dict[str, Any]
+    params: dict[str, Any]
+
+
+def _image_plan(policy: Policy, now: datetime) -> _SlotPlan | None:
+    slot = latest_slot(policy, now)
+    if slot is None or (policy.last_planned_slot is not None and slot <= policy.last_planned_slot):
+        return None
+    params = {"quiesce": policy.application_aware}
+    return _SlotPlan(JobKind.BACKUP, slot, Policy.last_planned_slot, policy.backup_window, params)
+
+
+def _application_plan(policy: Policy, now: datetime) -> _SlotPlan | None:
+    apps = application_protection(policy)
+    slot = latest_app_slot(policy, now)
+    if apps is None or slot is None:
+        return None
+    if policy.last_planned_app_slot is not None and slot <= policy.last_planned_app_slot:
+        return None
+    # What to back up is read from the policy when the agent claims the job (it may change).
+    return _SlotPlan(JobKind.APP_BACKUP, slot, Policy.last_planned_app_slot, apps.window.model_dump(), {})

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.clock import Clock
 from app.db.dialect import insert_ignoring_conflicts
 from app.domain.jobs import JobKind, JobState, JobTrigger
-from app.jobs.agent_channel import snapshot_name
+from app.jobs.job_params import snapshot_name
 from app.jobs.models import Job
 from app.jobs.repository import JobRepository, queued_job_row
 from app.scheduler.loop import LoopService

@@ -40,6 +40,7 @@ PARAM_SOURCES = {
     "job_id": "job",
     "restore_point_id": "restore_point",
     "restore_id": "restore",
+    "agent_id": "guest_agent",
 }
 #: Endpoints that are not tenant data.
 EXEMPT = {"/healthz", "/readyz"}
@@ -86,6 +87,8 @@ async def victim_objects(
     ]
     key = (await victim.get("/api/v1/api-keys")).json()["items"][0]
     proxy = await register_proxy(operator, "victim-proxy", [host["id"]])
+    guest = await victim.post("/api/v1/guest-agents", json={"vm_id": vms[0]["id"]})
+    assert guest.status_code == 201, guest.text
     job = (await operator.post("/api/v1/jobs", json={"vm_ids": [vms[0]["id"]]})).json()[0]
     point_id = await record_restore_point(ctx, uuid.UUID(job["id"]))
     restore = await victim.post(
@@ -109,6 +112,7 @@ async def victim_objects(
         "vm": vms[0]["id"],
         "policy": policy["id"],
         "proxy": proxy["id"],
+        "guest_agent": guest.json()["id"],
     }
 
 
@@ -145,6 +149,7 @@ async def test_a_customer_never_reaches_another_tenants_objects(
             "/api/v1/jobs",
             "/api/v1/restore-points",
             "/api/v1/restores",
+            "/api/v1/guest-agents",
         )
     }
 
@@ -198,6 +203,7 @@ async def test_customer_filters_cannot_widen_their_scope(
         ("/api/v1/jobs", {"vm_id": objects["vm"]}),
         ("/api/v1/restore-points", {"vm_id": objects["vm"]}),
         ("/api/v1/restores", {"vm_id": objects["vm"]}),
+        ("/api/v1/guest-agents", {"vm_id": objects["vm"]}),
     ):
         response = await intruder.get(path, params=params)
         assert response.status_code == 200 and response.json()["total"] == 0, (path, params)

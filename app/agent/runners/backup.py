@@ -91,7 +91,7 @@ class BackupRunner:
         assert params is not None
         repo = self.repositories.get(a.repository)
         runtime.report("connecting")
-        with open_session(endpoint_of(a.vcenter)) as session:
+        with open_session(endpoint_of(a.vcenter_access())) as session:
             try:
                 vm = find_vm(session, a.vm.instance_uuid)
             except VCenterError as exc:

@@ -17,7 +17,7 @@ class SnapshotCleanupRunner:
         name = assignment.cleanup.snapshot_name
         runtime.report("removing snapshot")
         try:
-            with open_session(endpoint_of(assignment.vcenter)) as session:
+            with open_session(endpoint_of(assignment.vcenter_access())) as session:
                 vm = find_vm(session, assignment.vm.instance_uuid)
                 removed = remove_snapshots_named(session, vm.handle, name)
         except VCenterError as exc:

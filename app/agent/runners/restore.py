@@ -83,7 +83,7 @@ class RestoreRunner:
         except ChunkstoreError as exc:
             raise RestoreFailed(f"restore point {point_id} cannot be read: {exc}") from exc
         self._check_chunks_present(repo, point, indexes)
-        with open_session(endpoint_of(a.vcenter)) as session:
+        with open_session(endpoint_of(a.vcenter_access())) as session:
             if params.target == "new":
                 return self._to_new_vm(session, repo, a, runtime, point, indexes)
             return self._to_original(session, repo, a, runtime, point, indexes)

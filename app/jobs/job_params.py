@@ -1,0 +1,239 @@
+"""What an agent needs to run a job it claimed: the assignment, built per job kind.
+
+Built in the claim's second phase, outside the claim lock. Secrets (vCenter credentials, guest OS
+credentials of a file restore) are decrypted here, sent once over the authenticated channel and
+kept in memory only by the agent. Guest agents never receive vCenter credentials.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.contracts.agent import (
+    AppBackupParams,
+    ApplicationItemSpec,
+    AppRestoreParams,
+    BackupParams,
+    BackupParamsApp,
+    CleanupParams,
+    FileRestoreParams,
+    FileSelection,
+    GuestDelivery,
+    GuestQuiesce,
+    JobAssignment,
+    PreviousDisk,
+    PreviousPoint,
+    QuiesceParams,
+    RepositoryAccess,
+    RestoreParams,
+    VCenterAccess,
+    VmRef,
+)
+from app.crypto import SecretBox
+from app.domain.jobs import GUEST_JOB_KINDS, JobKind
+from app.guests.repository import GuestAgentRepository
+from app.inventory.models import VirtualMachine
+from app.inventory.repository import InventoryRepository
+from app.jobs.models import Job
+from app.policies.repository import PolicyRepository
+from app.policies.service import application_protection
+from app.proxies.models import Proxy
+from app.restore_points.repository import RestorePointRepository
+from app.restores.models import Restore
+from app.restores.repository import RestoreRepository
+from app.vcenters.models import VCenter
+from app.vcenters.repository import VCenterRepository
+
+#: How long a proxy waits for the guest agent to report its applications frozen before it takes a
+#: crash-consistent snapshot instead (and says so on the restore point).
+GUEST_FREEZE_TIMEOUT_S = 60.0
+#: The longest a guest agent holds its applications frozen if the proxy never releases them.
+QUIESCE_HOLD_MAX_S = 300.0
+
+
+class JobNotRunnable(Exception):
+    """The job cannot be carried out any more (its VM, vCenter, restore or policy is gone)."""
+
+
+def snapshot_prefix(proxy_id: uuid.UUID) -> str:
+    return f"vmrecovery-{proxy_id}-"
+
+
+def snapshot_name(proxy_id: uuid.UUID, job_id: uuid.UUID) -> str:
+    """Snapshots are named after their owner so that a restarted proxy finds its own."""
+    return f"{snapshot_prefix(proxy_id)}{job_id}"
+
+
+class AssignmentBuilder:
+    def __init__(
+        self, session: AsyncSession, box: SecretBox, lease_s: float, repository: RepositoryAccess
+    ) -> None:
+        self.inventory = InventoryRepository(session)
+        self.vcenters = VCenterRepository(session)
+        self.points = RestorePointRepository(session)
+        self.restores = RestoreRepository(session)
+        self.policies = PolicyRepository(session)
+        self.guests = GuestAgentRepository(session)
+        self.box = box
+        self.lease_s = lease_s
+        self.repository = repository
+
+    async def build(self, job: Job, agent: Proxy, now: datetime) -> JobAssignment:
+        """The assignment of ``job`` to ``agent``; raises JobNotRunnable when it cannot run."""
+        vm = await self.inventory.get_vm(job.vm_id, None)
+        if vm is None:
+            raise JobNotRunnable("the VM was removed from the catalog")
+        kind = JobKind(job.kind)
+        vcenter: VCenterAccess | None = None
+        if kind not in GUEST_JOB_KINDS:
+            record = await self.vcenters.get(vm.vcenter_id, None)
+            if record is None:
+                raise JobNotRunnable("the VM's vCenter was removed")
+            vcenter = self.vcenter_access(record)
+        assignment = JobAssignment(
+            job_id=job.id,
+            kind=job.kind,
+            attempt=job.attempt,
+            lease_expires_at=job.lease_expires_at or now,
+            lease_s=self.lease_s,
+            vm=VmRef(id=vm.id, instance_uuid=vm.instance_uuid, moid=vm.moid, name=vm.name),
+            vcenter=vcenter,
+            repository=self.repository,
+        )
+        if kind is JobKind.BACKUP:
+            assignment.backup = await self._backup(job, vm, agent)
+        elif kind is JobKind.SNAPSHOT_CLEANUP:
+            assignment.cleanup = CleanupParams(snapshot_name=str(job.params["snapshot_name"]))
+        elif kind is JobKind.RESTORE:
+            assignment.restore = _vm_restore(await self._restore_of(job))
+        elif kind is JobKind.FILE_RESTORE:
+            assignment.file_restore = self._file_restore(await self._restore_of(job))
+        elif kind is JobKind.APP_BACKUP:
+            assignment.app_backup = await self._app_backup(job, vm)
+        elif kind is JobKind.APP_RESTORE:
+            assignment.app_restore = _app_restore(await self._restore_of(job))
+        elif kind is JobKind.QUIESCE:
+            assignment.quiesce = QuiesceParams(
+                backup_job_id=uuid.UUID(job.params["backup_job_id"]), hold_max_s=QUIESCE_HOLD_MAX_S
+            )
+        return assignment
+
+    def vcenter_access(self, vcenter: VCenter) -> VCenterAccess:
+        creds = json.loads(self.box.decrypt(vcenter.credentials_encrypted))
+        return VCenterAccess(
+            id=vcenter.id,
+            url=vcenter.url,
+            username=creds["username"],
+            password=creds["password"],
+            verify_tls=vcenter.verify_tls,
+        )
+
+    async def _backup(self, job: Job, vm: VirtualMachine, proxy: Proxy) -> BackupParams:
+        if "restore_point_id" not in job.params:
+            job.params = {**job.params, "restore_point_id": str(uuid.uuid4())}
+        previous = await self.points.latest_for_vm(vm.id)
+        quiesce = bool(job.params.get("quiesce"))
+        guest = None
+        if quiesce and await self.guests.for_vm(vm.id) is not None:
+            guest = BackupParamsApp(quiesce=GuestQuiesce(freeze_timeout_s=GUEST_FREEZE_TIMEOUT_S))
+        return BackupParams(
+            restore_point_id=uuid.UUID(job.params["restore_point_id"]),
+            quiesce=quiesce,
+            snapshot_name=snapshot_name(proxy.id, job.id),
+            previous=PreviousPoint(
+                id=previous.id,
+                disks=[PreviousDisk(key=d["key"], change_id=d.get("change_id")) for d in previous.disks],
+            )
+            if previous
+            else None,
+            guest=guest,
+        )
+
+    async def _app_backup(self, job: Job, vm: VirtualMachine) -> AppBackupParams:
+        policy = await self.policies.get(job.policy_id, None) if job.policy_id else None
+        apps = application_protection(policy) if policy is not None else None
+        items = job.params.get("items")
+        if items is None:
+            if apps is None:
+                raise JobNotRunnable("the policy no longer protects applications")
+            items = [item.model_dump(mode="json") for item in apps.items]
+        if "restore_point_id" not in job.params:
+            job.params = {**job.params, "restore_point_id": str(uuid.uuid4()), "items": items}
+        previous = await self.points.latest_for_vm(vm.id, kind="application")
+        return AppBackupParams(
+            restore_point_id=uuid.UUID(job.params["restore_point_id"]),
+            items=[ApplicationItemSpec.model_validate(i) for i in items],
+            previous_restore_point_id=previous.id if previous else None,
+        )
+
+    async def _restore_of(self, job: Job) -> Restore:
+        restore = await self.restores.get(job.restore_id) if job.restore_id else None
+        if restore is None or restore.restore_point_id is None:
+            raise JobNotRunnable("the restore request or its restore point is gone")
+        return restore
+
+    def _file_restore(self, restore: Restore) -> FileRestoreParams:
+        assert restore.restore_point_id is not None
+        params = restore.target_params
+        guest = None
+        if params["delivery"] == "guest":
+            if restore.secrets_encrypted is None:
+                raise JobNotRunnable("the guest credentials of this restore were already erased")
+            secrets = json.loads(self.box.decrypt(restore.secrets_encrypted))
+            guest = GuestDelivery(
+                username=secrets["username"],
+                password=secrets["password"],
+                target_directory=params.get("target_directory"),
+                overwrite=bool(params.get("overwrite")),
+            )
+        return FileRestoreParams(
+            restore_id=restore.id,
+            restore_point_id=restore.restore_point_id,
+            files=[FileSelection.model_validate(f) for f in params["files"]],
+            delivery=params["delivery"],
+            archive_format=params.get("archive_format", "tar"),
+            export_id=export_id_for(restore.id),
+            guest=guest,
+        )
+
+
+def export_id_for(restore_id: uuid.UUID) -> str:
+    """The repository export that holds a file restore's archive."""
+    return f"restore-{restore_id}"
+
+
+def _vm_restore(restore: Restore) -> RestoreParams:
+    assert restore.restore_point_id is not None
+    params = restore.target_params
+    return RestoreParams(
+        restore_id=restore.id,
+        restore_point_id=restore.restore_point_id,
+        target=restore.target,
+        new_name=params.get("name"),
+        host_moid=params.get("host_moid"),
+        datastore_moid=params.get("datastore_moid"),
+        datastore_name=params.get("datastore_name"),
+        force=bool(params.get("force")),
+        power_on=bool(params.get("power_on")),
+    )
+
+
+def _app_restore(restore: Restore) -> AppRestoreParams:
+    assert restore.restore_point_id is not None
+    p = restore.target_params
+    return AppRestoreParams(
+        restore_id=restore.id,
+        restore_point_id=restore.restore_point_id,
+        stream=p["stream"],
+        engine=p["engine"],
+        instance=p.get("instance") or "default",
+        database=p.get("database"),
+        target_database=p.get("target_database"),
+        overwrite=bool(p.get("overwrite")),
+        target_directory=p.get("target_directory"),
+        paths=list(p.get("paths") or []),
+    )

@@ -1,0 +1,201 @@
+"""Guest agents: one per VM, tenant-owned, on the agent channel for their own VM's application jobs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from app.clock import ManualClock
+from app.context import AppContext
+from app.scheduler.dispatch_watch import DispatchWatchLoop
+from app.scheduler.planner import PlannerLoop
+from tests.api.test_inventory import all_items
+from tests.api.test_jobs import claim
+from tests.api.test_policies import create_policy, synced_tenant
+from tests.api.test_proxies import BEAT, register_proxy
+from tests.support.app import ClientFactory, CustomerFactory
+from tests.support.vcsim import VcsimServer
+
+pytestmark = pytest.mark.vcsim
+
+MONDAY_2100 = datetime(2026, 1, 5, 21, 0, tzinfo=UTC)
+APPS = {
+    "schedule": {"type": "weekly", "times": ["23:00"]},
+    "window": {"start": "23:00", "duration_minutes": 120},
+    "retention": {"daily": 3, "weekly": 0, "monthly": 0},
+    "items": [
+        {"type": "postgresql", "databases": ["sales"]},
+        {"type": "files", "paths": ["/etc"]},
+    ],
+}
+
+
+async def register_guest(client: httpx.AsyncClient, vm_id: str) -> dict[str, Any]:
+    response = await client.post("/api/v1/guest-agents", json={"vm_id": vm_id})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def test_customer_registers_one_agent_per_vm_of_its_own(
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    make_client: ClientFactory,
+) -> None:
+    customer, tenant_id, vms = await synced_tenant(operator, customer_of, vcsim)
+    agent = await register_guest(customer, vms[0]["id"])
+    assert agent["token"].startswith("vmrg_") and agent["vm_id"] == vms[0]["id"]
+    assert agent["tenant_id"] == str(tenant_id) and agent["status"] == "offline"
+    again = await customer.post("/api/v1/guest-agents", json={"vm_id": vms[0]["id"]})
+    assert again.status_code == 409 and "already has a guest agent" in again.json()["detail"]
+
+    other, _, other_vms = await synced_tenant(operator, customer_of, vcsim, "Other")
+    foreign = await customer.post("/api/v1/guest-agents", json={"vm_id": other_vms[0]["id"]})
+    assert foreign.status_code == 422  # another tenant's VM does not exist for this customer
+    assert (await other.get(f"/api/v1/guest-agents/{agent['id']}")).status_code == 404
+
+    # Guest agents are not proxies: they do not appear among them, nor count as serving hosts.
+    assert agent["id"] not in {p["id"] for p in await all_items(operator, "/api/v1/proxies")}
+    assert (await operator.get(f"/api/v1/proxies/{agent['id']}")).status_code == 404
+
+    guest = make_client(agent["token"])
+    beat = {
+        **BEAT,
+        "applications": [{"engine": "postgresql", "version": "15.19", "databases": ["sales", "hr"]}],
+    }
+    ack = await guest.post("/api/v1/agent/heartbeat", json=beat)
+    assert ack.status_code == 200, ack.text
+    assert ack.json()["kind"] == "guest" and ack.json()["vm_id"] == vms[0]["id"] and ack.json()["hosts"] == []
+    shown = (await customer.get(f"/api/v1/guest-agents/{agent['id']}")).json()
+    assert shown["status"] == "online" and shown["applications"][0]["databases"] == ["sales", "hr"]
+    for path in ("/api/v1/vms", "/api/v1/guest-agents"):
+        assert (await guest.get(path)).status_code == 401  # an agent token is not an API key
+
+    rotated = await customer.post(f"/api/v1/guest-agents/{agent['id']}/token")
+    assert rotated.status_code == 200
+    assert (await guest.post("/api/v1/agent/heartbeat", json=BEAT)).status_code == 401
+    assert (await customer.delete(f"/api/v1/guest-agents/{agent['id']}")).status_code == 204
+    assert (
+        await make_client(rotated.json()["token"]).post("/api/v1/agent/heartbeat", json=BEAT)
+    ).status_code == 401
+
+
+async def test_application_jobs_are_planned_on_their_own_schedule_and_only_the_vms_agent_takes_them(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    make_client: ClientFactory,
+    clock: ManualClock,
+) -> None:
+    clock.set(MONDAY_2100)
+    customer, tenant_id, vms = await synced_tenant(operator, customer_of, vcsim)
+    policy = await create_policy(
+        operator,
+        tenant_id,
+        name="db",
+        selection={"vm_ids": [vms[0]["id"], vms[1]["id"]]},
+        schedule={"type": "weekly", "times": ["22:00"]},
+        window={"start": "22:00", "duration_minutes": 60},
+        applications=APPS,
+    )
+    assert policy["applications"]["items"][0] == {
+        "type": "postgresql",
+        "instance": "default",
+        "databases": ["sales"],
+    }
+    guest = make_client((await register_guest(customer, vms[0]["id"]))["token"])
+    host = (await operator.get("/api/v1/hosts")).json()["items"]
+    proxy = make_client((await register_proxy(operator, "all", [h["id"] for h in host]))["token"])
+    await proxy.post("/api/v1/agent/heartbeat", json=BEAT)
+    await guest.post("/api/v1/agent/heartbeat", json=BEAT)
+    planner = PlannerLoop(ctx.sessionmaker, clock)
+
+    clock.set(MONDAY_2100 + timedelta(hours=1, minutes=1))  # 22:01: the image slot only
+    await planner.run_once()
+    jobs = await all_items(operator, "/api/v1/jobs")
+    assert {j["kind"] for j in jobs} == {"backup"} and len(jobs) == 2
+    clock.set(MONDAY_2100 + timedelta(hours=2, minutes=1))  # 23:01: the application slot
+    await planner.run_once()
+    await planner.run_once()
+    app_jobs = await all_items(operator, "/api/v1/jobs", kind="app_backup")
+    assert sorted(j["vm_id"] for j in app_jobs) == sorted([vms[0]["id"], vms[1]["id"]])
+
+    # The VM without an agent says why its application job waits.
+    await guest.post("/api/v1/agent/heartbeat", json=BEAT)
+    await proxy.post("/api/v1/agent/heartbeat", json=BEAT)
+    await DispatchWatchLoop(ctx.sessionmaker, clock, stale_after_s=90).run_once()
+    waiting = {
+        j["vm_id"]: j["waiting_reason"] for j in await all_items(operator, "/api/v1/jobs", kind="app_backup")
+    }
+    assert waiting[vms[0]["id"]] is None
+    assert "no guest agent in VM" in waiting[vms[1]["id"]]
+
+    # The proxy takes image backups only; the guest agent its own VM's application job only.
+    taken = await claim(proxy)
+    assert taken and {j["kind"] for j in taken} == {"backup"}
+    mine = await claim(guest)
+    assert [j["kind"] for j in mine] == ["app_backup"] and mine[0]["vm"]["id"] == vms[0]["id"]
+    assert mine[0]["vcenter"] is None  # vCenter credentials never go into a customer's VM
+    params = mine[0]["app_backup"]
+    assert [i["type"] for i in params["items"]] == ["postgresql", "files"]
+    assert params["previous_restore_point_id"] is None
+    assert await claim(guest) == []
+
+
+async def test_quiesce_is_asked_by_the_proxy_frozen_by_the_guest_and_released(
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    make_client: ClientFactory,
+) -> None:
+    customer, tenant_id, vms = await synced_tenant(operator, customer_of, vcsim)
+    await create_policy(
+        operator, tenant_id, name="aware", selection={"vm_ids": [vms[0]["id"]]}, application_aware=True
+    )
+    guest = make_client((await register_guest(customer, vms[0]["id"]))["token"])
+    hosts = (await operator.get("/api/v1/hosts")).json()["items"]
+    proxy = make_client((await register_proxy(operator, "all", [h["id"] for h in hosts]))["token"])
+    assert (await operator.post("/api/v1/jobs", json={"vm_ids": [vms[0]["id"]]})).status_code == 201
+    [backup] = await claim(proxy)
+    assert backup["backup"]["quiesce"] is True
+    assert backup["backup"]["guest"]["quiesce"]["freeze_timeout_s"] > 0
+    base = f"/api/v1/agent/jobs/{backup['job_id']}/quiesce"
+
+    asked = await proxy.post(base)
+    assert asked.status_code == 200, asked.text
+    assert asked.json()["state"] == "queued" and asked.json()["frozen"] is False
+    assert (await proxy.post(base)).json()["job_id"] == asked.json()["job_id"]  # idempotent per attempt
+
+    [quiesce] = await claim(guest)
+    assert quiesce["kind"] == "quiesce" and quiesce["quiesce"]["backup_job_id"] == backup["job_id"]
+    progress = f"/api/v1/agent/jobs/{quiesce['job_id']}/progress"
+    ack = await guest.post(progress, json={"phase": "frozen"})
+    assert ack.status_code == 200 and ack.json()["release_requested"] is False
+    assert (await proxy.get(base)).json()["frozen"] is True
+
+    assert (await proxy.post(f"{base}/release")).status_code == 200
+    assert (await guest.post(progress, json={"phase": "frozen"})).json()["release_requested"] is True
+    done = await guest.post(
+        f"/api/v1/agent/jobs/{quiesce['job_id']}/complete",
+        json={
+            "outcome": "succeeded",
+            "quiesce": {
+                "frozen_at": "2026-01-05T22:00:00Z",
+                "thawed_at": "2026-01-05T22:00:05Z",
+                "held_until_release": True,
+                "engines": ["postgresql"],
+            },
+        },
+    )
+    assert done.status_code == 204, done.text
+    status = (await proxy.get(base)).json()
+    assert status["state"] == "succeeded" and status["result"]["held_until_release"] is True
+
+    # Another agent's token cannot drive this backup's quiesce.
+    other = make_client((await register_proxy(operator, "other", [hosts[0]["id"]]))["token"])
+    assert (await other.get(base)).status_code == 409
+    assert (await guest.post(base)).status_code in (404, 409)
