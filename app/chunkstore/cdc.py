@@ -73,8 +73,12 @@ class CdcParams:
                 f"need 64 <= min < avg < max <= {MAX_STREAM_CHUNK}, got "
                 f"{self.min_size}/{self.avg_size}/{self.max_size}"
             )
+        # fastcdc's own bounds, which it checks with assert (gone under python -O): checked here so that
+        # parameters it would refuse fail when they are made, not in the middle of a backup.
         if self.avg_size < 256:
             raise ValueError("the average chunk size must be at least 256 bytes")
+        if self.max_size < 1024:
+            raise ValueError("the maximum chunk size must be at least 1024 bytes")
 
     @classmethod
     def for_average(cls, avg_size: int) -> CdcParams:
@@ -184,8 +188,11 @@ def iter_blocks(source: StreamSource, block_size: int = MiB) -> Iterator[BytesLi
     that is fine): each piece is valid only until the next one is asked for, so consumers copy what
     they keep (the chunker does). An iterable is passed through as its producer sliced it.
     """
-    if isinstance(source, bytes | bytearray | memoryview):
-        raise TypeError("pass a file object or an iterable of bytes, not a bytes object")
+    if block_size < 1:
+        raise ValueError("block_size must be >= 1")  # a zero-size read would look like end of stream
+    if isinstance(source, str | bytes | bytearray | memoryview):
+        # Iterating these yields characters or ints: refuse rather than back up garbage.
+        raise TypeError("pass a file object or an iterable of bytes, not a str or bytes object")
     readinto = getattr(source, "readinto", None)
     if readinto is not None:
         view = memoryview(bytearray(block_size))

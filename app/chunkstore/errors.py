@@ -112,7 +112,26 @@ class UnsafeArchiveMember(ChunkstoreError):
 
 
 class StreamNotFound(ChunkstoreError):
-    def __init__(self, restore_point_id: str, name: str) -> None:
-        super().__init__(f"restore point {restore_point_id!r} has no stream {name!r}")
-        self.restore_point_id = restore_point_id
+    """No stream of that name in the restore point (or export, ``kind="export"``) read."""
+
+    def __init__(self, owner_id: str, name: str, *, kind: str = "restore point") -> None:
+        super().__init__(f"{kind} {owner_id!r} has no stream {name!r}")
+        self.owner_id = owner_id
+        self.kind = kind
         self.name = name
+
+    @property
+    def restore_point_id(self) -> str | None:
+        return self.owner_id if self.kind == "restore point" else None
+
+
+class ExportNotFound(ChunkstoreError):
+    def __init__(self, export_id: str) -> None:
+        super().__init__(f"export {export_id!r} does not exist")
+        self.export_id = export_id
+
+
+class ExportExists(ChunkstoreError):
+    def __init__(self, export_id: str) -> None:
+        super().__init__(f"export {export_id!r} already exists")
+        self.export_id = export_id

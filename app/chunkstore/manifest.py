@@ -10,29 +10,27 @@ database, a tar of a file set), or both. Manifests with streams are written as f
 without as format 1, byte for byte as before: a reader that predates streams then refuses a manifest it
 would misread instead of ignoring its streams (an old GC would otherwise free every stream chunk),
 while it keeps reading every disk-only restore point. This reader accepts both formats.
+
+An export (a restore output kept for download) has a manifest of its own kind, ``Export``: streams and
+metadata, no disks, no VM configuration, and a ``"type": "export"`` field.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+# Re-exported: ids were validated here before the key layout had a module of its own.
+from app.chunkstore.layout import validate_export_id as validate_export_id
+from app.chunkstore.layout import validate_restore_point_id as validate_restore_point_id
+
 FORMAT = 1  # disks only (every manifest written before streams existed)
 FORMAT_STREAMS = 2  # with a "streams" list
 _FORMATS = (FORMAT, FORMAT_STREAMS)
-_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-
-
-def validate_restore_point_id(restore_point_id: str) -> str:
-    """Ids become object keys, so they are restricted to portable characters."""
-    if not isinstance(restore_point_id, str) or not _ID.match(restore_point_id):
-        raise ValueError(
-            f"invalid restore point id {restore_point_id!r}: 1-128 of [A-Za-z0-9._-], not starting with . _ -"
-        )
-    return restore_point_id
+EXPORT_FORMAT = 1
+_EXPORT_TYPE = "export"
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +144,28 @@ class StreamRecord:
         return record
 
 
+def _stream_named(streams: tuple[StreamRecord, ...], name: str) -> StreamRecord:
+    for s in streams:
+        if s.name == name:
+            return s
+    raise KeyError(name)
+
+
+def _streams_from_json(items: list[dict[str, Any]]) -> tuple[StreamRecord, ...]:
+    streams = tuple(StreamRecord.from_json(s) for s in items)
+    if len({s.name for s in streams}) != len(streams):
+        raise ValueError("two streams with the same name")
+    return streams
+
+
+def _dump(doc: dict[str, Any]) -> bytes:
+    """Canonical JSON (sorted keys, no blanks): the same record always serializes to the same bytes."""
+    try:
+        return json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"vm_config and metadata must be plain JSON: {exc}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class RestorePoint:
     id: str
@@ -162,10 +182,7 @@ class RestorePoint:
         raise KeyError(key)
 
     def stream(self, name: str) -> StreamRecord:
-        for s in self.streams:
-            if s.name == name:
-                return s
-        raise KeyError(name)
+        return _stream_named(self.streams, name)
 
     def to_json(self) -> bytes:
         doc: dict[str, Any] = {
@@ -178,24 +195,64 @@ class RestorePoint:
         }
         if self.streams:
             doc["streams"] = [s.to_json() for s in self.streams]
-        try:
-            return json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"vm_config and metadata must be plain JSON: {exc}") from None
+        return _dump(doc)
 
     @classmethod
     def from_json(cls, raw: bytes) -> RestorePoint:
         doc = json.loads(raw)
         if doc.get("format") not in _FORMATS:
             raise ValueError(f"unsupported manifest format {doc.get('format')!r}")
-        streams = tuple(StreamRecord.from_json(s) for s in doc.get("streams", ()))
-        if len({s.name for s in streams}) != len(streams):
-            raise ValueError("two streams with the same name")
         return cls(
             id=validate_restore_point_id(doc["id"]),
             created_at=datetime.fromisoformat(doc["created_at"]),
             vm_config=dict(doc["vm_config"]),
             metadata=dict(doc["metadata"]),
             disks=tuple(DiskRecord.from_json(d) for d in doc["disks"]),
-            streams=streams,
+            streams=_streams_from_json(doc.get("streams", [])),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Export:
+    """A restore output kept for download (an archive of the files a user asked for): streams only.
+
+    Written once and published by its manifest like a restore point, but never one: it has its own
+    key prefixes (see layout.py), its own format and a ``type`` field, so neither can be read as the
+    other even in an unencrypted repository.
+    """
+
+    id: str
+    created_at: datetime
+    metadata: dict[str, Any] = field(default_factory=dict)  # opaque: who asked, what, file names...
+    streams: tuple[StreamRecord, ...] = ()
+
+    @property
+    def size(self) -> int:
+        return sum(s.size for s in self.streams)
+
+    def stream(self, name: str) -> StreamRecord:
+        return _stream_named(self.streams, name)
+
+    def to_json(self) -> bytes:
+        return _dump(
+            {
+                "format": EXPORT_FORMAT,
+                "type": _EXPORT_TYPE,
+                "id": self.id,
+                "created_at": self.created_at.astimezone(UTC).isoformat(),
+                "metadata": self.metadata,
+                "streams": [s.to_json() for s in self.streams],
+            }
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Export:
+        doc = json.loads(raw)
+        if doc.get("type") != _EXPORT_TYPE or doc.get("format") != EXPORT_FORMAT:
+            raise ValueError(f"not an export manifest of format {EXPORT_FORMAT}")
+        return cls(
+            id=validate_export_id(doc["id"]),
+            created_at=datetime.fromisoformat(doc["created_at"]),
+            metadata=dict(doc["metadata"]),
+            streams=_streams_from_json(doc["streams"]),
         )

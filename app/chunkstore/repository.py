@@ -1,16 +1,25 @@
-"""The backup repository: chunks, indexes and restore points on a ``Backend``.
+"""The backup repository: chunks, indexes, restore points and exports on a ``Backend``.
 
 Named ``repository`` inside ``app/chunkstore`` only; elsewhere in the project ``repository.py`` means SQL.
 
 Layout (keys)::
 
-    config                          repository self-description (JSON, clear; master key only wrapped)
-    chunks/<2 hex>/<64 hex>         one stored chunk (see codec.py), named by its id
-    indexes/<restore point>/<n>     binary chunk index of disk n of a restore point (see index.py)
-    indexes/<restore point>/s<n>-<m> segment m of the chunk index of stream n (see streamindex.py)
-    restore-points/<restore point>  manifest (JSON; AES-GCM sealed in encrypted repositories)
+    config                            repository self-description (JSON, clear; master key only wrapped)
+    chunks/<2 hex>/<64 hex>           one stored chunk (see codec.py), named by its id
+    indexes/<restore point>/<n>       binary chunk index of disk n of a restore point (see index.py)
+    indexes/<restore point>/s<n>-<m>  segment m of the chunk index of stream n (see streamindex.py)
+    restore-points/<restore point>    manifest (JSON; AES-GCM sealed in encrypted repositories)
+    export-indexes/<export>/s<n>-<m>  segment m of the chunk index of stream n of an export
+    exports/<export>                  export manifest (JSON; sealed like restore point manifests)
 
 Writes happen in the order chunks → indexes → manifest; the manifest's atomic put is the commit point.
+
+Exports (restore outputs kept for users to download, such as an archive of restored files) share the
+chunks, and so dedup and GC, with restore points, but nothing else: their manifests and index objects
+sit under their own top-level prefixes (``exports/``, ``export-indexes/``), so listing restore points
+(``restore-points/``) or sweeping their indexes (``indexes/``) never meets an export, an export may
+carry the id of a restore point without either touching the other, and a filesystem never needs
+``exports/<id>`` to be a file and a directory at once. An export is written once, like a restore point.
 """
 
 from __future__ import annotations
@@ -18,9 +27,9 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import blake3
 
@@ -34,6 +43,9 @@ from app.chunkstore.config import (
 )
 from app.chunkstore.errors import (
     ChunkMissing,
+    ChunkstoreError,
+    ExportExists,
+    ExportNotFound,
     ObjectDamaged,
     ObjectMissing,
     RepositoryError,
@@ -52,19 +64,39 @@ from app.chunkstore.keys import (
     unwrap_master_key,
     wrap_master_key,
 )
-from app.chunkstore.manifest import (
-    DiskRecord,
-    RestorePoint,
-    StreamRecord,
-    StreamSegment,
-    validate_restore_point_id,
-    validate_stream_name,
+from app.chunkstore.layout import (
+    CONFIG_KEY,
+    EXPORT_INDEX_PREFIX,
+    EXPORT_PREFIX,
+    INDEX_PREFIX,
+    MANIFEST_PREFIX,
+    export_index_prefix,
+    export_key,
+    ids_under,
+    index_prefix,
+    manifest_key,
 )
+from app.chunkstore.manifest import DiskRecord, Export, RestorePoint, StreamSegment
 from app.chunkstore.streamindex import StreamSegmentIndex
+from app.chunkstore.writers import ExportWriter, RestorePointWriter
 
-CONFIG_KEY = "config"
-MANIFEST_PREFIX = "restore-points/"
-INDEX_PREFIX = "indexes/"
+__all__ = [
+    "CONFIG_KEY",
+    "DEFAULT_CHUNK_SIZE",
+    "EXPORT_INDEX_PREFIX",
+    "EXPORT_PREFIX",
+    "INDEX_PREFIX",
+    "MANIFEST_PREFIX",
+    "ExportWriter",
+    "Repository",
+    "RestorePointWriter",
+    "export_index_prefix",
+    "export_key",
+    "index_prefix",
+    "manifest_key",
+]
+
+_M = TypeVar("_M")
 # 1 MiB: measured in docs/benchmarks.md (scattered 4 KiB guest writes make bigger chunks store far more
 # on every incremental backup, for little throughput gain).
 DEFAULT_CHUNK_SIZE = 1 << 20
@@ -75,14 +107,6 @@ KNOWN_CACHE_MAX = 1 << 17
 #: Ids known present are asked (and touched) again after this long, well inside any GC grace
 #: period, so a long-running proxy never relies on a chunk that a sweep could have removed.
 KNOWN_TTL_S = 1800.0
-
-
-def manifest_key(restore_point_id: str) -> str:
-    return MANIFEST_PREFIX + validate_restore_point_id(restore_point_id)
-
-
-def index_prefix(restore_point_id: str) -> str:
-    return f"{INDEX_PREFIX}{validate_restore_point_id(restore_point_id)}/"
 
 
 def _wrap_aad(repository_id: str) -> bytes:
@@ -311,27 +335,19 @@ class Repository:
         created_at: datetime | None = None,
     ) -> RestorePointWriter:
         """Start writing a restore point: add disk indexes, then ``commit()`` writes the manifest."""
-        key = manifest_key(restore_point_id)
-        if self.backend.exists(key):
+        if self.backend.exists(manifest_key(restore_point_id)):
             raise RestorePointExists(restore_point_id)
         return RestorePointWriter(self, restore_point_id, vm_config, metadata or {}, created_at)
 
     def list_restore_points(self) -> list[str]:
-        ids = (key[len(MANIFEST_PREFIX) :] for key in self.backend.list(MANIFEST_PREFIX))
-        return sorted(i for i in ids if "/" not in i)
+        return ids_under(self.backend.list(MANIFEST_PREFIX), MANIFEST_PREFIX)
 
     def read_restore_point(self, restore_point_id: str) -> RestorePoint:
-        key = manifest_key(restore_point_id)
-        try:
-            stored = self.backend.get(key)
-        except ObjectMissing:
-            raise RestorePointNotFound(restore_point_id) from None
-        try:
-            point = RestorePoint.from_json(self._meta.open(key, stored))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ObjectDamaged(key, f"unreadable manifest: {exc}") from None
+        point = self._read_manifest(
+            manifest_key(restore_point_id), RestorePoint.from_json, RestorePointNotFound(restore_point_id)
+        )
         if point.id != restore_point_id:
-            raise ObjectDamaged(key, f"manifest names restore point {point.id!r}")
+            raise ObjectDamaged(manifest_key(restore_point_id), f"manifest names restore point {point.id!r}")
         return point
 
     def delete_restore_point(self, restore_point_id: str) -> None:
@@ -339,20 +355,82 @@ class Repository:
 
         Chunks stay: other restore points may share them; ``gc`` frees the unreferenced ones.
         """
-        key = manifest_key(restore_point_id)
-        if not self.backend.exists(key):
-            raise RestorePointNotFound(restore_point_id)
-        self.backend.delete(key)
-        for index_key in list(self.backend.list(index_prefix(restore_point_id))):
-            self.backend.delete(index_key)
+        missing = RestorePointNotFound(restore_point_id)
+        self._delete_published(manifest_key(restore_point_id), index_prefix(restore_point_id), missing)
 
     def write_manifest(self, point: RestorePoint) -> None:
         """Atomically publish a restore point whose indexes are already written (the commit point)."""
-        key = manifest_key(point.id)
-        raw = point.to_json()
+        self._publish(manifest_key(point.id), point.to_json(), RestorePointExists(point.id))
+
+    # -- exports ---------------------------------------------------------------------------------
+
+    def begin_export(
+        self, export_id: str, *, metadata: dict[str, Any] | None = None, created_at: datetime | None = None
+    ) -> ExportWriter:
+        """Start writing an export: add streams (``backup_stream``), then ``commit()`` publishes it.
+
+        ``metadata`` is opaque JSON stored with it (who asked for it, the archive's file name...).
+        """
+        if self.backend.exists(export_key(export_id)):
+            raise ExportExists(export_id)
+        return ExportWriter(self, export_id, metadata or {}, created_at)
+
+    def list_exports(self) -> list[Export]:
+        """Every committed export (its manifest: creation time, metadata, streams), oldest first.
+
+        An export deleted while listing is left out; a damaged manifest raises ``ObjectDamaged`` (its
+        key names the export, which ``delete_export`` can still remove).
+        """
+        exports: list[Export] = []
+        for export_id in ids_under(self.backend.list(EXPORT_PREFIX), EXPORT_PREFIX):
+            try:
+                exports.append(self.read_export(export_id))
+            except ExportNotFound:
+                continue
+        return sorted(exports, key=lambda e: (e.created_at, e.id))
+
+    def read_export(self, export_id: str) -> Export:
+        export = self._read_manifest(export_key(export_id), Export.from_json, ExportNotFound(export_id))
+        if export.id != export_id:
+            raise ObjectDamaged(export_key(export_id), f"manifest names export {export.id!r}")
+        return export
+
+    def delete_export(self, export_id: str) -> None:
+        """Remove the export's manifest (it vanishes atomically), then its index segments.
+
+        Its chunks stay until ``gc`` finds nothing else referencing them.
+        """
+        missing = ExportNotFound(export_id)
+        self._delete_published(export_key(export_id), export_index_prefix(export_id), missing)
+
+    def write_export(self, export: Export) -> None:
+        """Atomically publish an export whose index segments are already written (the commit point)."""
+        self._publish(export_key(export.id), export.to_json(), ExportExists(export.id))
+
+    # -- manifests and index objects -------------------------------------------------------------
+
+    def _read_manifest(self, key: str, parse: Callable[[bytes], _M], missing: ChunkstoreError) -> _M:
+        try:
+            stored = self.backend.get(key)
+        except ObjectMissing:
+            raise missing from None
+        try:
+            return parse(self._meta.open(key, stored))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ObjectDamaged(key, f"unreadable manifest: {exc}") from None
+
+    def _publish(self, key: str, raw: bytes, exists: ChunkstoreError) -> None:
+        # The backend has no put-if-absent: one writer per id is the caller's rule (ids are unique).
         if self.backend.exists(key):
-            raise RestorePointExists(point.id)
+            raise exists
         self.backend.put(key, self._meta.seal(key, raw))
+
+    def _delete_published(self, key: str, indexes: str, missing: ChunkstoreError) -> None:
+        if not self.backend.exists(key):
+            raise missing
+        self.backend.delete(key)
+        for index_key in list(self.backend.list(indexes)):
+            self.backend.delete(index_key)
 
     def _write_meta(self, key: str, raw: bytes) -> tuple[str, int]:
         """Store a (sealed) metadata object; return (hex BLAKE3 of the stored bytes, stored size)."""
@@ -407,124 +485,3 @@ class Repository:
             point = self.read_restore_point(restore_point_id)
             for disk in point.disks:
                 yield point, disk, self.read_index(disk)
-
-
-class RestorePointWriter:
-    """Collects the disks and streams of one restore point; nothing is visible until ``commit()``.
-
-    Each disk's index is written as soon as it is added, so a VM with many large disks never holds all
-    of their indexes in memory at once. Streams (``app.chunkstore.streams.backup_stream``) reserve a
-    name, write their index segments as they go and are recorded when they finish; several may run in
-    threads at once, which is why stream bookkeeping is locked.
-    """
-
-    def __init__(
-        self,
-        repo: Repository,
-        restore_point_id: str,
-        vm_config: dict[str, Any],
-        metadata: dict[str, Any],
-        created_at: datetime | None,
-    ) -> None:
-        self._repo = repo
-        self.id = validate_restore_point_id(restore_point_id)
-        self._vm_config = vm_config
-        self._metadata = metadata
-        self._created_at = created_at or datetime.now(UTC)
-        self._disks: list[DiskRecord] = []
-        self._streams: list[StreamRecord] = []
-        self._stream_slots: dict[str, str] = {}  # reserved name -> index key prefix
-        self._stream_numbers = 0  # never reused, so a released stream's orphan segments are never overwritten
-        self._lock = threading.Lock()
-        self._committed = False
-
-    @property
-    def repo(self) -> Repository:
-        return self._repo
-
-    @property
-    def disks(self) -> Sequence[DiskRecord]:
-        return tuple(self._disks)
-
-    @property
-    def streams(self) -> Sequence[StreamRecord]:
-        with self._lock:
-            return tuple(self._streams)
-
-    def reserve_stream(self, name: str) -> str:
-        """Claim ``name`` for a stream; return the key prefix its index segments are written under."""
-        validate_stream_name(name)
-        with self._lock:
-            if self._committed:
-                raise RepositoryError("restore point already committed")
-            if name in self._stream_slots:
-                raise ValueError(f"stream {name!r} added twice")
-            prefix = f"{index_prefix(self.id)}s{self._stream_numbers}-"
-            self._stream_numbers += 1
-            self._stream_slots[name] = prefix
-            return prefix
-
-    def release_stream(self, name: str) -> None:
-        """Give up a reserved stream that failed: the restore point can still commit without it.
-
-        Segments it already wrote stay as orphans; GC removes them after its grace period.
-        """
-        with self._lock:
-            if not any(s.name == name for s in self._streams):
-                self._stream_slots.pop(name, None)
-
-    def add_stream(self, record: StreamRecord) -> None:
-        """Record a finished stream whose index segments are written (under its reserved prefix)."""
-        with self._lock:
-            if self._committed:
-                raise RepositoryError("restore point already committed")
-            prefix = self._stream_slots.get(record.name)
-            if prefix is None:
-                raise ValueError(f"stream {record.name!r} was not reserved")
-            if any(s.name == record.name for s in self._streams):
-                raise ValueError(f"stream {record.name!r} added twice")
-            if any(not seg.key.startswith(prefix) for seg in record.segments):
-                raise ValueError(f"stream {record.name!r} has index segments outside its prefix")
-            self._streams.append(record)
-
-    def add_disk(self, *, key: str, label: str, index: DiskIndex, change_id: str | None = None) -> DiskRecord:
-        if self._committed:
-            raise RepositoryError("restore point already committed")
-        if any(d.key == key for d in self._disks):
-            raise ValueError(f"disk {key!r} added twice")
-        if index.chunk_size != self._repo.chunk_size:
-            raise ValueError("index chunk size differs from the repository's")
-        index_key = f"{index_prefix(self.id)}{len(self._disks)}"
-        digest, _ = self._repo.write_index(index_key, index)
-        record = DiskRecord(
-            key=key,
-            label=label,
-            size=index.disk_size,
-            chunk_size=index.chunk_size,
-            change_id=change_id,
-            index_key=index_key,
-            index_hash=digest,
-            chunks=len(index),
-        )
-        self._disks.append(record)
-        return record
-
-    def commit(self) -> RestorePoint:
-        """Write the manifest: the single atomic step that makes the restore point exist."""
-        with self._lock:
-            if self._committed:
-                raise RepositoryError("restore point already committed")
-            unfinished = set(self._stream_slots) - {s.name for s in self._streams}
-            if unfinished:
-                raise RepositoryError(f"streams still being written: {sorted(unfinished)}")
-            point = RestorePoint(
-                id=self.id,
-                created_at=self._created_at,
-                vm_config=self._vm_config,
-                metadata=self._metadata,
-                disks=tuple(self._disks),
-                streams=tuple(self._streams),
-            )
-            self._repo.write_manifest(point)
-            self._committed = True
-            return point

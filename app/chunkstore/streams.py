@@ -6,12 +6,15 @@
 A dump arrives from a subprocess pipe at the producer's pace, so the natural shape is push:
 ``StreamBackup.write()`` takes bytes as they come (and is a writable file object, so ``tarfile`` can
 write into it), ``finish()`` records the stream in the restore point. ``backup_stream`` is the pull
-form for a file object or an iterable of bytes.
+form for a file object or an iterable of bytes. Both write into a restore point or an export alike
+(any ``StreamSetWriter``).
 
-Memory is bounded whatever the stream's length: the chunker's window, at most ``max_inflight_bytes``
-of chunks between "cut" and "stored", and one index segment (``SEGMENT_ENTRIES`` entries); earlier
-segments are already written. Chunking and hashing are sequential by nature (the whole-stream hash
-needs the bytes in order) and run in the caller's thread; zstd, AES-GCM and the writes run in the pool.
+Memory is bounded whatever the stream's length: the chunker's window (8 MiB) and the chunks cut from
+one window (cuts are settled when the window fills, so a stream shorter than that is all processed in
+``finish()``), at most ``max_inflight_bytes`` of chunks between "cut" and "stored", and one index
+segment (``SEGMENT_ENTRIES`` entries); earlier segments are already written. Chunking and hashing
+are sequential by nature (the whole-stream hash needs the bytes in order) and run in the caller's
+thread; zstd, AES-GCM and the writes run in the pool.
 
 Chunks found present by the dedup check are touched (``Repository.missing``), the same rule that lets
 GC run during disk backups: a sweep never removes a chunk a running backup is about to reference.
@@ -32,9 +35,10 @@ from app.chunkstore.backup import BackupStats, ProgressCallback
 from app.chunkstore.cdc import DEFAULT_PARAMS, CdcParams, ContentChunker, StreamSource, iter_blocks
 from app.chunkstore.errors import BackupCancelled, RepositoryError
 from app.chunkstore.manifest import StreamRecord, StreamSegment
-from app.chunkstore.repository import Repository, RestorePointWriter
+from app.chunkstore.repository import Repository
 from app.chunkstore.streamindex import SEGMENT_ENTRIES, SegmentBuilder
 from app.chunkstore.tuning import tune_malloc
+from app.chunkstore.writers import StreamSetWriter
 
 DEFAULT_WORKERS = 4
 #: Chunk bytes held between the chunker and the backend (dedup batch plus chunks being stored).
@@ -50,16 +54,18 @@ class StreamBackupResult:
 
 
 class StreamBackup:
-    """A stream being backed up into one restore point: ``write()`` its bytes, then ``finish()``.
+    """A stream being backed up into one restore point (or export): ``write()`` its bytes, then ``finish()``.
 
-    Used from one thread. A context manager: leaving the block with an exception (or without
-    ``finish()``) abandons the stream, so the restore point can still be committed without it; chunks
-    and index segments already written are left for GC.
+    Used from one thread. Any error in ``write()`` or ``finish()`` abandons the stream (``abort()``):
+    after a failed store its bookkeeping no longer matches what is stored, so it must never be
+    finished. A context manager: leaving the block with an exception (or without ``finish()``)
+    abandons it too. The restore point can still be committed without it; chunks and index segments
+    already written are left for GC.
     """
 
     def __init__(
         self,
-        writer: RestorePointWriter,
+        writer: StreamSetWriter,
         name: str,
         *,
         metadata: dict[str, Any] | None = None,
@@ -82,7 +88,6 @@ class StreamBackup:
         self._repo = repo
         self._metadata = dict(metadata or {})
         self._params = params
-        self._prefix = writer.reserve_stream(name)
         self._chunker = ContentChunker(params)
         self._hasher = repo.stream_hasher()
         self._segment = SegmentBuilder(segment_entries)
@@ -103,6 +108,13 @@ class StreamBackup:
         self._cancel = cancel
         self._started = time.monotonic()
         self._last_progress = self._started
+        # Reserved last, once nothing else here can fail: a name reserved by a constructor that then
+        # raised would never be released, and the restore point could never be committed.
+        try:
+            self._prefix = writer.reserve_stream(name)
+        except BaseException:
+            self._pool.shutdown(wait=False)
+            raise
         self._state = "open"  # open -> finished | aborted
 
     # -- file-like (writable) ----------------------------------------------------------------------
@@ -113,13 +125,19 @@ class StreamBackup:
     def write(self, data: BytesLike) -> int:
         """Take the next bytes of the stream; blocks while too much is waiting to be stored."""
         self._check_open()
-        view = memoryview(data).cast("B")
-        step = self._chunker.buffer_size  # feed window-sized pieces: chunks returned stay bounded
-        for start in range(0, len(view), step):
-            if self._cancel is not None and self._cancel.is_set():
-                raise BackupCancelled("backup cancelled")
-            for chunk in self._chunker.feed(view[start : start + step]):
-                self._take(chunk)
+        try:
+            view = memoryview(data).cast("B")
+            step = self._chunker.buffer_size  # feed window-sized pieces: chunks returned stay bounded
+            for start in range(0, len(view), step):
+                if self._cancel is not None and self._cancel.is_set():
+                    raise BackupCancelled("backup cancelled")
+                for chunk in self._chunker.feed(view[start : start + step]):
+                    self._take(chunk)
+        except BaseException:
+            # A failed store leaves its id in ``_storing`` forever and its chunk in the index: going
+            # on would hang in finish() or, worse, record a stream whose chunk was never stored.
+            self.abort()
+            raise
         return len(view)
 
     def flush(self) -> None:
@@ -273,7 +291,7 @@ class StreamBackup:
 
 
 def open_stream_backup(
-    writer: RestorePointWriter,
+    writer: StreamSetWriter,
     name: str,
     *,
     metadata: dict[str, Any] | None = None,
@@ -282,8 +300,9 @@ def open_stream_backup(
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     max_inflight_bytes: int = INFLIGHT_BYTES,
+    segment_entries: int = SEGMENT_ENTRIES,
 ) -> StreamBackup:
-    """Start the stream ``name`` of the restore point being written; push its bytes with ``write()``."""
+    """Start the stream ``name`` of the restore point (or export) being written; ``write()`` its bytes."""
     return StreamBackup(
         writer,
         name,
@@ -293,12 +312,13 @@ def open_stream_backup(
         progress=progress,
         cancel=cancel,
         max_inflight_bytes=max_inflight_bytes,
+        segment_entries=segment_entries,
     )
 
 
 def backup_stream(
     repo: Repository,
-    writer: RestorePointWriter,
+    writer: StreamSetWriter,
     name: str,
     stream: StreamSource | Iterable[BytesLike],
     *,
@@ -308,9 +328,10 @@ def backup_stream(
     progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     max_inflight_bytes: int = INFLIGHT_BYTES,
+    segment_entries: int = SEGMENT_ENTRIES,
 ) -> StreamBackupResult:
     """Read ``stream`` to its end (a binary file object such as ``Popen.stdout``, or an iterable of
-    bytes) and add it to the restore point being written as the stream ``name``.
+    bytes) and add it to the restore point (or export) being written as the stream ``name``.
 
     ``metadata`` is stored as given (database name, engine, dump format...). Nothing is published until
     the caller commits the restore point; if this raises, the name is released and the restore point
@@ -328,6 +349,7 @@ def backup_stream(
         progress=progress,
         cancel=cancel,
         max_inflight_bytes=max_inflight_bytes,
+        segment_entries=segment_entries,
     ) as backup:
         for block in iter_blocks(stream):
             backup.write(block)

@@ -1,21 +1,22 @@
 """Repository verification: read back every referenced chunk once and check it end to end.
 
 Each chunk goes through the same path as a restore (fetch, authenticate, decompress, re-hash), so a
-clean report means every restore point can be restored. Problems are reported with the restore points
-and disks they affect, which needs a second pass over the indexes only when something is wrong.
+clean report means every restore point and every export can be restored. What is checked is what GC
+keeps alive (``walk.ManifestWalk``): the disks and streams of restore points and the streams of exports.
+Problems are reported with the disks and streams they affect, which needs a second pass over the
+indexes only when something is wrong.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from app.chunkstore.errors import ChunkDamaged, ChunkMissing, ObjectDamaged, RestorePointNotFound
-from app.chunkstore.index import DiskIndex
-from app.chunkstore.manifest import DiskRecord, RestorePoint
+from app.chunkstore.errors import ChunkDamaged, ChunkMissing
 from app.chunkstore.repository import Repository
 from app.chunkstore.tuning import tune_malloc
+from app.chunkstore.walk import EXPORT, ManifestWalk
 
 DEFAULT_WORKERS = 4
 
@@ -28,11 +29,21 @@ class AffectedDisk:
 
 
 @dataclass(frozen=True, slots=True)
+class AffectedStream:
+    """A stream that cannot be restored: of a restore point, or (``export_id`` set) of an export."""
+
+    stream_name: str
+    restore_point_id: str | None = None
+    export_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ChunkProblem:
     chunk_id: bytes
     kind: str  # "damaged" or "missing"
     detail: str
     affected: tuple[AffectedDisk, ...] = ()
+    streams: tuple[AffectedStream, ...] = ()
 
     @property
     def chunk_hex(self) -> str:
@@ -40,7 +51,14 @@ class ChunkProblem:
 
     @property
     def restore_point_ids(self) -> tuple[str, ...]:
-        return tuple(sorted({a.restore_point_id for a in self.affected}))
+        """Restore points that cannot be fully restored: through a disk or a stream."""
+        ids = {a.restore_point_id for a in self.affected}
+        ids.update(s.restore_point_id for s in self.streams if s.restore_point_id is not None)
+        return tuple(sorted(ids))
+
+    @property
+    def export_ids(self) -> tuple[str, ...]:
+        return tuple(sorted({s.export_id for s in self.streams if s.export_id is not None}))
 
 
 @dataclass(slots=True)
@@ -52,6 +70,8 @@ class VerifyReport:
     damaged: list[ChunkProblem] = field(default_factory=list)
     missing: list[ChunkProblem] = field(default_factory=list)
     damaged_objects: list[str] = field(default_factory=list)  # unreadable manifests/indexes, by message
+    streams: int = 0  # streams (of restore points and exports) whose index was read
+    exports: int = 0
 
     @property
     def ok(self) -> bool:
@@ -60,6 +80,10 @@ class VerifyReport:
     @property
     def affected_restore_points(self) -> list[str]:
         return sorted({rp for p in (*self.damaged, *self.missing) for rp in p.restore_point_ids})
+
+    @property
+    def affected_exports(self) -> list[str]:
+        return sorted({e for p in (*self.damaged, *self.missing) for e in p.export_ids})
 
 
 def verify(
@@ -71,8 +95,13 @@ def verify(
     tune_malloc()
     report = VerifyReport()
     referenced: set[bytes] = set()
-    for _point, _disk, index in _indexes(repo, report):
-        referenced.update(index.unique_ids())
+    walk = ManifestWalk(repo, on_damaged=report.damaged_objects.append)
+    for _referrer, ids in walk:
+        referenced.update(ids)
+    report.restore_points = len(walk.restore_points)
+    report.exports = len(walk.exports)
+    report.disks = walk.disks
+    report.streams = walk.streams
 
     problems: dict[bytes, tuple[str, str]] = {}
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chunkstore-verify") as pool:
@@ -87,14 +116,26 @@ def verify(
         _collect(window, report, problems)
 
     if problems:
-        affected: dict[bytes, list[AffectedDisk]] = {c: [] for c in problems}
-        for point, disk, index in _indexes(repo, None):
-            for chunk_id in index.unique_ids() & problems.keys():
-                affected[chunk_id].append(AffectedDisk(point.id, disk.key, disk.label))
-        for chunk_id, (kind, detail) in sorted(problems.items()):
-            problem = ChunkProblem(chunk_id, kind, detail, tuple(affected[chunk_id]))
-            (report.damaged if kind == "damaged" else report.missing).append(problem)
+        _report_problems(repo, report, problems)
     return report
+
+
+def _report_problems(repo: Repository, report: VerifyReport, problems: dict[bytes, tuple[str, str]]) -> None:
+    """Second walk: name the disks and streams each bad chunk belongs to (each once, in walk order)."""
+    disks: dict[bytes, dict[AffectedDisk, None]] = {c: {} for c in problems}
+    streams: dict[bytes, dict[AffectedStream, None]] = {c: {} for c in problems}
+    for referrer, ids in ManifestWalk(repo, on_damaged=lambda _message: None):
+        for chunk_id in ids & problems.keys():
+            if referrer.disk is not None:
+                disk = referrer.disk
+                disks[chunk_id][AffectedDisk(referrer.owner_id, disk.key, disk.label)] = None
+            else:
+                name, owner, in_export = str(referrer.stream), referrer.owner_id, referrer.kind == EXPORT
+                affected = AffectedStream(name, None if in_export else owner, owner if in_export else None)
+                streams[chunk_id][affected] = None
+    for chunk_id, (kind, detail) in sorted(problems.items()):
+        problem = ChunkProblem(chunk_id, kind, detail, tuple(disks[chunk_id]), tuple(streams[chunk_id]))
+        (report.damaged if kind == "damaged" else report.missing).append(problem)
 
 
 def _check(repo: Repository, chunk_id: bytes) -> tuple[bytes, int, str, str]:
@@ -124,30 +165,3 @@ def _collect(
         report.bytes_checked += size
         if kind:
             problems[chunk_id] = (kind, detail)
-
-
-def _indexes(
-    repo: Repository, report: VerifyReport | None
-) -> Iterator[tuple[RestorePoint, DiskRecord, DiskIndex]]:
-    """Every readable index; unreadable manifests and indexes are recorded, not fatal."""
-    for restore_point_id in repo.list_restore_points():
-        try:
-            point = repo.read_restore_point(restore_point_id)
-        except RestorePointNotFound:
-            continue  # deleted while we were verifying
-        except ObjectDamaged as exc:
-            if report is not None:
-                report.damaged_objects.append(str(exc))
-            continue
-        if report is not None:
-            report.restore_points += 1
-        for disk in point.disks:
-            try:
-                index = repo.read_index(disk)
-            except ObjectDamaged as exc:
-                if report is not None:
-                    report.damaged_objects.append(f"{exc} (restore point {point.id!r}, disk {disk.key!r})")
-                continue
-            if report is not None:
-                report.disks += 1
-            yield point, disk, index

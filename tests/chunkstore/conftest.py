@@ -15,9 +15,20 @@ from pathlib import Path
 
 import pytest
 
-from app.chunkstore import Backend, FsBackend, Repository, ScryptParams
+from app.chunkstore import (
+    Backend,
+    CdcParams,
+    Export,
+    FsBackend,
+    Repository,
+    RestorePoint,
+    ScryptParams,
+    iter_stream,
+)
 
 CHUNK = 64 * 1024
+#: Content-defined chunks of 4-64 KiB (16 KiB on average): many chunks out of a few hundred KiB.
+SMALL_CDC = CdcParams(min_size=4 * 1024, avg_size=16 * 1024, max_size=64 * 1024)
 PASSPHRASE = "correct horse battery staple"
 FAST_KDF = ScryptParams(n=2**10, r=8, p=1)
 
@@ -100,3 +111,13 @@ def iter_files(root: Path) -> Iterator[Path]:
     for dirpath, _, files in os.walk(root):
         for name in files:
             yield Path(dirpath) / name
+
+
+def read_stream(repo: Repository, owner: RestorePoint | Export | str, name: str) -> bytes:
+    return b"".join(iter_stream(repo, owner, name, workers=2))
+
+
+def index_keys(root: Path, prefix: str) -> set[str]:
+    """Keys of the objects under ``prefix`` (e.g. ``indexes/rp-1``) of a filesystem repository."""
+    base = root / prefix
+    return {str(p.relative_to(root)) for p in base.rglob("*") if p.is_file() and not p.name.startswith(".")}

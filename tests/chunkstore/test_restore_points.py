@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -165,3 +166,25 @@ def test_a_backup_reusing_an_old_orphan_chunk_keeps_it_through_a_concurrent_gc(t
     writer.commit()
     point = again.read_restore_point("new")
     assert b"".join(iter_disk(again, again.read_index(point.disks[0]))) == data
+
+
+def test_disks_added_from_threads_each_get_their_own_index(tmp_path: Path) -> None:
+    repo = new_repo(tmp_path / "r")
+    disks = {str(2000 + n): disk_bytes(2 * CHUNK + n, seed=50 + n) for n in range(6)}
+    indexes = {key: backup_disk(repo, BytesReader(data), len(data)).index for key, data in disks.items()}
+    writer = repo.begin_restore_point("rp", vm_config={})
+    barrier = threading.Barrier(len(disks))
+
+    def add(key: str) -> None:
+        barrier.wait()
+        writer.add_disk(key=key, label=f"disk {key}", index=indexes[key])
+
+    threads = [threading.Thread(target=add, args=(key,)) for key in disks]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    point = writer.commit()
+    assert len({d.index_key for d in point.disks}) == len(disks)
+    for disk in point.disks:
+        assert b"".join(iter_disk(repo, repo.read_index(disk))) == disks[disk.key]
