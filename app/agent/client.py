@@ -24,6 +24,7 @@ from app.contracts.agent import (
     JobAssignment,
     ProgressAck,
     ProgressReport,
+    QuiesceStatus,
 )
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,17 @@ class AgentClient:
 
     async def complete(self, job_id: uuid.UUID, request: CompleteRequest) -> None:
         await self._call("POST", f"/jobs/{job_id}/complete", request, None)
+
+    async def quiesce(self, job_id: uuid.UUID, action: str) -> QuiesceStatus:
+        """``request``, ``status`` or ``release`` the guest freeze of a running backup."""
+        method, path = {
+            "request": ("POST", f"/jobs/{job_id}/quiesce"),
+            "status": ("GET", f"/jobs/{job_id}/quiesce"),
+            "release": ("POST", f"/jobs/{job_id}/quiesce/release"),
+        }[action]
+        status = await self._call(method, path, None, QuiesceStatus)
+        assert status is not None
+        return status
 
     async def cleanup_targets(self) -> CleanupTargets:
         targets = await self._call("GET", "/cleanup-targets", None, CleanupTargets)

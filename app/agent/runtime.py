@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from app.contracts.agent import CompleteRequest, JobAssignment, ProgressReport
+from app.contracts.agent import CompleteRequest, JobAssignment, ProgressReport, QuiesceStatus
+
+
+class ServiceCalls(Protocol):
+    """Calls a runner thread makes to the service during a job, answered synchronously."""
+
+    def quiesce(self, action: str) -> QuiesceStatus: ...
 
 
 class CancelReason:
@@ -26,6 +33,12 @@ class JobRuntime:
     assignment: JobAssignment
     cancel: threading.Event = field(default_factory=threading.Event)
     cancel_reason: str | None = None
+    #: Quiesce jobs: set when the proxy released the freeze (the snapshot is taken).
+    release: threading.Event = field(default_factory=threading.Event)
+    #: Set by the agent: calls to the service from the runner's thread.
+    service: ServiceCalls | None = None
+    #: Set by the agent: makes the next progress report go out now rather than at its interval.
+    wake: Callable[[], None] | None = None
     warnings: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _latest: ProgressReport = field(default_factory=lambda: ProgressReport(phase="starting"))
@@ -39,7 +52,9 @@ class JobRuntime:
         bytes_read: int | None = None,
         bytes_new: int | None = None,
         bytes_stored: int | None = None,
+        urgent: bool = False,
     ) -> None:
+        """Record progress; ``urgent`` sends it at once (a guest reporting "frozen" is waited for)."""
         with self._lock:
             previous = self._latest
             self._latest = ProgressReport(
@@ -51,6 +66,8 @@ class JobRuntime:
                 warnings=list(self.warnings),
             )
             self._dirty = True
+        if urgent and self.wake is not None:
+            self.wake()
 
     def warn(self, message: str) -> None:
         with self._lock:

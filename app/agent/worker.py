@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from app import __version__
 from app.agent.client import AgentClient, FatalChannelError, LeaseLost, TransientChannelError
 from app.agent.runtime import CancelReason, JobRuntime, Runner
-from app.contracts.agent import CleanupTargets, CompleteRequest, Heartbeat, JobAssignment
+from app.contracts.agent import CleanupTargets, CompleteRequest, Heartbeat, JobAssignment, QuiesceStatus
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +147,14 @@ class ProxyAgent:
 
     async def _run_job(self, assignment: JobAssignment) -> None:
         runtime = JobRuntime(assignment=assignment)
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+
+        def wake_reporter() -> None:
+            loop.call_soon_threadsafe(wake.set)
+
+        runtime.wake = wake_reporter
+        runtime.service = _ServiceCalls(self.client, loop, assignment.job_id)
         self._running[assignment.job_id] = runtime
         log.info(
             "job %s: %s of VM %s (attempt %d)",
@@ -157,7 +165,7 @@ class ProxyAgent:
         )
         try:
             runner = self.runners.get(assignment.kind)
-            reporter = asyncio.create_task(self._report_loop(runtime))
+            reporter = asyncio.create_task(self._report_loop(runtime, wake))
             try:
                 if runner is None:
                     result = CompleteRequest(
@@ -200,10 +208,12 @@ class ProxyAgent:
                 warnings=list(runtime.warnings),
             )
 
-    async def _report_loop(self, runtime: JobRuntime) -> None:
+    async def _report_loop(self, runtime: JobRuntime, wake: asyncio.Event) -> None:
         interval = max(0.5, min(5.0, runtime.assignment.lease_s / 4))
         while True:
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=interval)
+            wake.clear()
             try:
                 ack = await self.client.progress(runtime.assignment.job_id, runtime.latest())
             except LeaseLost:
@@ -214,6 +224,8 @@ class ProxyAgent:
                 continue
             if ack.cancel_requested:
                 runtime.request_cancel(CancelReason.USER)
+            if ack.release_requested:
+                runtime.release.set()
 
     async def _complete(self, assignment: JobAssignment, result: CompleteRequest) -> None:
         delay = 1.0
@@ -240,3 +252,16 @@ class ProxyAgent:
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+
+class _ServiceCalls:
+    """Service calls for a runner thread: run on the agent's event loop, waited for in the thread."""
+
+    def __init__(self, client: AgentClient, loop: asyncio.AbstractEventLoop, job_id: uuid.UUID) -> None:
+        self._client = client
+        self._loop = loop
+        self._job_id = job_id
+
+    def quiesce(self, action: str) -> QuiesceStatus:
+        future = asyncio.run_coroutine_threadsafe(self._client.quiesce(self._job_id, action), self._loop)
+        return future.result(timeout=60)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from app.agent.cleanup import endpoint_of
+from app.agent.guest_freeze import GuestFreeze
 from app.agent.repositories import RepositoryCache
 from app.agent.runtime import JobRuntime
 from app.chunkstore import (
@@ -109,19 +110,32 @@ class BackupRunner:
             quiesce = params.quiesce and vm.power_state == "poweredOn"
             if params.quiesce and not quiesce:
                 runtime.warn("the VM is powered off: no quiescing needed, the backup is consistent as it is")
+            freeze = None
+            if quiesce and params.guest is not None:
+                runtime.report("freezing applications", urgent=True)
+                freeze = GuestFreeze(runtime, params.guest.quiesce.freeze_timeout_s)
+                freeze.freeze()
             runtime.report("snapshot")
-            snap = create_snapshot(
-                session,
-                vm.handle,
-                params.snapshot_name,
-                description=f"VM Recovery backup, job {a.job_id}; removed when the backup ends",
-                quiesce=quiesce,
-            )
+            try:
+                snap = create_snapshot(
+                    session,
+                    vm.handle,
+                    params.snapshot_name,
+                    description=f"VM Recovery backup, job {a.job_id}; removed when the backup ends",
+                    quiesce=quiesce,
+                )
+            finally:
+                held = freeze.release() if freeze is not None else False
             if snap.warning:
                 runtime.warn(snap.warning)
             try:
                 created_at, disks = self._back_up_disks(session, repo, a, runtime, vm, snap.snapshot)
-                consistency = "application" if snap.quiesced or vm.power_state == "poweredOff" else "crash"
+                if vm.power_state == "poweredOff":
+                    consistency = "application"
+                elif freeze is not None:  # the guest's freeze decides: it flushed the applications
+                    consistency = "application" if held else "crash"
+                else:
+                    consistency = "application" if snap.quiesced else "crash"
                 return BackupResult(
                     restore_point_id=params.restore_point_id,
                     created_at=created_at,
