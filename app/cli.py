@@ -147,6 +147,45 @@ def proxy(
     asyncio.run(run_proxy(server, secret, workers))
 
 
+@cli.command("guest-agent")
+def guest_agent(
+    server: Annotated[str, typer.Option(help="Base URL of the service, e.g. https://backup.example.com")],
+    token: Annotated[
+        str | None,
+        typer.Option(help="The agent's token (or VMR_GUEST_TOKEN, or --token-file).", show_default=False),
+    ] = None,
+    token_file: Annotated[
+        Path | None, typer.Option(help="File holding the token (keeps it out of the process list).")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="TOML file: how to reach this VM's databases, freeze/thaw hooks (see the docs)."),
+    ] = None,
+) -> None:
+    """Run the guest agent inside a VM: database and file backups, restores, and application freezes
+    for consistent image backups.
+
+    Register it first (POST /api/v1/guest-agents with the VM's id) to get its token.
+    """
+    import os
+
+    from app.agent.guest.config import ConfigError, load_config
+    from app.agent.guest.main import run_guest_agent
+
+    settings = Settings()
+    _logging(settings.log_level)
+    secret = token or os.environ.get("VMR_GUEST_TOKEN")
+    if secret is None and token_file is not None:
+        secret = token_file.read_text().strip()
+    if not secret:
+        raise typer.BadParameter("give the agent's token with --token, --token-file or VMR_GUEST_TOKEN")
+    try:
+        guest_config = load_config(config)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    asyncio.run(run_guest_agent(server, secret, guest_config))
+
+
 @cli.command()
 def migrate() -> None:
     """Bring the catalog schema up to date (safe to run repeatedly)."""

@@ -17,11 +17,22 @@ from collections.abc import Awaitable, Callable
 from app import __version__
 from app.agent.client import AgentClient, FatalChannelError, LeaseLost, TransientChannelError
 from app.agent.runtime import CancelReason, JobRuntime, Runner
-from app.contracts.agent import CleanupTargets, CompleteRequest, Heartbeat, JobAssignment, QuiesceStatus
+from app.contracts.agent import (
+    ApplicationInstance,
+    CleanupTargets,
+    CompleteRequest,
+    Heartbeat,
+    JobAssignment,
+    QuiesceStatus,
+)
 
 log = logging.getLogger(__name__)
 
 Cleanup = Callable[[CleanupTargets], list[str]]
+#: Guest agents: what they can protect in their VM, reported with heartbeats (blocking; run in a thread).
+Describe = Callable[[], list[ApplicationInstance]]
+#: How often a guest agent looks again at its VM's databases.
+DESCRIBE_INTERVAL_S = 300.0
 
 
 class ProxyAgent:
@@ -36,6 +47,7 @@ class ProxyAgent:
         claim_wait_s: float = 20.0,
         shutdown_grace_s: float = 60.0,
         hostname: str | None = None,
+        describe: Describe | None = None,
     ) -> None:
         self.client = client
         self.runners = runners
@@ -45,6 +57,8 @@ class ProxyAgent:
         self.claim_wait_s = claim_wait_s
         self.shutdown_grace_s = shutdown_grace_s
         self.hostname = hostname or socket.gethostname()
+        self.describe = describe
+        self._described_at: float | None = None
         self._stopping = asyncio.Event()
         self._running: dict[uuid.UUID, JobRuntime] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -104,12 +118,25 @@ class ProxyAgent:
         for name in removed:
             log.warning("removed snapshot %s left behind by an earlier run of this proxy", name)
 
+    async def _applications(self) -> list[ApplicationInstance] | None:
+        """A fresh description every DESCRIBE_INTERVAL_S (None in between: the service keeps the last)."""
+        now = asyncio.get_running_loop().time()
+        if self.describe is None or (
+            self._described_at is not None and now - self._described_at < DESCRIBE_INTERVAL_S
+        ):
+            return None
+        self._described_at = now
+        return await asyncio.to_thread(self.describe)
+
     async def _heartbeat_loop(self) -> None:
         while not self._stopping.is_set():
             try:
                 await self.client.heartbeat(
                     Heartbeat(
-                        agent_version=__version__, hostname=self.hostname, running_jobs=len(self._running)
+                        agent_version=__version__,
+                        hostname=self.hostname,
+                        running_jobs=len(self._running),
+                        applications=await self._applications(),
                     )
                 )
             except (TransientChannelError, LeaseLost) as exc:

@@ -49,7 +49,9 @@ async def list_jobs(
 async def create_jobs(
     ctx: Ctx, session: Session, principal: CurrentPrincipal, body: JobCreate
 ) -> list[JobRead]:
-    jobs = await JobService(session, ctx.clock).enqueue_backups(principal, body.vm_ids)
+    jobs = await JobService(session, ctx.clock).enqueue_backups(
+        principal, body.vm_ids, kind=JobKind(body.kind)
+    )
     now = ctx.clock.now()
     return [job_read(j, now) for j in jobs]
 

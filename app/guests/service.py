@@ -67,7 +67,7 @@ class GuestAgentService:
             vm_id=vm.id,
             token_lookup_id=issued.lookup_id,
             token_hash=issued.secret_hash,
-            max_concurrent_jobs=1,
+            max_concurrent_jobs=2,  # a quiesce must be taken while an application backup runs
             applications=[],
             created_at=now,
             updated_at=now,

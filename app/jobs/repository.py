@@ -104,10 +104,10 @@ class JobRepository:
         )
         return list(rows.scalars()), total
 
-    async def active_backup(self, vm_id: uuid.UUID) -> Job | None:
+    async def active_backup(self, vm_id: uuid.UUID, kind: JobKind = JobKind.BACKUP) -> Job | None:
         stmt = select(Job).where(
             Job.vm_id == vm_id,
-            Job.kind == JobKind.BACKUP.value,
+            Job.kind == kind.value,
             Job.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]),
         )
         return (await self.session.execute(stmt)).scalar_one_or_none()

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -13,6 +13,11 @@ class JobCreate(InputModel):
     """Back up these VMs now, outside their schedule."""
 
     vm_ids: list[uuid.UUID] = Field(min_length=1, max_length=1000)
+    kind: Literal["backup", "app_backup"] = Field(
+        default="backup",
+        description="backup: image of the whole VM; app_backup: its databases and file sets, through its "
+        "guest agent, as its policy's applications say.",
+    )
 
 
 class JobProgress(OutputModel):

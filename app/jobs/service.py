@@ -38,9 +38,16 @@ class JobService:
         return await self.repo.list_page(principal.tenant_scope, f, page)
 
     async def enqueue_backups(
-        self, principal: Principal, vm_ids: list[uuid.UUID], trigger: JobTrigger = JobTrigger.MANUAL
+        self,
+        principal: Principal,
+        vm_ids: list[uuid.UUID],
+        trigger: JobTrigger = JobTrigger.MANUAL,
+        kind: JobKind = JobKind.BACKUP,
     ) -> list[Job]:
-        """One backup job per VM; a VM that already has one queued or running gets that one."""
+        """One backup job per VM; a VM that already has one queued or running gets that one.
+
+        Application backups need the VM's policy to protect applications (it says what to dump).
+        """
         principal.require_operator("start backups")
         jobs: list[Job] = []
         for index, vm_id in enumerate(dict.fromkeys(vm_ids)):
@@ -52,20 +59,26 @@ class JobService:
                     f"VM '{vm.name}' no longer exists in vCenter; it cannot be backed up.",
                     field=["body", "vm_ids", index],
                 )
-            existing = await self.repo.active_backup(vm.id)
+            existing = await self.repo.active_backup(vm.id, kind)
             if existing is not None:
                 jobs.append(existing)
                 continue
             policy = (
                 await self.policies.get(vm.protection_policy_id, None) if vm.protection_policy_id else None
             )
+            if kind is JobKind.APP_BACKUP and (policy is None or policy.applications is None):
+                raise InvalidInput(
+                    f"VM '{vm.name}' is not protected by a policy with applications; an application "
+                    "backup needs one to say which databases and files to back up.",
+                    field=["body", "vm_ids", index],
+                )
             now = self.clock.now()
             job = Job(
                 id=uuid.uuid4(),
-                kind=JobKind.BACKUP.value,
+                kind=kind.value,
                 state=JobState.QUEUED.value,
                 trigger=trigger.value,
-                priority=PRIORITY[JobKind.BACKUP],
+                priority=PRIORITY[kind],
                 tenant_id=vm.tenant_id,
                 vm_id=vm.id,
                 policy_id=policy.id if policy else None,
@@ -74,7 +87,9 @@ class JobService:
                 not_before=now,
                 attempt=0,
                 max_attempts=(policy.retry_count if policy else DEFAULT_RETRIES) + 1,
-                params={"quiesce": bool(policy and policy.application_aware)},
+                params={"quiesce": bool(policy and policy.application_aware)}
+                if kind is JobKind.BACKUP
+                else {},
             )
             await self.repo.add(job)
             jobs.append(job)

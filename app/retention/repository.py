@@ -24,9 +24,11 @@ class RetentionRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def point_times(self, vm_id: uuid.UUID) -> list[tuple[uuid.UUID, datetime]]:
+    async def point_times(self, vm_id: uuid.UUID, kind: str = "image") -> list[tuple[uuid.UUID, datetime]]:
         rows = await self.session.execute(
-            select(RestorePoint.id, RestorePoint.created_at).where(RestorePoint.vm_id == vm_id)
+            select(RestorePoint.id, RestorePoint.created_at).where(
+                RestorePoint.vm_id == vm_id, RestorePoint.kind == kind
+            )
         )
         return list(rows.tuples())
 

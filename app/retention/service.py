@@ -39,8 +39,12 @@ class VmPlan:
     held: list[uuid.UUID] = field(default_factory=list)  # kept for reasons beyond retention (none now)
 
 
-def retention_of(policy: Policy) -> RetentionCounts:
+def retention_of(policy: Policy, kind: str = "image") -> RetentionCounts:
+    """The policy's GFS counts for ``kind`` of point: application points have their own (in the
+    policy's ``applications``), and fall back to the image ones when the policy no longer has them."""
     spec = Retention.model_validate(policy.retention)
+    if kind == "application" and policy.applications:
+        spec = Retention.model_validate(policy.applications.get("retention") or policy.retention)
     return RetentionCounts(daily=spec.daily, weekly=spec.weekly, monthly=spec.monthly)
 
 
@@ -52,17 +56,24 @@ class RetentionService:
         policy = await self.repo.retention_policy(vm_id)
         if policy is None:
             return VmPlan(vm_id, None)
-        points = [PointTime(pid, at) for pid, at in await self.repo.point_times(vm_id)]
         references = await self.repo.restore_references(vm_id)
         in_use = {pid for pid, active in references.items() if active}
-        keep = select_keep(points, retention_of(policy), load_timezone(policy.timezone), in_use=in_use)
-        beyond = prunable(points, keep)
-        return VmPlan(
-            vm_id,
-            policy.id,
-            keep=keep,
-            prune=list(beyond),
-        )
+        plan = VmPlan(vm_id, policy.id)
+        times: dict[uuid.UUID, datetime] = {}
+        # Image and application points are counted apart: a nightly dump must not push the VM's
+        # image points out of their daily slots, nor the other way round.
+        for kind in ("image", "application"):
+            points = [PointTime(pid, at) for pid, at in await self.repo.point_times(vm_id, kind)]
+            if not points:
+                continue
+            times.update((p.id, p.created_at) for p in points)
+            keep = select_keep(
+                points, retention_of(policy, kind), load_timezone(policy.timezone), in_use=in_use
+            )
+            plan.keep.update(keep)
+            plan.prune.extend(prunable(points, keep))
+        plan.prune.sort(key=lambda pid: (times[pid], str(pid)))  # oldest first, whatever the kind
+        return plan
 
     async def delete_rows(self, point_ids: Collection[uuid.UUID]) -> list[uuid.UUID]:
         """Delete catalog rows (never one a restore refers to, even one requested meanwhile)."""
@@ -75,7 +86,7 @@ class RetentionService:
         manifest is committed but not yet recorded is newer than every recorded point.
         """
         policy = await self.repo.retention_policy(vm_id)
-        rows = await self.repo.point_times(vm_id)
+        rows = await self.repo.point_times(vm_id, "image")
         if policy is None or not rows:
             return []
         latest = max(at for _, at in rows)

@@ -74,7 +74,9 @@ class World:
             session.add(vm)
         return vm.id
 
-    async def policy(self, vm_ids: list[uuid.UUID], **retention: int) -> uuid.UUID:
+    async def policy(
+        self, vm_ids: list[uuid.UUID], applications: dict[str, Any] | None = None, **retention: int
+    ) -> uuid.UUID:
         response = await self.operator.post(
             "/api/v1/policies",
             json={
@@ -83,6 +85,7 @@ class World:
                 "timezone": "Europe/Berlin",
                 "retention": retention,
                 "selection": {"vm_ids": [str(v) for v in vm_ids]},
+                "applications": applications,
             },
         )
         assert response.status_code == 201, response.text
@@ -99,7 +102,13 @@ class World:
         writer.commit()
 
     async def point(
-        self, vm_id: uuid.UUID, created_at: datetime, policy_id: uuid.UUID | None = None, *, job: bool = False
+        self,
+        vm_id: uuid.UUID,
+        created_at: datetime,
+        policy_id: uuid.UUID | None = None,
+        *,
+        job: bool = False,
+        kind: str = "image",
     ) -> uuid.UUID:
         """A restore point in the repository and the catalog (and, with ``job``, its backup job)."""
         point_id = uuid.uuid4()
@@ -127,6 +136,7 @@ class World:
                     bytes_new=len(data),
                     bytes_stored=len(data),
                     disks=[{"key": "2000", "label": "Hard disk 1", "size": len(data)}],
+                    kind=kind,
                     warnings=[],
                 )
             )

@@ -214,3 +214,30 @@ async def test_a_vm_no_policy_protects_any_more_keeps_its_last_policys_retention
     assert report.vms == 1 and report.points_deleted == 3 and report.orphans_deleted == 0
     assert await catalog(world, vm) == ids([points[0], points[1], points[3]])
     assert await catalog(world, other) == ids(others)
+
+
+async def test_application_points_have_their_own_retention(world: World) -> None:
+    """Image points under daily=2/weekly=1, the VM's database dumps under the policy's application
+    retention (daily=4): counted apart, so the dumps take no image slot and the other way round."""
+    vm = await world.vm("db")
+    apps = {
+        "retention": {"daily": 4, "weekly": 0, "monthly": 0},
+        "items": [{"type": "postgresql", "databases": ["sales"]}],
+    }
+    policy = await world.policy([vm], applications=apps, daily=2, weekly=1, monthly=0)
+    images = [await world.point(vm, day(i), policy) for i in range(6)]
+    dumps = [await world.point(vm, day(i) + timedelta(hours=1), policy, kind="application") for i in range(6)]
+
+    result = await pruner(world).prune_vm(vm)
+    assert result.plan.keep == {
+        images[0]: DAILY,
+        images[1]: DAILY,
+        images[3]: WEEKLY,
+        dumps[0]: DAILY,
+        dumps[1]: DAILY,
+        dumps[2]: DAILY,
+        dumps[3]: DAILY,
+    }
+    # Oldest first across both kinds.
+    assert result.plan.prune == [images[5], dumps[5], images[4], dumps[4], images[2]]
+    assert await catalog(world, vm) == ids([*images[:2], images[3], *dumps[:4]])
