@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.domain.space import free_percent, space_status
 from app.inventory.models import Datastore, Host, InventoryObjectMixin, VirtualMachine, vm_datastores
 from app.inventory.schemas import SyncCounts
+from app.jobs.repository import JobRepository
 from app.vadp.types import DatastoreInfo, HostInfo, InventorySnapshot, VmInfo
 from app.vcenters.models import VCenter
 
@@ -174,6 +175,8 @@ async def apply_snapshot(
     await session.flush()
 
     await _sync_vm_datastores(session, vc_id, snapshot.vms, vms, datastores)
+    # Queued jobs follow their VM to the host it runs on now (claims look them up by host).
+    await JobRepository(session).refresh_dispatch_hosts(vcenter_id=vc_id)
     for model in (Host, Datastore, VirtualMachine):
         await session.execute(
             update(model)

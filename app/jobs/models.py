@@ -17,6 +17,9 @@ class Job(IdMixin, Base):
     __tablename__ = "jobs"
     __table_args__ = (
         Index("ix_jobs_claimable", "state", "priority", "not_before", "created_at"),
+        # A proxy's claim: its hosts' queued jobs, most urgent first, found by a range scan whatever
+        # the queue's length (and whatever the planner's statistics say about it).
+        Index("ix_jobs_dispatch", "state", "dispatch_host_id", "priority", "created_at"),
         Index("ix_jobs_vm_state", "vm_id", "state"),
         # Lists are newest first, often per tenant: without these, a page sorts the whole table.
         Index("ix_jobs_created", "created_at", "id"),
@@ -49,6 +52,10 @@ class Job(IdMixin, Base):
     policy_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("policies.id", ondelete="SET NULL"))
     restore_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("restores.id", ondelete="CASCADE"))
     target_host_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("hosts.id", ondelete="SET NULL"))
+    # The host whose proxies may take this queued job: the restore target, else the host the VM
+    # runs on *now*. Set when the job is queued, kept in step by inventory syncs (VMs move) and
+    # checked by the dispatch watch; null for guest agent jobs.
+    dispatch_host_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("hosts.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column()
     created_by_key_id: Mapped[uuid.UUID | None] = mapped_column()
     not_before: Mapped[datetime] = mapped_column()

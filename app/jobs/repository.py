@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -139,13 +140,42 @@ class JobRepository:
         if proxy.serves_all_hosts:
             return [select(Job).where(due).order_by(*urgent_first).limit(limit)]
         served_hosts = select(proxy_hosts.c.host_id).where(proxy_hosts.c.proxy_id == proxy.id)
-        to_served_target = select(Job).where(due, Job.target_host_id.in_(served_hosts))
-        on_served_host = (
+        return [
             select(Job)
-            .join(VirtualMachine, VirtualMachine.id == Job.vm_id)
-            .where(due, Job.target_host_id.is_(None), VirtualMachine.host_id.in_(served_hosts))
+            .where(due, Job.dispatch_host_id.in_(served_hosts))
+            .order_by(*urgent_first)
+            .limit(limit)
+        ]
+
+    async def refresh_dispatch_hosts(
+        self, vm_ids: Sequence[uuid.UUID] | None = None, *, vcenter_id: uuid.UUID | None = None
+    ) -> int:
+        """Point queued proxy jobs (of ``vm_ids``, of a vCenter's VMs, or all) at their host of now:
+        the restore target, else the VM's current host. Returns how many moved. Run after inventory
+        syncs (VMs move)."""
+        current = func.coalesce(
+            Job.target_host_id,
+            select(VirtualMachine.host_id).where(VirtualMachine.id == Job.vm_id).scalar_subquery(),
         )
-        return [q.order_by(*urgent_first).limit(limit) for q in (to_served_target, on_served_host)]
+        stmt = (
+            update(Job)
+            .where(
+                Job.state == JobState.QUEUED.value,
+                Job.kind.not_in([k.value for k in GUEST_JOB_KINDS]),
+                Job.dispatch_host_id.is_distinct_from(current),
+            )
+            .values(dispatch_host_id=current)
+            .execution_options(synchronize_session=False)
+        )
+        if vm_ids is not None:
+            if not vm_ids:
+                return 0
+            stmt = stmt.where(Job.vm_id.in_(set(vm_ids)))
+        if vcenter_id is not None:
+            stmt = stmt.where(
+                Job.vm_id.in_(select(VirtualMachine.id).where(VirtualMachine.vcenter_id == vcenter_id))
+            )
+        return int(getattr(await self.session.execute(stmt), "rowcount", 0) or 0)
 
     async def claimable(self, proxy: Proxy, now: datetime, limit: int, *, lock: bool = True) -> list[Job]:
         """Jobs this proxy may take now, most urgent first; row-locked (skip locked) when ``lock``."""

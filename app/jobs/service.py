@@ -76,6 +76,7 @@ class JobService:
             job = Job(
                 id=uuid.uuid4(),
                 kind=kind.value,
+                dispatch_host_id=vm.host_id if kind is JobKind.BACKUP else None,
                 state=JobState.QUEUED.value,
                 trigger=trigger.value,
                 priority=PRIORITY[kind],

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth.principal import Principal
 from app.clock import Clock
 from app.crypto import SecretBox
-from app.domain.jobs import PRIORITY, JobKind, JobState, JobTrigger, RestoreState
+from app.domain.jobs import GUEST_JOB_KINDS, PRIORITY, JobKind, JobState, JobTrigger, RestoreState
 from app.errors import Conflict, InvalidInput, NotFound, Unavailable
 from app.guests.repository import GuestAgentRepository
 from app.inventory.models import VirtualMachine
@@ -283,6 +283,7 @@ class RestoreService:
                 policy_id=point.policy_id,
                 restore_id=restore.id,
                 target_host_id=target_host_id,
+                dispatch_host_id=None if kind in GUEST_JOB_KINDS else (target_host_id or vm.host_id),
                 created_at=now,
                 created_by_key_id=principal.key_id,
                 not_before=now,

@@ -16,6 +16,7 @@ from app.clock import Clock
 from app.domain.jobs import GUEST_JOB_KINDS, AgentKind, JobState
 from app.inventory.models import Host, VirtualMachine
 from app.jobs.models import Job
+from app.jobs.repository import JobRepository
 from app.proxies.models import Proxy, proxy_hosts
 from app.scheduler.loop import LoopService
 
@@ -40,6 +41,10 @@ class DispatchWatchLoop(LoopService):
     async def run_once(self) -> None:
         online_since = self.clock.now() - self.stale_after
         async with self.sessionmaker.begin() as session:
+            # Safety net: syncs move queued jobs with their VMs; anything missed is caught here.
+            moved = await JobRepository(session).refresh_dispatch_hosts()
+            if moved:
+                log.info("dispatch watch: %d queued job(s) now follow their VM to another host", moved)
             everywhere = (
                 await session.execute(
                     select(func.count()).where(

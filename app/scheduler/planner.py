@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.clock import Clock
 from app.db.dialect import insert_ignoring_conflicts
 from app.domain import schedule as sched
-from app.domain.jobs import JobKind, JobTrigger
+from app.domain.jobs import GUEST_JOB_KINDS, JobKind, JobTrigger
 from app.inventory.models import VirtualMachine
 from app.jobs.models import Job
 from app.jobs.repository import queued_job_row
@@ -93,7 +93,7 @@ class PlannerLoop(LoopService):
             window_end = now + timedelta(minutes=int(window["duration_minutes"]))
         vm_ids = (
             await session.execute(
-                select(VirtualMachine.id, VirtualMachine.tenant_id).where(
+                select(VirtualMachine.id, VirtualMachine.tenant_id, VirtualMachine.host_id).where(
                     VirtualMachine.protection_policy_id == policy.id, VirtualMachine.gone_at.is_(None)
                 )
             )
@@ -110,8 +110,9 @@ class PlannerLoop(LoopService):
                 params=plan.params,
                 scheduled_for=slot,
                 window_end=window_end,
+                dispatch_host_id=host_id if plan.kind not in GUEST_JOB_KINDS else None,
             )
-            for vm_id, tenant_id in vm_ids
+            for vm_id, tenant_id, host_id in vm_ids
         ]
         return await insert_ignoring_conflicts(session, Job.__table__, rows)
 

@@ -122,6 +122,8 @@ class ReaperLoop(LoopService):
                     restore.state = "failed"
                     restore.completed_at = now
                     restore.error = job.error
+        if won and job.state == JobState.QUEUED.value:
+            await jobs.refresh_dispatch_hosts([job.vm_id])  # the VM may have moved meanwhile
         if won and job.kind == JobKind.BACKUP.value and lost_proxy is not None:
             report.cleanups += await insert_ignoring_conflicts(
                 session,
@@ -142,3 +144,4 @@ class ReaperLoop(LoopService):
                     )
                 ],
             )
+            await jobs.refresh_dispatch_hosts([job.vm_id])
