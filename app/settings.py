@@ -54,6 +54,13 @@ class Settings(BaseSettings):
         description="Backups running at once on one datastore (snapshots hurt production I/O).",
     )
     limit_global: int = Field(default=100, ge=1, description="Backups running at once in the whole service.")
+    guest_freeze_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=600,
+        description="How long an application-aware backup waits for the guest agent to freeze its "
+        "applications before it takes a crash-consistent snapshot instead.",
+    )
     planner_interval_s: float = Field(default=30.0, gt=0, description="How often schedules are checked.")
     reaper_interval_s: float = Field(
         default=5.0, gt=0, description="How often lapsed leases and windows are checked."

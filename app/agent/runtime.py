@@ -16,6 +16,10 @@ class ServiceCalls(Protocol):
     def quiesce(self, action: str) -> QuiesceStatus: ...
 
 
+#: Longest phase text the service takes; longer ones (a long path in it) are cut, not refused.
+PHASE_MAX = 40
+
+
 class CancelReason:
     USER = "user"
     SHUTDOWN = "shutdown"
@@ -39,6 +43,8 @@ class JobRuntime:
     service: ServiceCalls | None = None
     #: Set by the agent: makes the next progress report go out now rather than at its interval.
     wake: Callable[[], None] | None = None
+    #: Set by the agent when the runner returned: progress reports stop.
+    finished: bool = False
     warnings: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _latest: ProgressReport = field(default_factory=lambda: ProgressReport(phase="starting"))
@@ -58,7 +64,7 @@ class JobRuntime:
         with self._lock:
             previous = self._latest
             self._latest = ProgressReport(
-                phase=phase,
+                phase=phase[:PHASE_MAX],
                 bytes_total=previous.bytes_total if bytes_total is None else bytes_total,
                 bytes_read=previous.bytes_read if bytes_read is None else bytes_read,
                 bytes_new=previous.bytes_new if bytes_new is None else bytes_new,

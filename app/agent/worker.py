@@ -203,6 +203,12 @@ class ProxyAgent:
                 else:
                     result = await asyncio.to_thread(self._run_safely, runner, assignment, runtime)
             finally:
+                # The loop ends by itself at its next wake-up; cancel() alone can be lost when it
+                # races with that wake-up, and the job would then never be reported.
+                runtime.finished = True
+                wake.set()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait([reporter], timeout=10)
                 reporter.cancel()
                 await asyncio.gather(reporter, return_exceptions=True)
             if runtime.cancel_reason == CancelReason.LEASE_LOST:
@@ -230,7 +236,7 @@ class ProxyAgent:
             log.exception("job %s: runner crashed", assignment.job_id)
             return CompleteRequest(
                 outcome="failed",
-                error=f"internal proxy error: {type(exc).__name__}: {exc}",
+                error=f"internal agent error: {type(exc).__name__}: {exc}",
                 error_kind="transient",
                 warnings=list(runtime.warnings),
             )
@@ -238,8 +244,15 @@ class ProxyAgent:
     async def _report_loop(self, runtime: JobRuntime, wake: asyncio.Event) -> None:
         interval = max(0.5, min(5.0, runtime.assignment.lease_s / 4))
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=interval)
+            # asyncio.wait, not wait_for: wait_for may swallow a cancellation that coincides with
+            # the event being set (CPython 3.11).
+            waiter = asyncio.ensure_future(wake.wait())
+            try:
+                await asyncio.wait([waiter], timeout=interval)
+            finally:
+                waiter.cancel()
+            if runtime.finished:
+                return
             wake.clear()
             try:
                 ack = await self.client.progress(runtime.assignment.job_id, runtime.latest())

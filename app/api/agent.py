@@ -40,7 +40,15 @@ def _channel(ctx: AppContext, session: AsyncSession) -> AgentChannel:
         per_datastore=settings.limit_per_datastore,
         total=settings.limit_global,
     )
-    return AgentChannel(session, ctx.clock, ctx.box, settings.job_lease_s, ctx.repository_access, limits)
+    return AgentChannel(
+        session,
+        ctx.clock,
+        ctx.box,
+        settings.job_lease_s,
+        ctx.repository_access,
+        limits,
+        freeze_timeout_s=settings.guest_freeze_timeout_s,
+    )
 
 
 @router.post("/heartbeat", response_model=HeartbeatAck, summary="A proxy says it is alive")

@@ -29,7 +29,7 @@ from app.db.dialect import serialize_claims
 from app.domain.jobs import JOB_TO_RESTORE_STATE, AgentKind, JobKind, JobState
 from app.errors import Conflict, NotFound
 from app.inventory.repository import InventoryRepository
-from app.jobs.job_params import AssignmentBuilder, JobNotRunnable, snapshot_prefix
+from app.jobs.job_params import GUEST_FREEZE_TIMEOUT_S, AssignmentBuilder, JobNotRunnable, snapshot_prefix
 from app.jobs.job_results import JobResults, result_of
 from app.jobs.models import Job
 from app.jobs.repository import JobRepository
@@ -85,6 +85,7 @@ class AgentChannel:
         lease_s: float,
         repository: RepositoryAccess,
         limits: Limits | None = None,
+        freeze_timeout_s: float = GUEST_FREEZE_TIMEOUT_S,
     ) -> None:
         self.session = session
         self.jobs = JobRepository(session)
@@ -97,7 +98,7 @@ class AgentChannel:
         self.lease = timedelta(seconds=lease_s)
         self.repository = repository
         self.limits = limits or Limits()
-        self.builder = AssignmentBuilder(session, box, lease_s, repository)
+        self.builder = AssignmentBuilder(session, box, lease_s, repository, freeze_timeout_s)
 
     async def claim(self, proxy: Proxy, capacity: int) -> list[JobAssignment]:
         """Reserve and assign in one transaction (tests and tools; the API commits in between)."""

@@ -70,7 +70,12 @@ def snapshot_name(proxy_id: uuid.UUID, job_id: uuid.UUID) -> str:
 
 class AssignmentBuilder:
     def __init__(
-        self, session: AsyncSession, box: SecretBox, lease_s: float, repository: RepositoryAccess
+        self,
+        session: AsyncSession,
+        box: SecretBox,
+        lease_s: float,
+        repository: RepositoryAccess,
+        freeze_timeout_s: float = GUEST_FREEZE_TIMEOUT_S,
     ) -> None:
         self.inventory = InventoryRepository(session)
         self.vcenters = VCenterRepository(session)
@@ -81,6 +86,7 @@ class AssignmentBuilder:
         self.box = box
         self.lease_s = lease_s
         self.repository = repository
+        self.freeze_timeout_s = freeze_timeout_s
 
     async def build(self, job: Job, agent: Proxy, now: datetime) -> JobAssignment:
         """The assignment of ``job`` to ``agent``; raises JobNotRunnable when it cannot run."""
@@ -139,7 +145,7 @@ class AssignmentBuilder:
         quiesce = bool(job.params.get("quiesce"))
         guest = None
         if quiesce and await self.guests.for_vm(vm.id) is not None:
-            guest = BackupParamsApp(quiesce=GuestQuiesce(freeze_timeout_s=GUEST_FREEZE_TIMEOUT_S))
+            guest = BackupParamsApp(quiesce=GuestQuiesce(freeze_timeout_s=self.freeze_timeout_s))
         return BackupParams(
             restore_point_id=uuid.UUID(job.params["restore_point_id"]),
             quiesce=quiesce,

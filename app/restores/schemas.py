@@ -82,7 +82,9 @@ class ApplicationRestoreCreate(InputModel):
         description="Databases: restore under this name (default: its own name).",
     )
     overwrite: bool = Field(
-        default=False, description="Databases: replace a database that exists under the target name."
+        default=False,
+        description="Databases: with a target_database that names another existing database, replace it. "
+        "Restoring under the database's own name always replaces it (that is rolling it back).",
     )
     target_directory: str | None = Field(
         default=None, max_length=4096, pattern=r"^/", description="File sets: extract here (required)."

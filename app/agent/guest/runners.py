@@ -143,7 +143,7 @@ class AppBackupRunner:
         if item.type == "files":
             label = _files_label(item.paths)
             name = files_stream_name(label)
-            runtime.report(f"backing up files {', '.join(item.paths)}")
+            runtime.report(f"backing up {name}")
             results.append(
                 backup_files(
                     writer,
