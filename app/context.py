@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.browse.service import FileBrowser
 from app.clock import Clock
 from app.contracts.agent import RepositoryAccess
 from app.crypto import SecretBox
 from app.inventory.sync import InventorySyncer
 from app.proxies.liveness import ProxyLiveness
+from app.retention.onsite import OnsiteRepository
 from app.settings import Settings
 from app.vcenters.checks import VCenterChecker
 from app.vcenters.gateway import VCenterGateway
@@ -24,6 +27,16 @@ class AppContext:
     clock: Clock
     box: SecretBox
     gateway: VCenterGateway
+
+    @functools.cached_property
+    def onsite(self) -> OnsiteRepository:
+        """The onsite repository, opened once per process (scrypt) and shared."""
+        return OnsiteRepository(self.settings)
+
+    @functools.cached_property
+    def files(self) -> FileBrowser:
+        """File-level browsing of image restore points (open disks cached per process)."""
+        return FileBrowser(self.onsite.open_sync)
 
     @property
     def liveness(self) -> ProxyLiveness:

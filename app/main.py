@@ -39,7 +39,6 @@ from app.db.engine import create_engine, create_sessionmaker
 from app.db.migrate import upgrade_to_head_async
 from app.proxies.service import ensure_embedded_proxy
 from app.retention.loop import GcLoop, RetentionLoop
-from app.retention.onsite import OnsiteRepository
 from app.scheduler.dispatch_watch import DispatchWatchLoop
 from app.scheduler.inventory_refresh import InventoryRefreshLoop
 from app.scheduler.loop import LoopService
@@ -97,7 +96,7 @@ def build_loops(ctx: AppContext) -> list[LoopService]:
 
 def retention_loops(ctx: AppContext) -> list[LoopService]:
     settings = ctx.settings
-    onsite = OnsiteRepository(settings)
+    onsite = ctx.onsite
     return [
         RetentionLoop(ctx.sessionmaker, onsite, ctx.clock, interval_s=settings.retention_interval_s),
         GcLoop(

@@ -31,6 +31,10 @@ class OnsiteRepository:
         self._repo: Repository | None = None
         self._lock = threading.Lock()
 
+    def open_sync(self) -> Repository:
+        """The repository (opened on first use); blocking, for code already in a thread."""
+        return self._open()
+
     def _open(self) -> Repository:
         with self._lock:
             if self._repo is None:

@@ -12,9 +12,11 @@ import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
+from app.agent.apps import mysql_restore, postgres_restore
 from app.agent.apps.errors import QueryFailed
 from app.agent.apps.mysql_client import MysqlClient, MysqlConnection, ident, json_list
 from app.agent.apps.postgres_client import PostgresConnection, Psql
@@ -23,7 +25,6 @@ from tests.chunkstore.conftest import new_repo
 
 PG = PostgresConnection(host="127.0.0.1", port=5432, user="postgres", maintenance_db="test")
 MY = MysqlConnection(host="127.0.0.1", port=3306, user="root")
-STAGING = ("vmr_restore_", "vmr_old_")
 
 
 def _require_tools(names: list[str], package: str) -> None:
@@ -72,14 +73,24 @@ def my_databases(client: MysqlClient, *prefixes: str) -> set[str]:
     return {n for n in names or () if n.startswith(prefixes)}
 
 
+def own_staging(monkeypatch: pytest.MonkeyPatch, module: ModuleType, prefix: str) -> tuple[str, str]:
+    """Give this test's restores temporary database names of their own, so that a leak check (and the
+    clean-up after it) never touches another test run's restore in progress."""
+    staging = f"{module.STAGING_PREFIX}{prefix}_"
+    old = f"{module.OLD_PREFIX}{prefix}_"
+    monkeypatch.setattr(module, "STAGING_PREFIX", staging)
+    monkeypatch.setattr(module, "OLD_PREFIX", old)
+    return staging, old
+
+
 @pytest.fixture
-def pg_scope(pg: PostgresConnection, prefix: str) -> Iterator[str]:
+def pg_scope(pg: PostgresConnection, prefix: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """The test's prefix; afterwards its databases and roles are dropped and no restore leftovers
     (temporary databases) may remain."""
     psql = Psql(pg)
-    before = pg_databases(psql, *STAGING)
+    staging = own_staging(monkeypatch, postgres_restore, prefix)
     yield prefix
-    leaked = pg_databases(psql, *STAGING) - before
+    leaked = pg_databases(psql, *staging)
     for name in pg_databases(psql, prefix) | leaked:
         psql.execute('DROP DATABASE IF EXISTS :"db" WITH (FORCE);', db=name)
     roles = psql.query_json(
@@ -92,11 +103,11 @@ def pg_scope(pg: PostgresConnection, prefix: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def my_scope(my: MysqlConnection, prefix: str) -> Iterator[str]:
+def my_scope(my: MysqlConnection, prefix: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     client = MysqlClient(my)
-    before = my_databases(client, *STAGING)
+    staging = own_staging(monkeypatch, mysql_restore, prefix)
     yield prefix
-    leaked = my_databases(client, *STAGING) - before
+    leaked = my_databases(client, *staging)
     for name in my_databases(client, prefix) | leaked:
         client.execute(f"DROP DATABASE IF EXISTS {ident(name)};")
     users = client.query_json(json_list("User", f"FROM mysql.user WHERE User LIKE '{prefix}%'"))

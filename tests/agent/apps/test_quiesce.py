@@ -57,8 +57,9 @@ def table(my: MysqlConnection, my_scope: str) -> str:
     return f"{ident(name)}.t"
 
 
-def test_a_write_waits_while_mariadb_is_frozen(my: MysqlConnection, table: str) -> None:
+def test_a_write_waits_while_mariadb_is_frozen(my: MysqlConnection, table: str, prefix: str) -> None:
     client = MysqlClient(my)
+    marker = f"written-while-frozen-{prefix}"  # this run's write, whatever else runs on the server
     lock = MysqlReadLock(my, hold_timeout_s=120)
     lock.freeze()
     done = threading.Event()
@@ -66,7 +67,7 @@ def test_a_write_waits_while_mariadb_is_frozen(my: MysqlConnection, table: str) 
 
     def write() -> None:
         try:
-            client.execute(f"INSERT INTO {table} VALUES ('written-while-frozen');")  # noqa: S608
+            client.execute(f"INSERT INTO {table} VALUES ('{marker}');")  # noqa: S608
         except BaseException as exc:
             errors.append(exc)
         finally:
@@ -75,14 +76,14 @@ def test_a_write_waits_while_mariadb_is_frozen(my: MysqlConnection, table: str) 
     writer = threading.Thread(target=write)
     try:
         writer.start()
-        wait_until(lambda: blocked_writers(client, "written-while-frozen") == 1, "the write to block")
+        wait_until(lambda: blocked_writers(client, marker) == 1, "the write to block")
         assert not done.is_set(), "the write went through while frozen"
     finally:
         lock.thaw()
     assert done.wait(PATIENCE_S), "the write did not go through after thaw"
     writer.join()
     assert not errors
-    assert "written-while-frozen" in client.execute(f"SELECT x FROM {table};")  # noqa: S608
+    assert marker in client.execute(f"SELECT x FROM {table};")  # noqa: S608
 
 
 def test_a_lost_thaw_cannot_block_mariadb_forever(my: MysqlConnection, table: str) -> None:
