@@ -5,6 +5,11 @@ and there, so chunks are fetched on demand and the recently used ones kept, up t
 It is a read-only, seekable ``io.RawIOBase`` (``read``/``readinto``/``seek``/``tell``) and also offers
 ``read_at(offset, length)``, the same call as a backup source, thread-safe and independent of the
 file position.
+
+Downloading one file is the other access pattern: long sequential runs of the disk (the file's extents),
+read once. ``iter_ranges`` serves it with a read-ahead: the chunks the next ranges need are fetched in a
+small thread pool while the consumer handles the current one, so fetch, decryption and decompression
+overlap as in a full-disk restore, within a fixed number of chunks of memory.
 """
 
 from __future__ import annotations
@@ -12,13 +17,17 @@ from __future__ import annotations
 import io
 import os
 import threading
-from collections import OrderedDict
+from collections import OrderedDict, deque
+from collections.abc import Generator, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
+from app.chunkstore.errors import ChunkDamaged
 from app.chunkstore.ids import ZERO_ID
 from app.chunkstore.index import DiskIndex
 from app.chunkstore.repository import Repository
 
 DEFAULT_CACHE_BYTES = 32 << 20
+READAHEAD_WORKERS = 4
 
 
 class DiskImageReader(io.RawIOBase):
@@ -82,6 +91,96 @@ class DiskImageReader(io.RawIOBase):
                 parts.append(data[skip : skip + take])
             position += take
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    # -- sequential read-ahead -------------------------------------------------------------------
+
+    def _fetch_uncached(self, number: int) -> bytes:
+        """Plaintext of stored chunk ``number``: from the cache if there, else fetched and not kept."""
+        chunk_id = self._index.chunk_id(number)
+        with self._lock:
+            data = self._cache.get(chunk_id)
+        if data is None:
+            data = self._repo.get_chunk(chunk_id)
+            with self._lock:
+                self.fetches += 1
+        length = self._index.chunk_length(number)
+        if len(data) != length:
+            raise ChunkDamaged(chunk_id, f"{len(data)} bytes where the index expects {length}")
+        return data
+
+    def _pieces(self, ranges: Iterable[tuple[int, int]]) -> Iterator[tuple[int, int, int]]:
+        """``(chunk number, offset in chunk, length)`` of every piece of the ranges, in order."""
+        chunk_size = self._index.chunk_size
+        size = self.size
+        for offset, length in ranges:
+            if offset < 0 or length < 0 or offset + length > size:
+                raise ValueError(f"range ({offset}, {length}) does not lie within the disk of {size} bytes")
+            position, end = offset, offset + length
+            while position < end:
+                number, skip = divmod(position, chunk_size)
+                take = min(chunk_size - skip, end - position)
+                yield number, skip, take
+                position += take
+
+    def iter_ranges(
+        self,
+        ranges: Iterable[tuple[int, int]],
+        *,
+        workers: int = READAHEAD_WORKERS,
+        ahead: int | None = None,
+    ) -> Generator[bytes, None, None]:
+        """Yield the bytes of each ``(offset, length)`` range in order, fetching chunks ahead of the consumer.
+
+        Each range comes out as one or more pieces of at most one chunk, never merged with the next
+        range, so a caller can tell where each range ends by counting. Up to ``ahead`` chunks (default
+        ``2 * workers``) are being fetched or waiting at any time, which bounds memory whatever the ranges
+        cover; ``ranges`` itself is consumed lazily. Chunks found in the LRU cache are used, chunks fetched
+        here are not added to it: a download reads each chunk once and must not evict the metadata that
+        browsing keeps coming back to. Zero chunks cost nothing. Raises ``ValueError`` on reaching a range
+        that does not lie within the disk, and ``ChunkMissing``/``ChunkDamaged`` as ``read_at`` does.
+        Closing the generator early cancels the fetches not started yet and waits for the running ones.
+        """
+        if workers < 1:
+            raise ValueError("workers must be >= 1")
+        ahead = 2 * workers if ahead is None else max(1, ahead)
+        plan = self._pieces(ranges)
+        # (offset in chunk, length, fetch or None for zeros, whether this entry started the fetch)
+        pending: deque[tuple[int, int, Future[bytes] | None, bool]] = deque()
+        fetching = 0  # distinct fetches among the pending entries
+        last_number = -1
+        last_future: Future[bytes] | None = None
+        exhausted = False
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chunkstore-readahead")
+        try:
+            while True:
+                while not exhausted and fetching < ahead and len(pending) < ahead + 4096:
+                    step = next(plan, None)
+                    if step is None:
+                        exhausted = True
+                        break
+                    number, skip, take = step
+                    started = False
+                    if number != last_number:
+                        last_number = number
+                        last_future = None
+                        if self._index.chunk_id(number) != ZERO_ID:
+                            last_future = pool.submit(self._fetch_uncached, number)
+                            started = True
+                            fetching += 1
+                    pending.append((skip, take, last_future, started))
+                if not pending:
+                    return
+                skip, take, future, started = pending.popleft()
+                if future is None:
+                    yield bytes(take)
+                    continue
+                data = future.result()
+                if started:
+                    fetching -= 1
+                yield data if skip == 0 and take == len(data) else data[skip : skip + take]
+        finally:
+            pending.clear()
+            pool.shutdown(wait=True, cancel_futures=True)
 
     # -- file-like -------------------------------------------------------------------------------
 

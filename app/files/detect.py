@@ -2,7 +2,8 @@
 
 The signatures (in the first 8 KiB) pick at most one parser; only that parser is then run, so
 detection costs a few KiB per volume whatever the disk holds. A volume whose signature matches but whose
-parser fails is reported as unknown: it could not be browsed anyway.
+parser fails is reported as unknown, with the reason in ``problem``: it cannot be browsed, and the user
+is told why (a damaged superblock) rather than just "unknown".
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.files import _dissect as d
+from app.files.errors import describe
 from app.files.models import FsType
-from app.files.source import SourceStream
+from app.files.source import BytesSource, SourceStream
 
 log = logging.getLogger(__name__)
 
@@ -23,10 +25,15 @@ _SWAP_MAGIC_AT = 4096 - 10  # 4 KiB pages (x86-64, the VMs we back up)
 _SWAP_LABEL_AT = 1024 + 0x1C
 
 
+_NAMES = {"lvm2": "LVM2 label", "xfs": "XFS", "ntfs": "NTFS", "ext": "ext2/3/4", "swap": "swap", "fat": "FAT"}
+
+
 @dataclass(frozen=True, slots=True)
 class Detection:
     fstype: FsType
     label: str | None = None
+    problem: str | None = None  # a signature was found but its structures could not be read: why
+    unsupported: bool = False  # the problem is a feature the parser lacks, not damage
 
 
 def _lvm_label_sector(head: bytes) -> int | None:
@@ -90,9 +97,19 @@ def _lvm(stream: SourceStream) -> Detection:
     return Detection(FsType.LVM2, groups[0] if len(groups) == 1 else None)
 
 
+_ENCRYPTED = {  # signature at offset → what encrypts the volume; its files are out of reach
+    (3, b"-FVE-FS-"): "BitLocker",
+    (0, b"LUKS\xba\xbe"): "LUKS",
+}
+
+
 def detect(stream: SourceStream) -> Detection:
     """The filesystem on ``stream`` (a volume) and its label."""
     head = stream.read_at(0, HEAD_BYTES)
+    for (at, signature), scheme in _ENCRYPTED.items():
+        if head[at : at + len(signature)] == signature:
+            problem = f"the volume is encrypted with {scheme}: its files cannot be read from the backup"
+            return Detection(FsType.UNKNOWN, problem=problem, unsupported=True)
     kind = _sniff(head)
     try:
         if kind == "lvm2":
@@ -108,8 +125,26 @@ def detect(stream: SourceStream) -> Detection:
         if kind == "fat":
             return _fat(stream)
     except Exception as exc:
-        log.debug("%s signature found but the volume could not be parsed: %s", kind, exc)
+        log.info("%s signature found but the volume could not be parsed: %s", kind, exc)
+        if kind == "fat":  # a jump instruction is a weak signature: any boot sector has one
+            return Detection(FsType.UNKNOWN)
+        name = _NAMES.get(kind or "", kind)
+        if isinstance(exc, NotImplementedError):
+            problem = f"{name} filesystem using a feature that cannot be read ({describe(exc)})"
+            return Detection(FsType.UNKNOWN, problem=problem, unsupported=True)
+        return Detection(FsType.UNKNOWN, problem=f"{name} signature found, but damaged ({describe(exc)})")
     return Detection(FsType.UNKNOWN)
+
+
+def spans_whole_disk(head: bytes) -> bool:
+    """Whether a disk starts with a filesystem, swap or LVM2 physical volume rather than a partition table.
+
+    ext and LVM2 leave sector 0 alone, so a disk formatted whole after it was partitioned still carries
+    the old MBR; their signatures in the first 8 KiB decide, as they do for blkid. (An MBR disk has
+    nothing there: the first partition starts further in. On a GPT disk these bytes are the GPT header and
+    entries, which a filesystem made on the whole disk overwrote.)
+    """
+    return _sniff(head) in ("ext", "xfs", "lvm2", "swap") or is_filesystem_boot_sector(head)
 
 
 def is_filesystem_boot_sector(head: bytes) -> bool:
@@ -123,25 +158,7 @@ def is_filesystem_boot_sector(head: bytes) -> bool:
     if _sniff(head) != "fat":
         return False
     try:
-        d.FATFS(_BytesSource.stream(head))
+        d.FATFS(SourceStream(BytesSource(head)))
     except Exception:
         return False
     return True
-
-
-class _BytesSource:
-    """The first sectors of a disk as a source, to validate a boot sector without reading again."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-
-    @property
-    def size(self) -> int:
-        return len(self._data)
-
-    def read_at(self, offset: int, length: int) -> bytes:
-        return self._data[offset : offset + length]
-
-    @classmethod
-    def stream(cls, data: bytes) -> SourceStream:
-        return SourceStream(cls(data))

@@ -44,9 +44,12 @@ class FsType(StrEnum):
 class Volume:
     """A partition, the whole disk, or a logical volume.
 
-    ``id`` is what callers pass back to ``open_filesystem``: the partition number in decimal for
-    partitions ("1", "5"; the whole disk without a partition table is "1"), ``lvm:<vg>/<lv>`` for
-    logical volumes. ``partition`` is the same number as an int (None for logical volumes).
+    ``id`` is what callers pass back to ``DiskBrowser.filesystem``: the partition number in decimal for
+    partitions ("1", "5"; MBR logical partitions are numbered from 5 as Linux does; the whole disk without
+    a partition table is "1"), ``lvm:<vg>/<lv>`` for logical volumes. ``partition`` is the same number as
+    an int (None for logical volumes). ``problem`` is set when a signature was found but the volume still
+    cannot be browsed: a damaged superblock, LVM metadata that cannot be read, a logical volume with
+    extents on another disk.
     """
 
     id: str
@@ -60,6 +63,7 @@ class Volume:
     type_name: str | None = None  # "Linux filesystem data", "NTFS", …
     name: str | None = None  # GPT partition name, LV name
     guid: str | None = None  # GPT unique partition GUID, LV UUID
+    problem: str | None = None  # why a volume that looks like it holds data cannot be browsed
 
 
 class EntryType(StrEnum):
@@ -73,8 +77,8 @@ class EntryType(StrEnum):
 class Entry:
     """What a directory listing or ``stat`` says about one name (the link itself for symbolic links).
 
-    ``size`` is the content length for files, the target length for POSIX symbolic links and 0 for
-    directories (their on-disk size says nothing useful). A field is None where the filesystem does not
+    ``size`` is the content length for files, the length of the target (in UTF-8) for symbolic links and
+    0 for directories (their on-disk size says nothing useful). A field is None where the filesystem does not
     record it: ``mode``/``uid``/``gid`` on NTFS and FAT, ``owner`` (a Windows SID such as
     ``S-1-5-32-544``) everywhere but NTFS, ``attributes`` (Windows FILE_ATTRIBUTE_* bits) everywhere but
     NTFS and FAT.
