@@ -3,13 +3,15 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, status
+from fastapi.responses import StreamingResponse
 
 from app.api.deps import Ctx, CurrentPrincipal, Pagination, Session
+from app.api.downloads import content_disposition
 from app.api.openapi import AUTH_ERRORS, CONFLICT, NOT_FOUND
 from app.domain.jobs import RestoreState
 from app.pagination import Page
 from app.restores.schemas import RestoreCreate, RestoreRead
-from app.restores.service import RestoreService
+from app.restores.service import RestoreService, archive_of
 
 router = APIRouter(prefix="/restores", tags=["restores"], responses=AUTH_ERRORS)
 
@@ -23,7 +25,7 @@ async def list_restores(
     vm_id: uuid.UUID | None = None,
     state: RestoreState | None = None,
 ) -> Page[RestoreRead]:
-    service = RestoreService(session, ctx.clock)
+    service = RestoreService(session, ctx.clock, ctx.box, ctx.files)
     items, total = await service.list_page(principal, vm_id, state.value if state else None, page)
     return Page(items=await service.to_read(items), total=total, limit=page.limit, offset=page.offset)
 
@@ -38,7 +40,7 @@ async def list_restores(
 async def request_restore(
     ctx: Ctx, session: Session, principal: CurrentPrincipal, body: RestoreCreate
 ) -> RestoreRead:
-    service = RestoreService(session, ctx.clock)
+    service = RestoreService(session, ctx.clock, ctx.box, ctx.files)
     return (await service.to_read([await service.request(principal, body)]))[0]
 
 
@@ -48,5 +50,28 @@ async def request_restore(
 async def get_restore(
     ctx: Ctx, session: Session, principal: CurrentPrincipal, restore_id: uuid.UUID
 ) -> RestoreRead:
-    service = RestoreService(session, ctx.clock)
+    service = RestoreService(session, ctx.clock, ctx.box, ctx.files)
     return (await service.to_read([await service.get(principal, restore_id)]))[0]
+
+
+@router.get(
+    "/{restore_id}/archive",
+    response_class=StreamingResponse,
+    responses={
+        **NOT_FOUND,
+        **CONFLICT,
+        200: {"content": {"application/octet-stream": {}}, "description": "The archive"},
+    },
+    summary="Download the archive of a file restore once it succeeded",
+)
+async def download_archive(
+    ctx: Ctx, session: Session, principal: CurrentPrincipal, restore_id: uuid.UUID
+) -> StreamingResponse:
+    restore = await RestoreService(session, ctx.clock, ctx.box, ctx.files).get(principal, restore_id)
+    archive = archive_of(restore)
+    size, chunks = await ctx.files.export_stream(archive.export_id, archive.stream)
+    return StreamingResponse(
+        chunks,
+        media_type=archive.media_type,
+        headers={"Content-Length": str(size), "Content-Disposition": content_disposition(archive.file_name)},
+    )

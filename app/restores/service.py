@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from dataclasses import dataclass
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -329,3 +330,30 @@ class RestoreService:
                 )
             )
         return reads
+
+
+@dataclass(frozen=True)
+class Archive:
+    export_id: str
+    stream: str
+    file_name: str
+    media_type: str
+
+
+#: The one stream of a file restore's export, by archive format.
+ARCHIVE_STREAMS = {"tar": ("archive.tar", "application/x-tar"), "zip": ("archive.zip", "application/zip")}
+
+
+def archive_of(restore: Restore) -> Archive:
+    """Where a finished archive restore's archive is; Conflict while there is none to download."""
+    if restore.type != "files" or restore.target != "archive":
+        raise Conflict(f"Restore {restore.id} does not produce an archive (it is a {restore.type} restore).")
+    if restore.state != RestoreState.SUCCEEDED.value:
+        raise Conflict(f"The archive of restore {restore.id} is not ready: the restore is {restore.state}.")
+    fmt = str(restore.target_params.get("archive_format", "tar"))
+    stream, media_type = ARCHIVE_STREAMS[fmt]
+    export_id = str(restore.result.get("export_id") or "")
+    if not export_id:
+        raise Conflict(f"Restore {restore.id} recorded no archive.")
+    taken = (restore.restore_point_created_at or restore.requested_at).strftime("%Y%m%d-%H%M")
+    return Archive(export_id, stream, f"restore-{taken}-{str(restore.id)[:8]}.{fmt}", media_type)

@@ -6,8 +6,16 @@ from app.agent.runtime import Runner
 
 
 def build_runners() -> dict[str, Runner]:
+    from app.agent.repositories import RepositoryCache
     from app.agent.runners.backup import BackupRunner
     from app.agent.runners.cleanup import SnapshotCleanupRunner
+    from app.agent.runners.file_restore import FileRestoreRunner
     from app.agent.runners.restore import RestoreRunner
 
-    return {"backup": BackupRunner(), "restore": RestoreRunner(), "snapshot_cleanup": SnapshotCleanupRunner()}
+    repositories = RepositoryCache()  # one open repository per location, shared by every runner
+    return {
+        "backup": BackupRunner(repositories),
+        "restore": RestoreRunner(repositories),
+        "snapshot_cleanup": SnapshotCleanupRunner(),
+        "file_restore": FileRestoreRunner(repositories),
+    }
