@@ -79,10 +79,22 @@ have_pkg libc6-dev || MISSING+=(libc6-dev)
 [[ -d ${VCSIM_GOPATH:-/usr/share/gocode}/src/github.com/vmware/govmomi/simulator ]] ||
     MISSING+=(golang-github-vmware-govmomi-dev)
 
-port_open() { (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; }
+port_open() { (exec 3<>/dev/tcp/127.0.0.1/"${1:-5432}") 2>/dev/null; }
 if [[ -z ${VMR_TEST_DATABASE_URL:-} ]] && ! port_open && ! have_pkg postgresql; then
     MISSING+=(postgresql)
 fi
+# Application backups are tested against real database servers and their client tools.
+command -v pg_dump >/dev/null || MISSING+=(postgresql-client)
+command -v mariadb-dump >/dev/null || command -v mysqldump >/dev/null || MISSING+=(mariadb-client)
+if ! port_open 3306 && ! have_pkg mariadb-server; then
+    MISSING+=(mariadb-server)
+fi
+# File-level restore is tested on filesystem images made by the real tools (never mounted).
+for tool in mke2fs:e2fsprogs mkfs.xfs:xfsprogs mkfs.fat:dosfstools mcopy:mtools mkntfs:ntfs-3g \
+    sfdisk:fdisk pvcreate:lvm2 losetup:mount mkswap:util-linux; do
+    command -v "${tool%%:*}" >/dev/null || PATH=$PATH:/usr/sbin:/sbin command -v "${tool%%:*}" >/dev/null ||
+        MISSING+=("${tool##*:}")
+done
 
 if ((${#MISSING[@]})); then
     if ((EUID != 0)); then
@@ -173,6 +185,28 @@ else
         sleep 0.5
     fi
     pg_probe || pg_give_up
+fi
+
+# ---------------------------------------------------------------------------------------------
+# MariaDB for the application backup tests: root over TCP on 127.0.0.1:3306 with no password
+# (Debian's default root uses the unix socket; the tests connect as the guest agent would).
+# ---------------------------------------------------------------------------------------------
+step "mariadb"
+my_probe() { mariadb --protocol=TCP -h 127.0.0.1 -P 3306 -u root -e 'SELECT 1' >/dev/null 2>&1; }
+if ! my_probe; then
+    if ! port_open 3306; then
+        install -d -o mysql -g mysql /run/mysqld 2>/dev/null || true
+        start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd -- --user=mysql
+        for _ in $(seq 100); do port_open 3306 && break; sleep 0.2; done
+        port_open 3306 || { echo "MariaDB did not start on 127.0.0.1:3306" >&2; exit 1; }
+    fi
+    if ! my_probe && ((EUID == 0)); then
+        # Root over the socket (unix_socket authentication) may also log in over TCP without a
+        # password: a test database server only, which is what a fresh machine here is.
+        mariadb -u root -e "ALTER USER 'root'@'localhost' IDENTIFIED VIA unix_socket OR mysql_native_password USING PASSWORD('')" ||
+            true
+    fi
+    my_probe || { echo "cannot log in to MariaDB at 127.0.0.1:3306 as root without a password" >&2; exit 1; }
 fi
 
 # ---------------------------------------------------------------------------------------------
