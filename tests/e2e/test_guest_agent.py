@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
+from app.agent.apps import mysql_restore, postgres_restore
 from app.agent.apps.mysql_client import MysqlClient, ident
 from app.agent.apps.postgres_client import Psql
-from tests.agent.apps.conftest import MY, PG, STAGING, my_databases, pg_databases
+from tests.agent.apps.conftest import MY, PG, my_databases, pg_databases
 from tests.agent.apps.test_mysql import contents as my_contents
 from tests.agent.apps.test_mysql import make_database as make_my_database
 from tests.agent.apps.test_postgres import contents as pg_contents
@@ -31,6 +32,15 @@ from tests.vadp.disks import fill_disk
 pytestmark = pytest.mark.vcsim
 
 VM = "DC0_H0_VM0"
+#: Names of the databases a restore works in before it puts the result in place.
+STAGING = tuple(
+    {
+        postgres_restore.STAGING_PREFIX,
+        postgres_restore.OLD_PREFIX,
+        mysql_restore.STAGING_PREFIX,
+        mysql_restore.OLD_PREFIX,
+    }
+)
 
 
 class GuestStack(Stack):
