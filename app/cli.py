@@ -251,19 +251,29 @@ def repository_verify() -> None:
     report = verify(repo)
     typer.echo(
         f"checked {report.chunks_checked} chunks ({report.bytes_checked} bytes) of "
-        f"{report.restore_points} restore points, {report.disks} disks"
+        f"{report.restore_points} restore points and {report.exports} restore archives "
+        f"({report.disks} disks, {report.streams} streams)"
     )
     for problem in (*report.damaged, *report.missing):
         points = ", ".join(problem.restore_point_ids) or "none"
+        exports = (
+            f"; restore archives affected: {', '.join(problem.export_ids)}" if problem.export_ids else ""
+        )
         typer.echo(
-            f"{problem.kind} chunk {problem.chunk_hex}: {problem.detail}; restore points affected: {points}"
+            f"{problem.kind} chunk {problem.chunk_hex}: {problem.detail}; "
+            f"restore points affected: {points}{exports}"
         )
     for message in report.damaged_objects:
         typer.echo(f"damaged: {message}")
     if report.ok:
         typer.echo("repository OK")
     else:
-        typer.echo(f"DAMAGE FOUND; restore points affected: {', '.join(report.affected_restore_points)}")
+        affected = ", ".join(report.affected_restore_points) or "none"
+        archives = ", ".join(report.affected_exports)
+        typer.echo(
+            f"DAMAGE FOUND; restore points affected: {affected}"
+            + (f"; restore archives affected: {archives}" if archives else "")
+        )
         raise typer.Exit(1)
 
 
