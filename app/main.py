@@ -38,6 +38,7 @@ from app.crypto import SecretBox, load_or_create_server_key
 from app.db.engine import create_engine, create_sessionmaker
 from app.db.migrate import upgrade_to_head_async
 from app.proxies.service import ensure_embedded_proxy
+from app.retention.archives import ArchiveExpiryLoop
 from app.retention.loop import GcLoop, RetentionLoop
 from app.scheduler.dispatch_watch import DispatchWatchLoop
 from app.scheduler.inventory_refresh import InventoryRefreshLoop
@@ -105,6 +106,9 @@ def retention_loops(ctx: AppContext) -> list[LoopService]:
             ctx.clock,
             grace=timedelta(hours=settings.gc_grace_hours),
             every=timedelta(hours=settings.gc_interval_hours),
+        ),
+        ArchiveExpiryLoop(
+            ctx.sessionmaker, onsite, ctx.clock, keep=timedelta(hours=settings.archive_retention_hours)
         ),
     ]
 

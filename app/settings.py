@@ -74,6 +74,11 @@ class Settings(BaseSettings):
         ge=1,
         description="Unreferenced chunks younger than this survive GC; must exceed the longest backup.",
     )
+    archive_retention_hours: float = Field(
+        default=168.0,
+        gt=0,
+        description="How long the archive of a file restore stays downloadable (then its space is freed).",
+    )
     run_loops: bool = Field(default=True, description="Run the background loops inside serve.")
 
     @cached_property

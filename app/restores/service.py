@@ -325,6 +325,7 @@ class RestoreService:
                         if restore.type == "files"
                         and restore.target == "archive"
                         and restore.state == "succeeded"
+                        and not restore.result.get("archive_expired")
                         else None
                     ),
                 )
@@ -350,6 +351,11 @@ def archive_of(restore: Restore) -> Archive:
         raise Conflict(f"Restore {restore.id} does not produce an archive (it is a {restore.type} restore).")
     if restore.state != RestoreState.SUCCEEDED.value:
         raise Conflict(f"The archive of restore {restore.id} is not ready: the restore is {restore.state}.")
+    if restore.result.get("archive_expired"):
+        raise Conflict(
+            f"The archive of restore {restore.id} expired at {restore.result.get('archive_expired_at')} and was "
+            "removed; request the files again."
+        )
     fmt = str(restore.target_params.get("archive_format", "tar"))
     stream, media_type = ARCHIVE_STREAMS[fmt]
     export_id = str(restore.result.get("export_id") or "")

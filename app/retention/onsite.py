@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from app.chunkstore import GcReport, Repository, RestorePointNotFound, gc, open_backend
+from app.chunkstore import ExportNotFound, GcReport, Repository, RestorePointNotFound, gc, open_backend
 from app.settings import Settings
 
 
@@ -81,6 +81,18 @@ class OnsiteRepository:
                     continue
                 facts.append(ManifestFacts(point.id, point.created_at, dict(point.metadata)))
             return facts
+
+        return await asyncio.to_thread(run)
+
+    async def delete_export(self, export_id: str) -> bool:
+        """Remove a restore archive (its chunks go at the next GC); False when it was already gone."""
+
+        def run() -> bool:
+            try:
+                self._open().delete_export(export_id)
+            except ExportNotFound:
+                return False
+            return True
 
         return await asyncio.to_thread(run)
 

@@ -1,0 +1,70 @@
+"""Restore archives (file restores delivered as tar or zip) expire: their repository export is
+deleted ``keep`` after the restore completed, and the restore says so. GC frees their chunks."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from app.clock import Clock
+from app.domain.jobs import RestoreState
+from app.restores.models import Restore
+from app.retention.loop import _QuietUntilMigrated
+from app.retention.onsite import OnsiteRepository
+
+log = logging.getLogger(__name__)
+
+
+class ArchiveExpiryLoop(_QuietUntilMigrated):
+    name = "archive-expiry"
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        onsite: OnsiteRepository,
+        clock: Clock,
+        keep: timedelta,
+        interval_s: float = 3600.0,
+    ) -> None:
+        super().__init__(interval_s)
+        self.sessionmaker = sessionmaker
+        self.onsite = onsite
+        self.clock = clock
+        self.keep = keep
+        self.last_expired = 0
+
+    async def tick(self) -> None:
+        now = self.clock.now()
+        async with self.sessionmaker() as session:
+            due = (
+                await session.execute(
+                    select(Restore.id, Restore.result).where(
+                        Restore.type == "files",
+                        Restore.target == "archive",
+                        Restore.state == RestoreState.SUCCEEDED.value,
+                        Restore.completed_at < now - self.keep,
+                    )
+                )
+            ).tuples()
+            expired = [
+                (rid, result)
+                for rid, result in due
+                if result.get("export_id") and not result.get("archive_expired")
+            ]
+        self.last_expired = 0
+        for restore_id, result in expired:
+            await self.onsite.delete_export(str(result["export_id"]))
+            async with self.sessionmaker.begin() as session:
+                restore = await session.get(Restore, restore_id)
+                if restore is not None:
+                    restore.result = {
+                        **restore.result,
+                        "archive_expired": True,
+                        "archive_expired_at": now.isoformat(),
+                    }
+            self.last_expired += 1
+        if self.last_expired:
+            log.info("archive expiry: %d restore archive(s) removed", self.last_expired)
