@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.clock import Clock
@@ -114,7 +114,15 @@ class PlannerLoop(LoopService):
             )
             for vm_id, tenant_id, host_id in vm_ids
         ]
-        return await insert_ignoring_conflicts(session, Job.__table__, rows)
+        await insert_ignoring_conflicts(session, Job.__table__, rows, count=False)
+        # Exact: this replica alone plans this slot (the compare-and-set above), so every job of the
+        # slot is one it just inserted; rows skipped for a VM's active backup are not counted.
+        created = await session.execute(
+            select(func.count()).where(
+                Job.policy_id == policy.id, Job.kind == plan.kind.value, Job.scheduled_for == slot
+            )
+        )
+        return int(created.scalar_one())
 
 
 @dataclass(frozen=True)
