@@ -72,7 +72,7 @@ class ProxyAgent:
     def stop(self) -> None:
         """Stop claiming and cancel running jobs (they clean up, then fail as retryable)."""
         if not self._stopping.is_set():
-            log.info("proxy stopping: %d job(s) running", len(self._running))
+            log.info("agent stopping: %d job(s) running", len(self._running))
         self._stopping.set()
         for runtime in self._running.values():
             runtime.request_cancel(CancelReason.SHUTDOWN)
