@@ -353,8 +353,8 @@ def archive_of(restore: Restore) -> Archive:
         raise Conflict(f"The archive of restore {restore.id} is not ready: the restore is {restore.state}.")
     if restore.result.get("archive_expired"):
         raise Conflict(
-            f"The archive of restore {restore.id} expired at {restore.result.get('archive_expired_at')} and was "
-            "removed; request the files again."
+            f"The archive of restore {restore.id} expired at {restore.result.get('archive_expired_at')} "
+            "and was removed; request the files again."
         )
     fmt = str(restore.target_params.get("archive_format", "tar"))
     stream, media_type = ARCHIVE_STREAMS[fmt]
