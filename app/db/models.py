@@ -1,8 +1,12 @@
 """Imports every ORM model so that ``Base.metadata`` is complete (Alembic, tests)."""
 
+from app.alerts.models import Alert
+from app.audit.models import AuditEvent
 from app.auth.models import ApiKey
+from app.changes.models import ChangeRequest
 from app.compliance.models import ProtectionSpan, RestoreSla, RpoBreach
 from app.db.base import Base
+from app.integrations.models import Delivery, Integration, WebhookReceipt
 from app.inventory.models import Datastore, Host, VirtualMachine, vm_datastores
 from app.jobs.models import Job
 from app.policies.models import Policy
@@ -13,10 +17,15 @@ from app.tenants.models import Tenant
 from app.vcenters.models import VCenter
 
 __all__ = [
+    "Alert",
     "ApiKey",
+    "AuditEvent",
     "Base",
+    "ChangeRequest",
     "Datastore",
+    "Delivery",
     "Host",
+    "Integration",
     "Job",
     "Policy",
     "ProtectionSpan",
@@ -28,6 +37,7 @@ __all__ = [
     "Tenant",
     "VCenter",
     "VirtualMachine",
+    "WebhookReceipt",
     "proxy_hosts",
     "vm_datastores",
 ]

@@ -97,6 +97,7 @@ def can_transition(current: JobState, target: JobState) -> bool:
 
 
 class RestoreState(StrEnum):
+    AWAITING_APPROVAL = "awaiting_approval"  # over an existing VM: an operator must approve first
     REQUESTED = "requested"
     RUNNING = "running"
     SUCCEEDED = "succeeded"

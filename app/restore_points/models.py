@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, IdMixin, JSONType
@@ -38,5 +38,9 @@ class RestorePoint(IdMixin, Base):
     # VM's guest agent). Retention counts each kind on its own.
     kind: Mapped[str] = mapped_column(String(20), default="image", server_default="image")
     streams: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list, server_default="[]")
+    # The offsite copy: none (policy without copies), copying, offsite (complete), copy_failed.
+    copy_status: Mapped[str] = mapped_column(String(20), default="none", server_default="none")
+    copy_error: Mapped[str | None] = mapped_column(Text)
+    copied_at: Mapped[datetime | None] = mapped_column()
     used_cbt: Mapped[bool] = mapped_column(default=False)
     warnings: Mapped[list[str]] = mapped_column(JSONType, default=list)

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, LargeBinary, String, Text
+from sqlalchemy import ForeignKey, LargeBinary, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, IdMixin, JSONType
@@ -15,6 +15,7 @@ class Restore(IdMixin, Base):
     completed."""
 
     __tablename__ = "restores"
+    __table_args__ = (UniqueConstraint("integration_id", "ticket_id"),)
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), index=True)
     vm_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("vms.id"), index=True)
@@ -38,3 +39,13 @@ class Restore(IdMixin, Base):
     # Secrets a restore needs (guest OS credentials for pushing files into a VM), encrypted with the
     # service's key, handed to the agent with the job and erased when the restore ends.
     secrets_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # Restores asked for by a ticketing system: one per (integration, ticket), whatever the retries.
+    integration_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("integrations.id", ondelete="SET NULL")
+    )
+    ticket_id: Mapped[str | None] = mapped_column(String(255))
+    # Restores over an existing VM wait for an operator (unless the tenant waives it); the wait
+    # counts against the SLA clocks, which run from requested_at.
+    approval_required: Mapped[bool] = mapped_column(default=False, server_default=false())
+    decided_at: Mapped[datetime | None] = mapped_column()
+    decided_by_key_id: Mapped[uuid.UUID | None] = mapped_column()

@@ -1,0 +1,1 @@
+"""Monitoring alerts for operators: opened when a condition appears, closed when it clears."""

@@ -1,0 +1,1 @@
+"""The audit log: who did what, through which key, with what outcome. Append-only."""

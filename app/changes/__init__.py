@@ -1,0 +1,1 @@
+"""Customers ask for policy changes; operators approve (applied at once) or reject with a reason."""
