@@ -16,7 +16,11 @@ from app.policies.models import Policy
 from app.restore_points.models import RestorePoint
 from app.restores.models import Restore
 
-ACTIVE_RESTORE_STATES = (RestoreState.REQUESTED.value, RestoreState.RUNNING.value)
+ACTIVE_RESTORE_STATES = (
+    RestoreState.AWAITING_APPROVAL.value,
+    RestoreState.REQUESTED.value,
+    RestoreState.RUNNING.value,
+)
 ACTIVE_JOB_STATES = (JobState.QUEUED.value, JobState.RUNNING.value)
 
 
