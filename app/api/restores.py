@@ -4,6 +4,7 @@ import uuid
 
 from fastapi import APIRouter, status
 from fastapi.responses import StreamingResponse
+from pydantic import Field
 
 from app.api.deps import Ctx, CurrentPrincipal, Pagination, Session
 from app.api.downloads import content_disposition
@@ -12,6 +13,7 @@ from app.domain.jobs import RestoreState
 from app.pagination import Page
 from app.restores.schemas import RestoreCreate, RestoreRead
 from app.restores.service import RestoreService, archive_of
+from app.schemas import InputModel
 
 router = APIRouter(prefix="/restores", tags=["restores"], responses=AUTH_ERRORS)
 
@@ -75,3 +77,33 @@ async def download_archive(
         media_type=archive.media_type,
         headers={"Content-Length": str(size), "Content-Disposition": content_disposition(archive.file_name)},
     )
+
+
+class RejectBody(InputModel):
+    reason: str = Field(min_length=1, max_length=2000, description="Shown to the customer on the restore.")
+
+
+@router.post(
+    "/{restore_id}/approve",
+    response_model=RestoreRead,
+    responses={**NOT_FOUND, **CONFLICT},
+    summary="Let a restore over an existing VM go ahead (operators)",
+)
+async def approve_restore(
+    ctx: Ctx, session: Session, principal: CurrentPrincipal, restore_id: uuid.UUID
+) -> RestoreRead:
+    service = RestoreService(session, ctx.clock, ctx.box, ctx.files)
+    return (await service.to_read([await service.approve(principal, restore_id)]))[0]
+
+
+@router.post(
+    "/{restore_id}/reject",
+    response_model=RestoreRead,
+    responses={**NOT_FOUND, **CONFLICT},
+    summary="Refuse a restore awaiting approval, with a reason (operators)",
+)
+async def reject_restore(
+    ctx: Ctx, session: Session, principal: CurrentPrincipal, restore_id: uuid.UUID, body: RejectBody
+) -> RestoreRead:
+    service = RestoreService(session, ctx.clock, ctx.box, ctx.files)
+    return (await service.to_read([await service.reject(principal, restore_id, body.reason)]))[0]

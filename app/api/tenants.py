@@ -52,13 +52,13 @@ async def get_tenant(
     "/{tenant_id}",
     response_model=TenantRead,
     responses={**NOT_FOUND, **CONFLICT},
-    summary="Rename a tenant (operators)",
+    summary="Rename a tenant or change its settings (operators)",
 )
-async def rename_tenant(
+async def update_tenant(
     ctx: Ctx, session: Session, principal: CurrentPrincipal, tenant_id: uuid.UUID, body: TenantUpdate
 ) -> TenantRead:
     return TenantRead.model_validate(
-        await TenantService(session, ctx.clock).rename(principal, tenant_id, body)
+        await TenantService(session, ctx.clock).update(principal, tenant_id, body)
     )
 
 

@@ -58,5 +58,6 @@ class RestoreRepository:
         return {job.restore_id: job for job in rows.scalars() if job.restore_id is not None}
 
     async def active_for_vm(self, vm_id: uuid.UUID) -> Restore | None:
-        stmt = select(Restore).where(Restore.vm_id == vm_id, Restore.state.in_(["requested", "running"]))
+        active = ["awaiting_approval", "requested", "running"]
+        stmt = select(Restore).where(Restore.vm_id == vm_id, Restore.state.in_(active))
         return (await self.session.execute(stmt.limit(1))).scalar_one_or_none()

@@ -117,7 +117,12 @@ class RestoreRead(OutputModel):
     type: str = Field(description="vm, files or application")
     target: str = Field(description="vm: original or new; files: archive or guest; application: original")
     target_params: dict[str, Any]
-    state: str = Field(description="requested, running, succeeded, failed or cancelled")
+    state: str = Field(
+        description="awaiting_approval (over an existing VM, until an operator approves), requested, "
+        "running, succeeded, failed or cancelled"
+    )
+    approval_required: bool = False
+    decided_at: datetime | None = Field(default=None, description="When an operator approved or rejected it")
     source_location: str = Field(description="onsite or offsite: where the data is read from")
     requested_at: datetime
     initiated_at: datetime | None = Field(description="When a proxy started work on it")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -33,6 +34,7 @@ from app.restores.schemas import (
     RestoreRead,
     VmRestoreCreate,
 )
+from app.tenants.repository import TenantRepository
 
 
 class FileChecker(Protocol):
@@ -61,6 +63,7 @@ class RestoreService:
     ) -> None:
         self.session = session
         self.guests = GuestAgentRepository(session)
+        self.tenants = TenantRepository(session)
         self.box = box
         self.files = files
         self.repo = RestoreRepository(session)
@@ -100,6 +103,7 @@ class RestoreService:
         _require_kind(point, "image", "a whole-VM restore")
         target_params: dict[str, object] = {"power_on": data.power_on, "force": data.force}
         target_host_id: uuid.UUID | None = None
+        needs_approval = False  # only restores over the original VM wait for an operator
         if data.target == "original":
             if vm.gone_at is not None:
                 raise Conflict(
@@ -112,6 +116,8 @@ class RestoreService:
                 )
             if await self.repo.active_for_vm(vm.id) is not None:
                 raise Conflict(f"A restore of VM '{vm.name}' is already in progress; wait for it to finish.")
+            tenant = await self.tenants.get(vm.tenant_id, None)
+            needs_approval = tenant is not None and tenant.restore_approval_required
         else:
             assert data.new_vm is not None
             host = await self.inventory.get_host(data.new_vm.host_id, point.tenant_id)
@@ -149,6 +155,7 @@ class RestoreService:
             data.target,
             target_params,
             target_host_id=target_host_id,
+            needs_approval=needs_approval,
         )
 
     async def _file_restore(
@@ -254,7 +261,10 @@ class RestoreService:
         secrets: bytes | None = None,
         *,
         target_host_id: uuid.UUID | None = None,
+        needs_approval: bool = False,
+        requested_at: datetime | None = None,
     ) -> Restore:
+        """Record the request; queue its job now, or when an operator approves it."""
         now = self.clock.now()
         restore = Restore(
             id=uuid.uuid4(),
@@ -266,12 +276,29 @@ class RestoreService:
             target=target,
             target_params=target_params,
             secrets_encrypted=secrets,
-            state=RestoreState.REQUESTED.value,
+            state=(RestoreState.AWAITING_APPROVAL if needs_approval else RestoreState.REQUESTED).value,
+            approval_required=needs_approval,
             source_location=point.location,
-            requested_at=now,
+            requested_at=requested_at or now,
             requested_by_key_id=principal.key_id,
         )
         await self.repo.add(restore)
+        if needs_approval:
+            restore.target_params = {**target_params, "job_kind": kind.value}
+        else:
+            await self._queue_job(restore, kind, vm, point.policy_id, target_host_id, principal.key_id)
+        return restore
+
+    async def _queue_job(
+        self,
+        restore: Restore,
+        kind: JobKind,
+        vm: VirtualMachine,
+        policy_id: uuid.UUID | None,
+        target_host_id: uuid.UUID | None,
+        key_id: uuid.UUID | None,
+    ) -> None:
+        now = self.clock.now()
         await self.jobs.add(
             Job(
                 id=uuid.uuid4(),
@@ -279,20 +306,58 @@ class RestoreService:
                 state=JobState.QUEUED.value,
                 trigger=JobTrigger.RESTORE.value,
                 priority=PRIORITY[kind],
-                tenant_id=point.tenant_id,
+                tenant_id=restore.tenant_id,
                 vm_id=vm.id,
-                policy_id=point.policy_id,
+                policy_id=policy_id,
                 restore_id=restore.id,
                 target_host_id=target_host_id,
                 dispatch_host_id=None if kind in GUEST_JOB_KINDS else (target_host_id or vm.host_id),
                 created_at=now,
-                created_by_key_id=principal.key_id,
+                created_by_key_id=key_id,
                 not_before=now,
                 attempt=0,
                 max_attempts=2,
                 params={},
             )
         )
+
+    async def approve(self, principal: Principal, restore_id: uuid.UUID) -> Restore:
+        """An operator lets a restore over an existing VM go ahead: its job is queued now. The SLA
+        clocks have run since the request: the wait is the provider's, as it is in reality."""
+        principal.require_operator("approve restores")
+        restore = await self._awaiting(principal, restore_id)
+        vm = await self.inventory.get_vm(restore.vm_id, None)
+        if vm is None or vm.gone_at is not None:
+            raise Conflict(f"The VM of restore {restore_id} no longer exists; reject the restore instead.")
+        if restore.restore_point_id is None:
+            raise Conflict(
+                f"The restore point of restore {restore_id} was removed; reject the restore instead."
+            )
+        point = await self.points.get(restore.restore_point_id, None)
+        now = self.clock.now()
+        restore.state = RestoreState.REQUESTED.value
+        restore.decided_at = now
+        restore.decided_by_key_id = principal.key_id
+        kind = JobKind(str(restore.target_params.get("job_kind", JobKind.RESTORE.value)))
+        await self._queue_job(restore, kind, vm, point.policy_id if point else None, None, principal.key_id)
+        return restore
+
+    async def reject(self, principal: Principal, restore_id: uuid.UUID, reason: str) -> Restore:
+        principal.require_operator("reject restores")
+        restore = await self._awaiting(principal, restore_id)
+        now = self.clock.now()
+        restore.state = RestoreState.CANCELLED.value
+        restore.decided_at = now
+        restore.decided_by_key_id = principal.key_id
+        restore.completed_at = now
+        restore.error = f"rejected by an operator: {reason}"
+        restore.secrets_encrypted = None
+        return restore
+
+    async def _awaiting(self, principal: Principal, restore_id: uuid.UUID) -> Restore:
+        restore = await self.get(principal, restore_id)
+        if restore.state != RestoreState.AWAITING_APPROVAL.value:
+            raise Conflict(f"Restore {restore_id} is {restore.state}, not awaiting approval.")
         return restore
 
     async def to_read(self, restores: list[Restore]) -> list[RestoreRead]:
@@ -312,6 +377,8 @@ class RestoreService:
                     target=restore.target,
                     target_params=restore.target_params,
                     state=restore.state,
+                    approval_required=restore.approval_required,
+                    decided_at=restore.decided_at,
                     source_location=restore.source_location,
                     requested_at=restore.requested_at,
                     initiated_at=restore.initiated_at,

@@ -35,16 +35,25 @@ class TenantService:
         principal.require_operator("create tenants")
         await self._ensure_name_free(data.name)
         now = self.clock.now()
-        tenant = Tenant(id=uuid.uuid4(), name=data.name, created_at=now, updated_at=now)
+        tenant = Tenant(
+            id=uuid.uuid4(),
+            name=data.name,
+            restore_approval_required=data.restore_approval_required,
+            created_at=now,
+            updated_at=now,
+        )
         await self.repo.add(tenant)
         return tenant
 
-    async def rename(self, principal: Principal, tenant_id: uuid.UUID, data: TenantUpdate) -> Tenant:
-        principal.require_operator("rename tenants")
+    async def update(self, principal: Principal, tenant_id: uuid.UUID, data: TenantUpdate) -> Tenant:
+        principal.require_operator("change tenants")
         tenant = await self.get(principal, tenant_id)
-        if data.name != tenant.name:
+        if data.name is not None and data.name != tenant.name:
             await self._ensure_name_free(data.name)
             tenant.name = data.name
+            tenant.updated_at = self.clock.now()
+        if data.restore_approval_required is not None:
+            tenant.restore_approval_required = data.restore_approval_required
             tenant.updated_at = self.clock.now()
         return tenant
 
