@@ -17,6 +17,7 @@ from app import __version__
 from app.api import (
     agent,
     api_keys,
+    change_requests,
     compliance,
     guest_agents,
     health,
@@ -226,6 +227,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         jobs,
         restore_points,
         restores,
+        change_requests,
         compliance,
         agent,
     ):

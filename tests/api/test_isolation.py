@@ -41,6 +41,7 @@ PARAM_SOURCES = {
     "restore_point_id": "restore_point",
     "restore_id": "restore",
     "agent_id": "guest_agent",
+    "request_id": "change_request",
 }
 #: Endpoints that are not tenant data.
 EXEMPT = {"/healthz", "/readyz"}
@@ -100,6 +101,11 @@ async def victim_objects(
     proxy = await register_proxy(operator, "victim-proxy", [host["id"]])
     guest = await victim.post("/api/v1/guest-agents", json={"vm_id": vms[0]["id"]})
     assert guest.status_code == 201, guest.text
+    change = await victim.post(
+        "/api/v1/change-requests",
+        json={"kind": "protect", "policy_id": policy["id"], "vm_ids": [vms[1]["id"]]},
+    )
+    assert change.status_code == 201, change.text
     job = (await operator.post("/api/v1/jobs", json={"vm_ids": [vms[0]["id"]]})).json()[0]
     point_id = await record_restore_point(ctx, uuid.UUID(job["id"]))
     restore = await victim.post(
@@ -124,6 +130,7 @@ async def victim_objects(
         "policy": policy["id"],
         "proxy": proxy["id"],
         "guest_agent": guest.json()["id"],
+        "change_request": change.json()["id"],
     }
 
 
@@ -161,6 +168,7 @@ async def test_a_customer_never_reaches_another_tenants_objects(
             "/api/v1/restore-points",
             "/api/v1/restores",
             "/api/v1/guest-agents",
+            "/api/v1/change-requests",
         )
     }
 

@@ -1,0 +1,116 @@
+"""Customers ask for protection changes; operators approve (applied at once) or reject with a reason."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.api.test_policies import create_policy, protection, synced_tenant
+from tests.support.app import CustomerFactory
+from tests.support.vcsim import VcsimServer
+
+pytestmark = pytest.mark.vcsim
+URL = "/api/v1/change-requests"
+
+
+async def test_requests_are_applied_on_approval_and_history_stays(
+    operator: httpx.AsyncClient, customer_of: CustomerFactory, vcsim: VcsimServer
+) -> None:
+    customer, tenant_id, vms = await synced_tenant(operator, customer_of, vcsim)
+    policy = await create_policy(operator, tenant_id, name="gold", selection={"vm_ids": [vms[0]["id"]]})
+
+    # Customers cannot edit policies; they ask.
+    assert (
+        await customer.patch(f"/api/v1/policies/{policy['id']}", json={"rpo_hours": 12})
+    ).status_code == 403
+    asked = await customer.post(
+        URL,
+        json={
+            "kind": "policy_update",
+            "policy_id": policy["id"],
+            "changes": {"rpo_hours": 12},
+            "comment": "tighter",
+        },
+    )
+    assert asked.status_code == 201, asked.text
+    update = asked.json()
+    assert update["state"] == "pending" and update["payload"] == {
+        "policy_id": policy["id"],
+        "changes": {"rpo_hours": 12},
+    }
+    protect = (
+        await customer.post(
+            URL, json={"kind": "protect", "policy_id": policy["id"], "vm_ids": [vms[1]["id"]]}
+        )
+    ).json()
+    new = (
+        await customer.post(
+            URL,
+            json={
+                "kind": "policy_create",
+                "policy": {"name": "silver", "rpo_hours": 48, "selection": {"vm_ids": [vms[2]["id"]]}},
+            },
+        )
+    ).json()
+    assert (await protection(customer, vms[1]["id"]))["status"] == "unprotected"  # nothing changes yet
+
+    assert (await customer.post(f"{URL}/{update['id']}/approve")).status_code == 403
+    for request in (update, protect, new):
+        approved = await operator.post(f"{URL}/{request['id']}/approve")
+        assert approved.status_code == 200, approved.text
+        assert approved.json()["state"] == "approved" and approved.json()["decided_at"]
+    assert (await operator.get(f"/api/v1/policies/{policy['id']}")).json()["rpo_hours"] == 12
+    assert (await protection(customer, vms[1]["id"]))["policy_name"] == "gold"
+    assert (await protection(customer, vms[2]["id"]))["policy_name"] == "silver"
+    assert (await operator.post(f"{URL}/{update['id']}/approve")).status_code == 409  # decided once
+
+    unprotect = (
+        await customer.post(
+            URL, json={"kind": "unprotect", "policy_id": policy["id"], "vm_ids": [vms[1]["id"]]}
+        )
+    ).json()
+    assert (await operator.post(f"{URL}/{unprotect['id']}/approve")).status_code == 200
+    assert (await protection(customer, vms[1]["id"]))["status"] != "protected"
+
+    history = (await customer.get(URL)).json()
+    assert history["total"] == 4 and {r["state"] for r in history["items"]} == {"approved"}
+
+
+async def test_rejections_cancellations_and_validation(
+    operator: httpx.AsyncClient, customer_of: CustomerFactory, vcsim: VcsimServer
+) -> None:
+    customer, tenant_id, vms = await synced_tenant(operator, customer_of, vcsim)
+    other, _, other_vms = await synced_tenant(operator, customer_of, vcsim, "Other")
+    policy = await create_policy(operator, tenant_id, name="gold", selection={"vm_ids": [vms[0]["id"]]})
+    change = {"kind": "policy_update", "policy_id": policy["id"], "changes": {"rpo_hours": 6}}
+
+    request = (await customer.post(URL, json=change)).json()
+    no_reason = await operator.post(f"{URL}/{request['id']}/reject", json={})
+    assert no_reason.status_code == 422
+    rejected = await operator.post(
+        f"{URL}/{request['id']}/reject", json={"reason": "6 h needs a gold+ contract"}
+    )
+    assert rejected.json()["state"] == "rejected" and rejected.json()["reason"].startswith("6 h")
+    assert (await operator.get(f"/api/v1/policies/{policy['id']}")).json()["rpo_hours"] == 24
+
+    mine = (await customer.post(URL, json=change)).json()
+    assert (await other.post(f"{URL}/{mine['id']}/cancel")).status_code == 404  # another tenant's
+    assert (await customer.post(f"{URL}/{mine['id']}/cancel")).json()["state"] == "cancelled"
+
+    # Invalid input changes nothing: unknown policy (another tenant's), foreign VMs, bad fields.
+    before = (await customer.get(URL)).json()["total"]
+    assert (await other.post(URL, json=change)).status_code == 422
+    foreign = await customer.post(
+        URL, json={"kind": "protect", "policy_id": policy["id"], "vm_ids": [other_vms[0]["id"]]}
+    )
+    assert foreign.status_code == 422 and foreign.json()["errors"][0]["field"] == "body.vm_ids.0"
+    bad = await customer.post(URL, json={**change, "changes": {"rpo_hours": 0}})
+    assert bad.status_code == 422
+    assert (await customer.get(URL)).json()["total"] == before
+
+    # An approval that no longer applies (the policy's name is taken meanwhile) changes nothing.
+    await create_policy(operator, tenant_id, name="silver")
+    rename = (await customer.post(URL, json={**change, "changes": {"name": "silver"}})).json()
+    refused = await operator.post(f"{URL}/{rename['id']}/approve")
+    assert refused.status_code == 409 and "Reject it instead" in refused.json()["detail"]
+    assert (await customer.get(f"{URL}/{rename['id']}")).json()["state"] == "pending"
