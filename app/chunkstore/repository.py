@@ -169,6 +169,63 @@ class Repository:
         return cls(backend, config, keys)
 
     @classmethod
+    def create_copy_target(
+        cls,
+        backend: Backend,
+        source: Repository,
+        *,
+        source_passphrase: str | bytes | None = None,
+        passphrase: str | bytes | None = None,
+        kdf: ScryptParams | None = None,
+    ) -> Repository:
+        """A new repository whose objects are byte-compatible with ``source``'s (an offsite copy).
+
+        It shares the source's master key (wrapped under its own passphrase, with its own id), chunk
+        size and compression, so chunk ids are equal on both sides and stored objects, indexes and
+        manifests can be copied as they are: no decryption, recompression or re-hashing on the way,
+        and the dedup check against it is the same id lookup as onsite. Unencrypted sources make
+        unencrypted targets.
+        """
+        if backend.exists(CONFIG_KEY):
+            raise RepositoryExists(f"a repository already exists in {backend!r}")
+        enc = source.config.encryption
+        repository_id = uuid.uuid4().hex
+        encryption = None
+        keys = None
+        if enc is not None:
+            if source_passphrase is None or passphrase is None:
+                raise WrongPassphrase("copying an encrypted repository needs its passphrase and a new one")
+            master = unwrap_master_key(
+                enc.wrapped_key, source_passphrase, enc.kdf, _wrap_aad(source.config.id)
+            )
+            params = (kdf or ScryptParams()).with_salt()
+            encryption = EncryptionConfig(
+                kdf=params, wrapped_key=wrap_master_key(master, passphrase, params, _wrap_aad(repository_id))
+            )
+            keys = RepositoryKeys.derive(master)
+        elif passphrase is not None:
+            raise RepositoryError("the source repository is not encrypted; its copy cannot be either")
+        config = RepositoryConfig(
+            id=repository_id,
+            created_at=datetime.now(UTC),
+            chunk_size=source.config.chunk_size,
+            compression_level=source.config.compression_level,
+            encryption=encryption,
+        )
+        backend.put(CONFIG_KEY, config.to_json())
+        return cls(backend, config, keys)
+
+    def compatible_with(self, other: Repository) -> bool:
+        """Whether objects of ``other`` are valid in this repository as they are (same keys)."""
+        probe = b"vmrecovery copy probe"
+        if self.config.chunk_size != other.config.chunk_size or self.chunk_id(probe) != other.chunk_id(probe):
+            return False
+        try:
+            return self._meta.open("probe", other._meta.seal("probe", probe)) == probe
+        except ObjectDamaged:
+            return False
+
+    @classmethod
     def open(cls, backend: Backend, *, passphrase: str | bytes | None = None) -> Repository:
         try:
             raw = backend.get(CONFIG_KEY)
@@ -311,6 +368,19 @@ class Repository:
         except ObjectMissing:
             raise ChunkMissing(chunk_id) from None
         return self._codec.decode(chunk_id, stored)
+
+    def get_stored_chunk(self, chunk_id: bytes) -> bytes:
+        """The chunk as stored (compressed, encrypted), after checking that it decodes to itself.
+
+        For copies to a repository with the same keys: the bytes travel as they are, but damage is
+        found here, at the source, rather than copied offsite.
+        """
+        try:
+            stored = self.backend.get(chunk_key(chunk_id))
+        except ObjectMissing:
+            raise ChunkMissing(chunk_id) from None
+        self._codec.decode(chunk_id, stored)
+        return stored
 
     def chunk_ids(self) -> Iterator[bytes]:
         """Every stored chunk id (a full listing: for GC, never for backups)."""
