@@ -117,9 +117,16 @@ class PlannerLoop(LoopService):
         await insert_ignoring_conflicts(session, Job.__table__, rows, count=False)
         # Exact: this replica alone plans this slot (the compare-and-set above), so every job of the
         # slot is one it just inserted; rows skipped for a VM's active backup are not counted.
+        # Counted through the unique (vm_id, kind, scheduled_for) index, one probe per VM.
         created = await session.execute(
             select(func.count()).where(
-                Job.policy_id == policy.id, Job.kind == plan.kind.value, Job.scheduled_for == slot
+                Job.vm_id.in_(
+                    select(VirtualMachine.id).where(
+                        VirtualMachine.protection_policy_id == policy.id, VirtualMachine.gone_at.is_(None)
+                    )
+                ),
+                Job.kind == plan.kind.value,
+                Job.scheduled_for == slot,
             )
         )
         return int(created.scalar_one())
