@@ -13,7 +13,7 @@ from app.contracts.agent import RepositoryAccess
 from app.crypto import SecretBox
 from app.inventory.sync import InventorySyncer
 from app.proxies.liveness import ProxyLiveness
-from app.retention.onsite import OnsiteRepository
+from app.retention.onsite import OffsiteRepository, OnsiteRepository, offsite_access
 from app.settings import Settings
 from app.vcenters.checks import VCenterChecker
 from app.vcenters.gateway import VCenterGateway
@@ -34,9 +34,20 @@ class AppContext:
         return OnsiteRepository(self.settings)
 
     @functools.cached_property
+    def offsite(self) -> OffsiteRepository:
+        """The offsite copy repository (check ``configured``)."""
+        return OffsiteRepository(self.settings)
+
+    @property
+    def offsite_access(self) -> RepositoryAccess | None:
+        """What agents get to reach the offsite repository; None when none is configured."""
+        return offsite_access(self.settings) if self.settings.offsite_repository else None
+
+    @functools.cached_property
     def files(self) -> FileBrowser:
         """File-level browsing of image restore points (open disks cached per process)."""
-        return FileBrowser(self.onsite.open_sync)
+        offsite = self.offsite.open_sync if self.offsite.configured else None
+        return FileBrowser(self.onsite.open_sync, open_offsite=offsite)
 
     @property
     def liveness(self) -> ProxyLiveness:

@@ -14,13 +14,18 @@ from fastapi import APIRouter, FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import __version__
+from app.alerts.loop import AlertLoop
 from app.api import (
     agent,
+    alerts,
     api_keys,
+    audit,
     change_requests,
     compliance,
+    events,
     guest_agents,
     health,
+    integrations,
     inventory,
     jobs,
     metrics,
@@ -30,24 +35,29 @@ from app.api import (
     restores,
     tenants,
     vcenters,
+    webhooks,
 )
 from app.api.problems import install_problem_handlers
+from app.audit.middleware import AuditMiddleware
 from app.clock import Clock, SystemClock
 from app.compliance.recorder import RestoreSlaRecorder, RpoRecorder
 from app.context import AppContext
 from app.crypto import SecretBox, load_or_create_server_key
 from app.db.engine import create_engine, create_sessionmaker
 from app.db.migrate import upgrade_to_head_async
+from app.integrations.deliverer import DeliveryLoop
+from app.integrations.emitter import EventEmitterLoop
 from app.proxies.service import ensure_embedded_proxy
 from app.retention.archives import ArchiveExpiryLoop
 from app.retention.loop import GcLoop, RetentionLoop
+from app.retention.offsite_loop import OffsiteLoop
 from app.scheduler.dispatch_watch import DispatchWatchLoop
 from app.scheduler.inventory_refresh import InventoryRefreshLoop
 from app.scheduler.loop import LoopService
 from app.scheduler.planner import PlannerLoop
 from app.scheduler.reaper import ReaperLoop
 from app.settings import Settings
-from app.storage import ensure_onsite_repository
+from app.storage import ensure_offsite_repository, ensure_onsite_repository
 from app.vcenters.gateway import VCenterGateway
 
 if TYPE_CHECKING:
@@ -92,6 +102,14 @@ def build_loops(ctx: AppContext) -> list[LoopService]:
         DispatchWatchLoop(ctx.sessionmaker, ctx.clock, settings.proxy_stale_after_s),
         RpoRecorder(ctx.sessionmaker, ctx.clock, proxy_stale_after_s=settings.proxy_stale_after_s),
         RestoreSlaRecorder(ctx.sessionmaker, ctx.clock),
+        AlertLoop(
+            ctx.sessionmaker,
+            ctx.clock,
+            proxy_stale_after_s=settings.proxy_stale_after_s,
+            proxy_offline_after_s=settings.proxy_offline_after_s,
+        ),
+        EventEmitterLoop(ctx.sessionmaker, ctx.clock),
+        DeliveryLoop(ctx.sessionmaker, ctx.clock, ctx.box),
         *retention_loops(ctx),
     ]
 
@@ -108,10 +126,27 @@ def retention_loops(ctx: AppContext) -> list[LoopService]:
             grace=timedelta(hours=settings.gc_grace_hours),
             every=timedelta(hours=settings.gc_interval_hours),
         ),
+        *offsite_loops(ctx),
         ArchiveExpiryLoop(
             ctx.sessionmaker, onsite, ctx.clock, keep=timedelta(hours=settings.archive_retention_hours)
         ),
     ]
+
+
+def offsite_loops(ctx: AppContext) -> list[LoopService]:
+    """Offsite retention, copies tried again, and the offsite repository's own GC."""
+    settings = ctx.settings
+    if settings.offsite_repository is None:
+        return []
+    gc_loop = GcLoop(
+        ctx.sessionmaker,
+        ctx.offsite,
+        ctx.clock,
+        grace=timedelta(hours=settings.gc_grace_hours),
+        every=timedelta(hours=settings.gc_interval_hours),
+    )
+    gc_loop.name = "offsite-gc"
+    return [OffsiteLoop(ctx.sessionmaker, ctx.offsite, ctx.clock), gc_loop]
 
 
 def embedded_proxy_name(settings: Settings) -> str:
@@ -176,6 +211,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
             await upgrade_to_head_async(settings.effective_database_url)
         if own_ctx:
             await asyncio.to_thread(ensure_onsite_repository, settings)
+            await asyncio.to_thread(ensure_offsite_repository, settings)
         app.state.ctx = context
         loops = build_loops(context) if settings.run_loops else []
         tasks = [asyncio.create_task(loop.run_forever(), name=loop.name) for loop in loops]
@@ -215,6 +251,8 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     # once so that the server does not wait for them before it can stop.
     app.state.draining = asyncio.Event()
     install_problem_handlers(app)
+    # Records mutating requests and 401s, and gives every response an X-Request-ID.
+    app.add_middleware(AuditMiddleware)
     api = APIRouter(prefix=API_PREFIX)
     for module in (
         tenants,
@@ -229,6 +267,11 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
         restores,
         change_requests,
         compliance,
+        events,
+        audit,
+        alerts,
+        integrations,
+        webhooks,
         agent,
     ):
         api.include_router(module.router)

@@ -45,6 +45,20 @@ class Settings(BaseSettings):
     repository_passphrase: SecretStr | None = Field(
         default=None, description="Encrypts the repository (AES-256-GCM) when set at its creation."
     )
+    offsite_repository: str | None = Field(
+        default=None,
+        description="Where offsite copies go: a path or file:// URL, or "
+        "s3://BUCKET/PREFIX?endpoint=URL&region=R. Unset: no offsite copies.",
+    )
+    offsite_passphrase: SecretStr | None = Field(
+        default=None,
+        description="The offsite repository's own passphrase (it shares the onsite keys, wrapped "
+        "under this); required when the onsite repository is encrypted.",
+    )
+    offsite_access_key_id: SecretStr | None = Field(
+        default=None, description="S3 access key of the offsite repository (else the standard AWS sources)."
+    )
+    offsite_secret_access_key: SecretStr | None = Field(default=None, description="Its secret key.")
     embedded_proxy: bool = Field(default=True, description="Run a proxy for all hosts inside serve.")
     proxy_workers: int = Field(default=2, ge=1, le=32, description="Jobs the embedded proxy runs at once.")
     limit_per_host: int = Field(default=2, ge=1, description="Backups running at once on one ESXi host.")

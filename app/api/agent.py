@@ -48,6 +48,7 @@ def _channel(ctx: AppContext, session: AsyncSession) -> AgentChannel:
         ctx.repository_access,
         limits,
         freeze_timeout_s=settings.guest_freeze_timeout_s,
+        offsite=ctx.offsite_access,
     )
 
 

@@ -51,18 +51,24 @@ Session = Annotated[AsyncSession, Depends(_session, scope="function")]
 
 
 async def _principal(
-    session: Session, ctx: Ctx, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request,
+    session: Session,
+    ctx: Ctx,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     # The request's own transaction (FastAPI hands the endpoint the same session): one checkout
     # per request, not two. Recording key use writes at most once a minute per key.
     bearer = credentials.credentials if credentials else None
-    return await ApiKeyService(session, ctx.clock).authenticate(bearer)
+    principal = await ApiKeyService(session, ctx.clock).authenticate(bearer)
+    request.state.principal = principal  # for the audit log (app.audit.middleware)
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]
 
 
 async def _agent(
+    request: Request,
     ctx: Ctx,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_agent_bearer)],
 ) -> Proxy:
@@ -70,9 +76,11 @@ async def _agent(
     must not hold a transaction open while it waits). The object is detached: read it, and
     re-load it in the request session to change it."""
     async with ctx.sessionmaker.begin() as session:
-        return await ProxyService(session, ctx.clock, ctx.liveness).authenticate_agent(
+        proxy = await ProxyService(session, ctx.clock, ctx.liveness).authenticate_agent(
             credentials.credentials if credentials else None
         )
+    request.state.agent = proxy  # for the audit log (app.audit.middleware)
+    return proxy
 
 
 CurrentProxy = Annotated[Proxy, Depends(_agent)]

@@ -16,9 +16,17 @@ class Role(StrEnum):
 
 @dataclass(frozen=True)
 class Principal:
-    key_id: uuid.UUID
+    """An API key, or a tenant's ticketing integration acting through a signed webhook (then
+    ``key_id`` is None and ``integration_id`` says which: a customer of its tenant, no more)."""
+
+    key_id: uuid.UUID | None
     role: Role
     tenant_id: uuid.UUID | None
+    integration_id: uuid.UUID | None = None
+
+    @classmethod
+    def of_integration(cls, integration_id: uuid.UUID, tenant_id: uuid.UUID) -> Principal:
+        return cls(key_id=None, role=Role.CUSTOMER, tenant_id=tenant_id, integration_id=integration_id)
 
     @property
     def is_operator(self) -> bool:

@@ -21,7 +21,14 @@ from dataclasses import dataclass
 
 from app.browse.errors import as_domain_errors
 from app.browse.schemas import DiskVolumes, FileEntry, FileListing, VolumeRead
-from app.chunkstore import ChunkstoreError, DiskImageReader, Repository
+from app.chunkstore import (
+    ChunkstoreError,
+    DiskImageReader,
+    Repository,
+    RepositoryNotFound,
+    RestorePointNotFound,
+)
+from app.chunkstore import RestorePoint as RestorePointManifest
 from app.chunkstore.streamread import StreamReader
 from app.errors import InvalidInput, NotFound
 from app.files import DiskBrowser, Entry, EntryType, FilesError, FileStream, paths
@@ -60,8 +67,14 @@ def entry_read(entry: Entry) -> FileEntry:
 class FileBrowser:
     """Process-wide: shared by every request of a replica."""
 
-    def __init__(self, open_repository: Callable[[], Repository], max_open: int = MAX_OPEN_DISKS) -> None:
+    def __init__(
+        self,
+        open_repository: Callable[[], Repository],
+        max_open: int = MAX_OPEN_DISKS,
+        open_offsite: Callable[[], Repository] | None = None,
+    ) -> None:
         self._open_repository = open_repository
+        self._open_offsite = open_offsite
         self._max_open = max_open
         self._lock = threading.Lock()
         self._disks: OrderedDict[tuple[str, int], DiskBrowser] = OrderedDict()
@@ -92,8 +105,7 @@ class FileBrowser:
             if browser is not None:
                 self._disks.move_to_end(key)
                 return browser
-        repo = self._open_repository()
-        manifest = repo.read_restore_point(str(point.id))
+        repo, manifest = self._locate(str(point.id))
         index = repo.read_index(manifest.disk(str(disk)))
         browser = DiskBrowser(DiskImageReader(repo, index, cache_bytes=CACHE_BYTES_PER_DISK))
         with self._lock:
@@ -102,6 +114,38 @@ class FileBrowser:
             while len(self._disks) > self._max_open:
                 self._disks.popitem(last=False)
         return browser
+
+    def _locate(self, point_id: str) -> tuple[Repository, RestorePointManifest]:
+        """The repository holding the point: onsite when it is there, else its offsite copy."""
+        try:
+            repo = self._open_repository()
+            return repo, repo.read_restore_point(point_id)
+        except (RestorePointNotFound, RepositoryNotFound):
+            if self._open_offsite is None:
+                raise
+        repo = self._open_offsite()
+        return repo, repo.read_restore_point(point_id)
+
+    async def where(self, point: RestorePoint) -> str:
+        """Where a restore reads the point from: ``onsite`` while its manifest is there (the faster
+        copy), else ``offsite`` when its copy is complete; ``missing`` when neither holds it."""
+
+        def run() -> str:
+            try:
+                if self._open_repository().has_restore_point(str(point.id)):
+                    return "onsite"
+            except RepositoryNotFound:
+                pass  # the onsite repository itself is gone: the offsite copy is what is left
+            offsite = self._open_offsite
+            if (
+                point.copy_status == "offsite"
+                and offsite is not None
+                and offsite().has_restore_point(str(point.id))
+            ):
+                return "offsite"
+            return "missing"
+
+        return await asyncio.to_thread(run)
 
     def forget(self, point_id: str) -> None:
         """Drop the open disks of a point (pruned: its chunks may go)."""

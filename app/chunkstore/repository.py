@@ -412,6 +412,10 @@ class Repository:
     def list_restore_points(self) -> list[str]:
         return ids_under(self.backend.list(MANIFEST_PREFIX), MANIFEST_PREFIX)
 
+    def has_restore_point(self, restore_point_id: str) -> bool:
+        """Whether the point's manifest is here (one existence check, nothing read)."""
+        return self.backend.exists(manifest_key(restore_point_id))
+
     def read_restore_point(self, restore_point_id: str) -> RestorePoint:
         point = self._read_manifest(
             manifest_key(restore_point_id), RestorePoint.from_json, RestorePointNotFound(restore_point_id)

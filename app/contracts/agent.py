@@ -77,8 +77,10 @@ class VCenterAccess(BaseModel):
 
 
 class RepositoryAccess(BaseModel):
-    url: str = Field(description="file:///path (more backends later).")
+    url: str = Field(description="file:///path, or s3://BUCKET/PREFIX?endpoint=URL&region=R")
     passphrase: str | None = Field(default=None, repr=False)
+    access_key_id: str | None = Field(default=None, repr=False, description="Object stores only.")
+    secret_access_key: str | None = Field(default=None, repr=False)
 
 
 class PreviousDisk(BaseModel):
@@ -185,6 +187,11 @@ class QuiesceParams(BaseModel):
     hold_max_s: float = Field(description="Thaw on its own after this, whatever the proxy says.")
 
 
+class OffsiteCopyParams(BaseModel):
+    restore_point_id: uuid.UUID
+    target: RepositoryAccess = Field(description="The offsite repository (shares the onsite keys).")
+
+
 class CleanupParams(BaseModel):
     snapshot_name: str = Field(description="Remove the snapshot of this name from the VM, if it is there.")
 
@@ -207,6 +214,7 @@ class JobAssignment(BaseModel):
     app_backup: AppBackupParams | None = None
     app_restore: AppRestoreParams | None = None
     quiesce: QuiesceParams | None = None
+    offsite_copy: OffsiteCopyParams | None = None
 
     def vcenter_access(self) -> VCenterAccess:
         if self.vcenter is None:
@@ -301,6 +309,12 @@ class AppRestoreResult(BaseModel):
     files: int | None = Field(default=None, ge=0)
 
 
+class OffsiteCopyResult(BaseModel):
+    chunks: int = Field(ge=0, description="Distinct chunks the point references")
+    chunks_copied: int = Field(ge=0, description="Those the offsite repository lacked")
+    bytes_copied: int = Field(ge=0, description="Stored bytes that travelled")
+
+
 class QuiesceResult(BaseModel):
     frozen_at: datetime | None
     thawed_at: datetime | None
@@ -321,6 +335,7 @@ class CompleteRequest(BaseModel):
     file_restore: FileRestoreResult | None = None
     app_restore: AppRestoreResult | None = None
     quiesce: QuiesceResult | None = None
+    offsite_copy: OffsiteCopyResult | None = None
     progress: ProgressReport | None = Field(default=None, description="The final progress figures.")
 
 

@@ -20,6 +20,7 @@ class JobKind(StrEnum):
     APP_BACKUP = "app_backup"  # databases and file sets dumped inside the VM (guest agent)
     APP_RESTORE = "app_restore"  # a database or file set back into the VM (guest agent)
     QUIESCE = "quiesce"  # hold applications still while a proxy takes the VM's snapshot (guest agent)
+    OFFSITE_COPY = "offsite_copy"  # copy a restore point's missing chunks to the offsite repository (proxy)
 
 
 class AgentKind(StrEnum):
@@ -52,6 +53,7 @@ class JobTrigger(StrEnum):
     CATCH_UP = "catch-up"
     RESTORE = "restore"
     CLEANUP = "cleanup"
+    COPY = "copy"  # an offsite copy following a successful backup
     QUIESCE = "quiesce"  # asked for by the proxy running an application-aware backup
 
 
@@ -89,6 +91,7 @@ PRIORITY = {
     JobKind.SNAPSHOT_CLEANUP: 5,
     JobKind.BACKUP: 10,
     JobKind.APP_BACKUP: 10,
+    JobKind.OFFSITE_COPY: 20,  # after the night's backups: they keep the RPO, copies follow
 }
 
 

@@ -51,12 +51,16 @@ class Delivery(IdMixin, Base):
     ``subject`` groups messages that must arrive in order (a restore's id, an alert's id): the next
     one of a subject is sent only once the previous one is delivered or has failed for good.
     ``event_key`` makes emitting idempotent (several replicas, restarts): one message per
-    (integration, subject, event_key).
+    (integration, subject, event_key). A sender holds ``leased_until`` while the message is in
+    flight (claimed with compare-and-set on ``attempts``), so replicas never send it at once.
     """
 
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
         UniqueConstraint("integration_id", "subject", "event_key"),
+        # Two emitters never give one number to two messages of a subject: the loser's insert is
+        # skipped and emitted again on its next tick, after the winner's (order is kept).
+        UniqueConstraint("integration_id", "subject", "sequence"),
         Index("ix_webhook_deliveries_due", "state", "next_attempt_at"),
         Index("ix_webhook_deliveries_log", "integration_id", "created_at"),
     )
@@ -72,6 +76,8 @@ class Delivery(IdMixin, Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column()
     next_attempt_at: Mapped[datetime] = mapped_column()
+    # Retries stop here (a day after the event, or after a resend): the message is then failed.
+    expires_at: Mapped[datetime] = mapped_column()
     leased_until: Mapped[datetime | None] = mapped_column()
     last_attempt_at: Mapped[datetime | None] = mapped_column()
     last_status: Mapped[int | None] = mapped_column(Integer)

@@ -86,6 +86,7 @@ class AgentChannel:
         repository: RepositoryAccess,
         limits: Limits | None = None,
         freeze_timeout_s: float = GUEST_FREEZE_TIMEOUT_S,
+        offsite: RepositoryAccess | None = None,
     ) -> None:
         self.session = session
         self.jobs = JobRepository(session)
@@ -98,7 +99,8 @@ class AgentChannel:
         self.lease = timedelta(seconds=lease_s)
         self.repository = repository
         self.limits = limits or Limits()
-        self.builder = AssignmentBuilder(session, box, lease_s, repository, freeze_timeout_s)
+        self.builder = AssignmentBuilder(session, box, lease_s, repository, freeze_timeout_s, offsite)
+        self.results = JobResults(session, offsite=offsite is not None)
 
     async def claim(self, proxy: Proxy, capacity: int) -> list[JobAssignment]:
         """Reserve and assign in one transaction (tests and tools; the API commits in between)."""
@@ -272,11 +274,13 @@ class AgentChannel:
                 f"Job {job_id} changed while completing (lease lost); the result was not recorded."
             )
         await self._sync_restore(job, request)
+        if job.state != JobState.SUCCEEDED.value:
+            await self.results.copy_ended(job)
         log.info("job %s (%s) ended %s on proxy %s", job.id, job.kind, job.state, proxy.name)
         return job
 
     async def _record_success(self, job: Job, request: CompleteRequest) -> None:
-        await JobResults(self.session).record_success(job, request)
+        await self.results.record_success(job, request)
 
     async def _sync_restore(self, job: Job, request: CompleteRequest | None = None) -> None:
         if job.restore_id is None:

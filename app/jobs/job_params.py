@@ -25,6 +25,7 @@ from app.contracts.agent import (
     GuestDelivery,
     GuestQuiesce,
     JobAssignment,
+    OffsiteCopyParams,
     PreviousDisk,
     PreviousPoint,
     QuiesceParams,
@@ -76,6 +77,7 @@ class AssignmentBuilder:
         lease_s: float,
         repository: RepositoryAccess,
         freeze_timeout_s: float = GUEST_FREEZE_TIMEOUT_S,
+        offsite: RepositoryAccess | None = None,
     ) -> None:
         self.inventory = InventoryRepository(session)
         self.vcenters = VCenterRepository(session)
@@ -87,6 +89,7 @@ class AssignmentBuilder:
         self.lease_s = lease_s
         self.repository = repository
         self.freeze_timeout_s = freeze_timeout_s
+        self.offsite = offsite
 
     async def build(self, job: Job, agent: Proxy, now: datetime) -> JobAssignment:
         """The assignment of ``job`` to ``agent``; raises JobNotRunnable when it cannot run."""
@@ -110,6 +113,12 @@ class AssignmentBuilder:
             vcenter=vcenter,
             repository=self.repository,
         )
+        if job.restore_id is not None and await self._from_offsite(job.restore_id):
+            if self.offsite is None:
+                raise JobNotRunnable(
+                    "the restore reads the offsite copy, but no offsite repository is configured"
+                )
+            assignment.repository = self.offsite
         if kind is JobKind.BACKUP:
             assignment.backup = await self._backup(job, vm, agent)
         elif kind is JobKind.SNAPSHOT_CLEANUP:
@@ -122,6 +131,12 @@ class AssignmentBuilder:
             assignment.app_backup = await self._app_backup(job, vm)
         elif kind is JobKind.APP_RESTORE:
             assignment.app_restore = _app_restore(await self._restore_of(job))
+        elif kind is JobKind.OFFSITE_COPY:
+            if self.offsite is None:
+                raise JobNotRunnable("no offsite repository is configured any more")
+            assignment.offsite_copy = OffsiteCopyParams(
+                restore_point_id=uuid.UUID(job.params["restore_point_id"]), target=self.offsite
+            )
         elif kind is JobKind.QUIESCE:
             assignment.quiesce = QuiesceParams(
                 backup_job_id=uuid.UUID(job.params["backup_job_id"]), hold_max_s=QUIESCE_HOLD_MAX_S
@@ -175,6 +190,10 @@ class AssignmentBuilder:
             items=[ApplicationItemSpec.model_validate(i) for i in items],
             previous_restore_point_id=previous.id if previous else None,
         )
+
+    async def _from_offsite(self, restore_id: uuid.UUID) -> bool:
+        restore = await self.restores.get(restore_id)
+        return restore is not None and restore.source_location == "offsite"
 
     async def _restore_of(self, job: Job) -> Restore:
         restore = await self.restores.get(job.restore_id) if job.restore_id else None

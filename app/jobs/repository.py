@@ -221,6 +221,11 @@ class JobRepository:
         )
         return list((await self.session.execute(stmt)).scalars())
 
+    async def vm_host(self, vm_id: uuid.UUID) -> uuid.UUID | None:
+        """The host a VM runs on now (a new proxy job's dispatch host)."""
+        stmt = select(VirtualMachine.host_id).where(VirtualMachine.id == vm_id)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
     async def get_many(self, job_ids: list[uuid.UUID]) -> list[Job]:
         if not job_ids:
             return []

@@ -28,6 +28,8 @@ class Policy(IdMixin, TimestampMixin, Base):
     rto_hours: Mapped[int] = mapped_column(Integer)
     retention: Mapped[dict[str, Any]] = mapped_column(JSONType)
     offsite_copy: Mapped[bool] = mapped_column(default=False)
+    # GFS counts of the offsite copies (usually longer than onsite); null: the onsite ones.
+    offsite_retention: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     application_aware: Mapped[bool] = mapped_column(default=False)
     retry_count: Mapped[int] = mapped_column(Integer, default=3)
     selection: Mapped[dict[str, Any]] = mapped_column(JSONType)

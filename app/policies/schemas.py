@@ -156,7 +156,12 @@ class PolicyFields(InputModel):
     rpo_hours: int = Field(default=24, ge=1, le=24 * 366)
     rto_hours: int = Field(default=12, ge=1, le=24 * 366)
     retention: Retention = Field(default_factory=Retention)
-    offsite_copy: bool = False
+    offsite_copy: bool = Field(
+        default=False, description="Copy each new restore point to the offsite repository once it is taken."
+    )
+    offsite_retention: Retention | None = Field(
+        default=None, description="Restore points kept offsite (usually more); null: as many as onsite."
+    )
     application_aware: bool = Field(
         default=False,
         description="Quiesced snapshots; with a guest agent in the VM, its freeze/thaw hooks run around the "
@@ -199,6 +204,7 @@ class PolicyUpdate(InputModel):
     rto_hours: int | None = Field(default=None, ge=1, le=24 * 366)
     retention: Retention | None = None
     offsite_copy: bool | None = None
+    offsite_retention: Retention | None = Field(default=None, description="Send null for the onsite counts.")
     application_aware: bool | None = None
     retry_count: int | None = Field(default=None, ge=0, le=20)
     selection: VmSelection | None = None
@@ -226,6 +232,7 @@ class PolicyRead(OutputModel):
     rto_hours: int
     retention: Retention
     offsite_copy: bool
+    offsite_retention: Retention | None = None
     application_aware: bool
     retry_count: int
     selection: VmSelection

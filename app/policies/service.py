@@ -192,6 +192,9 @@ class PolicyService:
                 rto_hours=p.rto_hours,
                 retention=Retention.model_validate(p.retention),
                 offsite_copy=p.offsite_copy,
+                offsite_retention=Retention.model_validate(p.offsite_retention)
+                if p.offsite_retention
+                else None,
                 application_aware=p.application_aware,
                 retry_count=p.retry_count,
                 selection=VmSelection.model_validate(p.selection),

@@ -42,5 +42,8 @@ class RestorePoint(IdMixin, Base):
     copy_status: Mapped[str] = mapped_column(String(20), default="none", server_default="none")
     copy_error: Mapped[str | None] = mapped_column(Text)
     copied_at: Mapped[datetime | None] = mapped_column()
+    # Onsite retention removed the onsite manifest; the point lives on in its offsite copy (the row
+    # goes when offsite retention removes that too).
+    onsite_removed_at: Mapped[datetime | None] = mapped_column()
     used_cbt: Mapped[bool] = mapped_column(default=False)
     warnings: Mapped[list[str]] = mapped_column(JSONType, default=list)

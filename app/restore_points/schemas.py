@@ -40,7 +40,14 @@ class RestorePointRead(OutputModel):
     job_id: uuid.UUID | None
     created_at: datetime
     kind: str = Field(description="image (the VM's disks) or application (databases and file sets)")
-    location: str = Field(description="onsite (offsite copies come later)")
+    location: str = Field(description="Where the point was taken to: onsite")
+    onsite: bool = Field(description="The onsite repository still holds it (onsite retention may remove it)")
+    copy_status: str = Field(
+        description="Its offsite copy: none (the policy makes none), copying, offsite (complete, restorable "
+        "from there), copy_failed (copy_error says why; tried again), pruned (offsite retention removed it)"
+    )
+    copy_error: str | None = None
+    copied_at: datetime | None = None
     consistency: str = Field(description="crash or application")
     size_bytes: int = Field(description="Sum of the disks' (or streams') sizes")
     bytes_read: int = Field(description="Read from the datastore by this backup")

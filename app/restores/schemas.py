@@ -135,3 +135,7 @@ class RestoreRead(OutputModel):
         default=None,
         description="File restores delivered as an archive: where to download it once succeeded.",
     )
+    integration_id: uuid.UUID | None = Field(
+        default=None, description="The ticketing integration that asked for it, if one did."
+    )
+    ticket_id: str | None = Field(default=None, description="The ticket it was asked for in, if any.")

@@ -38,10 +38,14 @@ from app.tenants.repository import TenantRepository
 
 
 class FileChecker(Protocol):
-    """Checks that paths exist in an image restore point (the file browser of the server)."""
+    """The server's view of the repositories (app.browse): paths in points, where points are."""
 
     async def check(self, point: RestorePoint, files: list[FileRef]) -> list[str]:
         """The normalised path of each file; raises NotFound/InvalidInput naming the bad one."""
+        ...
+
+    async def where(self, point: RestorePoint) -> str:
+        """``onsite``, ``offsite`` or ``missing``: where a restore of the point reads from."""
         ...
 
 
@@ -96,6 +100,24 @@ class RestoreService:
         if isinstance(data, FileRestoreCreate):
             return await self._file_restore(principal, data, point, vm)
         return await self._app_restore(principal, data, point, vm)
+
+    async def request_from_ticket(
+        self,
+        principal: Principal,
+        data: RestoreCreate,
+        *,
+        requested_at: datetime,
+        integration_id: uuid.UUID,
+        ticket_id: str,
+    ) -> Restore:
+        """A restore a ticketing system asked for: validated like any request, but its SLA clocks
+        start when the ticket was opened, and it is one per (integration, ticket) (unique)."""
+        restore = await self.request(principal, data)
+        restore.requested_at = requested_at
+        restore.integration_id = integration_id
+        restore.ticket_id = ticket_id
+        await self.session.flush()
+        return restore
 
     async def _vm_restore(
         self, principal: Principal, data: VmRestoreCreate, point: RestorePoint, vm: VirtualMachine
@@ -266,6 +288,15 @@ class RestoreService:
     ) -> Restore:
         """Record the request; queue its job now, or when an operator approves it."""
         now = self.clock.now()
+        source = point.location
+        if self.files is not None and point.copy_status == "offsite":
+            # Onsite while it is there (faster); the offsite copy when onsite lost or pruned it.
+            source = await self.files.where(point)
+            if source == "missing":
+                raise Conflict(
+                    f"Restore point {point.id} is no longer in the onsite repository and has no offsite "
+                    "copy; choose another restore point."
+                )
         restore = Restore(
             id=uuid.uuid4(),
             tenant_id=point.tenant_id,
@@ -278,7 +309,7 @@ class RestoreService:
             secrets_encrypted=secrets,
             state=(RestoreState.AWAITING_APPROVAL if needs_approval else RestoreState.REQUESTED).value,
             approval_required=needs_approval,
-            source_location=point.location,
+            source_location=source,
             requested_at=requested_at or now,
             requested_by_key_id=principal.key_id,
         )
@@ -387,6 +418,8 @@ class RestoreService:
                     progress=job_progress(job, now) if job else None,
                     error=restore.error,
                     result=restore.result,
+                    integration_id=restore.integration_id,
+                    ticket_id=restore.ticket_id,
                     download_url=(
                         f"/api/v1/restores/{restore.id}/archive"
                         if restore.type == "files"

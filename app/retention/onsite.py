@@ -1,7 +1,8 @@
-"""The control plane's handle on the onsite repository, for metadata work only.
+"""The control plane's handles on the onsite and offsite repositories, for metadata work.
 
 Pruning removes manifests (and their index objects) and garbage collection stats and deletes
-unreferenced chunks; neither reads chunk data. The repository is opened once, lazily (opening
+unreferenced chunks; neither reads chunk data (file browsing, in app/browse, is the exception).
+The repository is opened once, lazily (opening
 an encrypted one derives keys with scrypt, deliberately slow), and every call runs in a thread
 because the chunkstore is synchronous.
 """
@@ -12,9 +13,22 @@ import asyncio
 import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from app.chunkstore import ExportNotFound, GcReport, Repository, RestorePointNotFound, gc, open_backend
+from pydantic import SecretStr
+
+from app.chunkstore import (
+    ExportNotFound,
+    GcReport,
+    Repository,
+    RepositoryError,
+    RestorePointNotFound,
+    gc,
+    open_backend,
+)
+from app.chunkstore.backends import open_repository_at
+from app.contracts.agent import RepositoryAccess
 from app.settings import Settings
 
 
@@ -26,10 +40,19 @@ class ManifestFacts:
 
 
 class OnsiteRepository:
+    """The onsite repository (``OffsiteRepository``: the offsite one, same operations)."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._repo: Repository | None = None
         self._lock = threading.Lock()
+
+    def _open_repository(self) -> Repository:
+        secret = self.settings.repository_passphrase
+        return Repository.open(
+            open_backend(self.settings.resolved_repository_path),
+            passphrase=secret.get_secret_value() if secret else None,
+        )
 
     def open_sync(self) -> Repository:
         """The repository (opened on first use); blocking, for code already in a thread."""
@@ -38,11 +61,7 @@ class OnsiteRepository:
     def _open(self) -> Repository:
         with self._lock:
             if self._repo is None:
-                secret = self.settings.repository_passphrase
-                self._repo = Repository.open(
-                    open_backend(self.settings.resolved_repository_path),
-                    passphrase=secret.get_secret_value() if secret else None,
-                )
+                self._repo = self._open_repository()
             return self._repo
 
     async def open(self) -> Repository:
@@ -99,3 +118,39 @@ class OnsiteRepository:
     async def gc(self, grace: timedelta, *, dry_run: bool = False) -> GcReport:
         # The cutoff is wall-clock time: it is compared with the backend's modification times.
         return await asyncio.to_thread(lambda: gc(self._open(), grace, dry_run=dry_run))
+
+
+class OffsiteRepository(OnsiteRepository):
+    """The offsite copy repository (``VMR_OFFSITE_REPOSITORY``), for pruning, GC and browsing."""
+
+    def _open_repository(self) -> Repository:
+        access = offsite_access(self.settings)
+        return open_repository_at(
+            access.url,
+            passphrase=access.passphrase,
+            access_key=access.access_key_id,
+            secret_key=access.secret_access_key,
+        )
+
+    @property
+    def configured(self) -> bool:
+        return self.settings.offsite_repository is not None
+
+
+def offsite_access(settings: Settings) -> RepositoryAccess:
+    """What an agent (or the server) needs to open the offsite repository; requires it configured."""
+    if settings.offsite_repository is None:
+        raise RepositoryError("no offsite repository is configured (VMR_OFFSITE_REPOSITORY)")
+
+    def secret(value: SecretStr | None) -> str | None:
+        return value.get_secret_value() if value else None
+
+    location = settings.offsite_repository
+    if "://" not in location:
+        location = Path(location).expanduser().resolve().as_uri()
+    return RepositoryAccess(
+        url=location,
+        passphrase=secret(settings.offsite_passphrase),
+        access_key_id=secret(settings.offsite_access_key_id),
+        secret_access_key=secret(settings.offsite_secret_access_key),
+    )

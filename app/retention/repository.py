@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Collection
 from datetime import datetime
 
-from sqlalchemy import delete, exists, select
+from sqlalchemy import delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.jobs import JobKind, JobState, RestoreState
@@ -28,12 +28,16 @@ class RetentionRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def point_times(self, vm_id: uuid.UUID, kind: str = "image") -> list[tuple[uuid.UUID, datetime]]:
-        rows = await self.session.execute(
-            select(RestorePoint.id, RestorePoint.created_at).where(
-                RestorePoint.vm_id == vm_id, RestorePoint.kind == kind
-            )
-        )
+    async def point_times(
+        self, vm_id: uuid.UUID, kind: str = "image", *, offsite: bool = False
+    ) -> list[tuple[uuid.UUID, datetime]]:
+        """The VM's points of ``kind`` present onsite (or, with ``offsite``, copied offsite)."""
+        where = [RestorePoint.vm_id == vm_id, RestorePoint.kind == kind]
+        if offsite:
+            where.append(RestorePoint.copy_status == "offsite")
+        else:
+            where.append(RestorePoint.onsite_removed_at.is_(None))
+        rows = await self.session.execute(select(RestorePoint.id, RestorePoint.created_at).where(*where))
         return list(rows.tuples())
 
     async def restore_references(self, vm_id: uuid.UUID) -> dict[uuid.UUID, bool]:
@@ -132,3 +136,62 @@ class RetentionRepository:
             .execution_options(synchronize_session=False)
         )
         return list(rows.scalars())
+
+    async def remove_onsite(self, point_ids: Collection[uuid.UUID], now: datetime) -> list[uuid.UUID]:
+        """Onsite retention over points that live on offsite: the row stays, marked onsite-removed
+        (never while a restore reading onsite uses it); return the ids marked."""
+        if not point_ids:
+            return []
+        reading_onsite = exists().where(
+            Restore.restore_point_id == RestorePoint.id,
+            Restore.state.in_(ACTIVE_RESTORE_STATES),
+            Restore.source_location == "onsite",
+        )
+        rows = await self.session.execute(
+            update(RestorePoint)
+            .where(
+                RestorePoint.id.in_(list(point_ids)),
+                RestorePoint.onsite_removed_at.is_(None),
+                ~reading_onsite,
+            )
+            .values(onsite_removed_at=now)
+            .returning(RestorePoint.id)
+            .execution_options(synchronize_session=False)
+        )
+        return list(rows.scalars())
+
+    async def copy_statuses(self, point_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, tuple[str, bool]]:
+        """Each point's copy status and whether it is still onsite."""
+        if not point_ids:
+            return {}
+        rows = await self.session.execute(
+            select(RestorePoint.id, RestorePoint.copy_status, RestorePoint.onsite_removed_at).where(
+                RestorePoint.id.in_(list(point_ids))
+            )
+        )
+        return {pid: (status, removed is None) for pid, status, removed in rows.tuples()}
+
+    async def remove_offsite(
+        self, point_ids: Collection[uuid.UUID]
+    ) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
+        """Offsite retention: points still onsite become ``pruned`` copies; points gone onsite lose
+        their row. Never one an active restore uses. Returns (marked, deleted)."""
+        statuses = await self.copy_statuses(point_ids)
+        onsite = [pid for pid, (_, present) in statuses.items() if present]
+        gone = [pid for pid, (_, present) in statuses.items() if not present]
+        marked: list[uuid.UUID] = []
+        if onsite:
+            busy = exists().where(
+                Restore.restore_point_id == RestorePoint.id,
+                Restore.state.in_(ACTIVE_RESTORE_STATES),
+                Restore.source_location == "offsite",
+            )
+            rows = await self.session.execute(
+                update(RestorePoint)
+                .where(RestorePoint.id.in_(onsite), ~busy)
+                .values(copy_status="pruned")
+                .returning(RestorePoint.id)
+                .execution_options(synchronize_session=False)
+            )
+            marked = list(rows.scalars())
+        return marked, await self.delete_points(gone)

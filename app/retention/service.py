@@ -19,7 +19,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -46,6 +46,15 @@ def retention_of(policy: Policy, kind: str = "image") -> RetentionCounts:
     if kind == "application" and policy.applications:
         spec = Retention.model_validate(policy.applications.get("retention") or policy.retention)
     return RetentionCounts(daily=spec.daily, weekly=spec.weekly, monthly=spec.monthly)
+
+
+def offsite_retention_of(policy: Policy, kind: str = "image") -> RetentionCounts:
+    """The policy's offsite GFS counts (application points: their own onsite counts, as offsite
+    copies of dumps follow the dumps' schedule)."""
+    if kind == "image" and policy.offsite_retention:
+        spec = Retention.model_validate(policy.offsite_retention)
+        return RetentionCounts(daily=spec.daily, weekly=spec.weekly, monthly=spec.monthly)
+    return retention_of(policy, kind)
 
 
 class RetentionService:
@@ -75,9 +84,46 @@ class RetentionService:
         plan.prune.sort(key=lambda pid: (times[pid], str(pid)))  # oldest first, whatever the kind
         return plan
 
-    async def delete_rows(self, point_ids: Collection[uuid.UUID]) -> list[uuid.UUID]:
-        """Delete catalog rows (never one a restore refers to, even one requested meanwhile)."""
-        return await self.repo.delete_points(point_ids)
+    async def delete_rows(
+        self, point_ids: Collection[uuid.UUID], now: datetime | None = None
+    ) -> list[uuid.UUID]:
+        """Onsite retention's removals: rows of points without an offsite copy are deleted (never one
+        a restore refers to, even one requested meanwhile); points copied offsite keep their row,
+        marked as no longer onsite. Returns every id whose onsite manifest may now go."""
+        statuses = await self.repo.copy_statuses(point_ids)
+        copied = [pid for pid in point_ids if statuses.get(pid, ("none", True))[0] == "offsite"]
+        others = [pid for pid in point_ids if pid not in set(copied)]
+        marked = await self.repo.remove_onsite(copied, now or datetime.now(UTC)) if copied else []
+        return [*await self.repo.delete_points(others), *marked]
+
+    async def plan_vm_offsite(self, vm_id: uuid.UUID) -> VmPlan:
+        """What offsite retention prunes among the VM's offsite copies (the policy's offsite counts,
+        else its onsite ones; image and application points apart)."""
+        policy = await self.repo.retention_policy(vm_id)
+        if policy is None:
+            return VmPlan(vm_id, None)
+        references = await self.repo.restore_references(vm_id)
+        in_use = {pid for pid, active in references.items() if active}
+        plan = VmPlan(vm_id, policy.id)
+        times: dict[uuid.UUID, datetime] = {}
+        for kind in ("image", "application"):
+            points = [
+                PointTime(pid, at) for pid, at in await self.repo.point_times(vm_id, kind, offsite=True)
+            ]
+            if not points:
+                continue
+            times.update((p.id, p.created_at) for p in points)
+            counts = offsite_retention_of(policy, kind)
+            keep = select_keep(points, counts, load_timezone(policy.timezone), in_use=in_use)
+            plan.keep.update(keep)
+            plan.prune.extend(prunable(points, keep))
+        plan.prune.sort(key=lambda pid: (times[pid], str(pid)))
+        return plan
+
+    async def remove_offsite(self, point_ids: Collection[uuid.UUID]) -> list[uuid.UUID]:
+        """Offsite retention's removals in the catalog; returns the ids whose offsite manifest may go."""
+        marked, deleted = await self.repo.remove_offsite(point_ids)
+        return [*marked, *deleted]
 
     async def orphans_to_remove(self, vm_id: uuid.UUID, orphans: list[PointTime[str]]) -> list[str]:
         """Manifests of this VM that have no catalog row and that retention would prune.

@@ -20,6 +20,7 @@ from app.clock import Clock
 from app.db.dialect import insert_ignoring_conflicts
 from app.domain.jobs import JobKind, JobState, JobTrigger
 from app.jobs.job_params import snapshot_name
+from app.jobs.job_results import JobResults
 from app.jobs.models import Job
 from app.jobs.repository import JobRepository, queued_job_row
 from app.scheduler.loop import LoopService
@@ -114,6 +115,8 @@ class ReaperLoop(LoopService):
                 error_kind="transient",
             )
             report.failed += int(won)
+            if won:
+                await JobResults(session).copy_ended(job)
             if won and job.restore_id is not None:
                 from app.restores.repository import RestoreRepository
 

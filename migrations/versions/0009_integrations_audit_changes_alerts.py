@@ -2,7 +2,7 @@
 
 Revision ID: 0009
 Revises: 0008
-Create Date: 2026-11-30 19:53:42.180291
+Create Date: 2026-11-30 20:10:43.357933
 """
 
 from collections.abc import Sequence
@@ -58,6 +58,8 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('audit_events', schema=None) as batch_op:
         batch_op.create_index('ix_audit_events_at', ['at', 'id'], unique=False)
+        batch_op.create_index('ix_audit_events_key_at', ['key_id', 'at'], unique=False)
+        batch_op.create_index('ix_audit_events_object', ['object_id'], unique=False)
         batch_op.create_index('ix_audit_events_tenant_at', ['tenant_id', 'at'], unique=False)
 
     op.create_table('integrations',
@@ -110,6 +112,7 @@ def upgrade() -> None:
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('created_at', app.db.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('next_attempt_at', app.db.types.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', app.db.types.UTCDateTime(timezone=True), nullable=False),
     sa.Column('leased_until', app.db.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('last_attempt_at', app.db.types.UTCDateTime(timezone=True), nullable=True),
     sa.Column('last_status', sa.Integer(), nullable=True),
@@ -118,7 +121,8 @@ def upgrade() -> None:
     sa.Column('id', sa.Uuid(), nullable=False),
     sa.ForeignKeyConstraint(['integration_id'], ['integrations.id'], name=op.f('fk_webhook_deliveries_integration_id_integrations'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_deliveries')),
-    sa.UniqueConstraint('integration_id', 'subject', 'event_key', name=op.f('uq_webhook_deliveries_integration_id_subject_event_key'))
+    sa.UniqueConstraint('integration_id', 'subject', 'event_key', name=op.f('uq_webhook_deliveries_integration_id_subject_event_key')),
+    sa.UniqueConstraint('integration_id', 'subject', 'sequence', name=op.f('uq_webhook_deliveries_integration_id_subject_sequence'))
     )
     with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
         batch_op.create_index('ix_webhook_deliveries_due', ['state', 'next_attempt_at'], unique=False)
@@ -136,10 +140,14 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_receipts')),
     sa.UniqueConstraint('integration_id', 'message_id', name=op.f('uq_webhook_receipts_integration_id_message_id'))
     )
+    with op.batch_alter_table('policies', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('offsite_retention', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True))
+
     with op.batch_alter_table('restore_points', schema=None) as batch_op:
         batch_op.add_column(sa.Column('copy_status', sa.String(length=20), server_default='none', nullable=False))
         batch_op.add_column(sa.Column('copy_error', sa.Text(), nullable=True))
         batch_op.add_column(sa.Column('copied_at', app.db.types.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('onsite_removed_at', app.db.types.UTCDateTime(timezone=True), nullable=True))
 
     with op.batch_alter_table('restores', schema=None) as batch_op:
         batch_op.add_column(sa.Column('integration_id', sa.Uuid(), nullable=True))
@@ -171,9 +179,13 @@ def downgrade() -> None:
         batch_op.drop_column('integration_id')
 
     with op.batch_alter_table('restore_points', schema=None) as batch_op:
+        batch_op.drop_column('onsite_removed_at')
         batch_op.drop_column('copied_at')
         batch_op.drop_column('copy_error')
         batch_op.drop_column('copy_status')
+
+    with op.batch_alter_table('policies', schema=None) as batch_op:
+        batch_op.drop_column('offsite_retention')
 
     op.drop_table('webhook_receipts')
     with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
@@ -191,6 +203,8 @@ def downgrade() -> None:
     op.drop_table('integrations')
     with op.batch_alter_table('audit_events', schema=None) as batch_op:
         batch_op.drop_index('ix_audit_events_tenant_at')
+        batch_op.drop_index('ix_audit_events_object')
+        batch_op.drop_index('ix_audit_events_key_at')
         batch_op.drop_index('ix_audit_events_at')
 
     op.drop_table('audit_events')

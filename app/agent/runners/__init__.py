@@ -10,6 +10,7 @@ def build_runners() -> dict[str, Runner]:
     from app.agent.runners.backup import BackupRunner
     from app.agent.runners.cleanup import SnapshotCleanupRunner
     from app.agent.runners.file_restore import FileRestoreRunner
+    from app.agent.runners.offsite_copy import OffsiteCopyRunner
     from app.agent.runners.restore import RestoreRunner
 
     repositories = RepositoryCache()  # one open repository per location, shared by every runner
@@ -18,4 +19,5 @@ def build_runners() -> dict[str, Runner]:
         "restore": RestoreRunner(repositories),
         "snapshot_cleanup": SnapshotCleanupRunner(),
         "file_restore": FileRestoreRunner(repositories),
+        "offsite_copy": OffsiteCopyRunner(repositories),
     }

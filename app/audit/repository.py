@@ -1,0 +1,47 @@
+"""All SQL about the audit log: inserts and filtered pages, nothing that changes a row."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.audit.models import AuditEvent
+from app.audit.schemas import AuditFilter
+from app.pagination import PageRequest
+
+
+class AuditRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, event: AuditEvent) -> None:
+        self.session.add(event)
+        await self.session.flush()
+
+    async def list_page(
+        self, scope: uuid.UUID | None, f: AuditFilter, page: PageRequest
+    ) -> tuple[list[AuditEvent], int]:
+        stmt = select(AuditEvent)
+        for column, value in (
+            (AuditEvent.tenant_id, scope),
+            (AuditEvent.tenant_id, f.tenant_id),
+            (AuditEvent.key_id, f.key_id),
+            (AuditEvent.key_lookup_id, f.key_lookup_id),
+            (AuditEvent.actor, f.actor),
+            (AuditEvent.action, f.action),
+            (AuditEvent.object_id, f.object_id),
+            (AuditEvent.outcome, f.outcome),
+        ):
+            if value is not None:
+                stmt = stmt.where(column == value)
+        if f.since is not None:
+            stmt = stmt.where(AuditEvent.at >= f.since)
+        if f.until is not None:
+            stmt = stmt.where(AuditEvent.at < f.until)
+        total = (await self.session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
+        rows = await self.session.execute(
+            stmt.order_by(AuditEvent.at.desc(), AuditEvent.id.desc()).limit(page.limit).offset(page.offset)
+        )
+        return list(rows.scalars()), total

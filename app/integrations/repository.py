@@ -1,0 +1,276 @@
+"""All SQL about integrations, inbound receipts and the outbound delivery log."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
+
+from app.compliance.models import RestoreSla
+from app.db.dialect import insert_ignoring_conflicts, lock_for_claim
+from app.integrations.models import Delivery, Integration, WebhookReceipt
+from app.inventory.models import VirtualMachine
+from app.pagination import PageRequest
+from app.restore_points.models import RestorePoint
+from app.restores.models import Restore
+
+#: Bound parameters per ``IN (...)`` list, well under SQLite's and asyncpg's limits.
+CHUNK = 1000
+
+
+def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
+    return [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
+
+
+class IntegrationRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, integration: Integration) -> None:
+        self.session.add(integration)
+        await self.session.flush()
+
+    async def get(self, integration_id: uuid.UUID, scope: uuid.UUID | None) -> Integration | None:
+        """``scope``: the caller's tenant (None: all, operators'). A customer never sees an
+        operators' integration (its tenant is null)."""
+        stmt = select(Integration).where(Integration.id == integration_id)
+        if scope is not None:
+            stmt = stmt.where(Integration.tenant_id == scope)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def name_taken(self, tenant_id: uuid.UUID | None, name: str, other_than: uuid.UUID | None) -> bool:
+        stmt = select(Integration.id).where(
+            Integration.name == name,
+            Integration.tenant_id.is_(None) if tenant_id is None else Integration.tenant_id == tenant_id,
+        )
+        if other_than is not None:
+            stmt = stmt.where(Integration.id != other_than)
+        return (await self.session.execute(stmt.limit(1))).first() is not None
+
+    async def list_page(
+        self, scope: uuid.UUID | None, tenant_id: uuid.UUID | None, page: PageRequest
+    ) -> tuple[list[Integration], int]:
+        stmt = select(Integration)
+        for value in (scope, tenant_id):
+            if value is not None:
+                stmt = stmt.where(Integration.tenant_id == value)
+        total = (await self.session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
+        rows = await self.session.execute(
+            stmt.order_by(Integration.created_at, Integration.id).limit(page.limit).offset(page.offset)
+        )
+        return list(rows.scalars()), total
+
+    async def delete(self, integration: Integration) -> None:
+        await self.session.execute(delete(Integration).where(Integration.id == integration.id))
+
+    async def sending(self, operators: bool) -> list[Integration]:
+        """Enabled integrations with a URL: the tenants' (restore events) or the operators' (alerts)."""
+        stmt = select(Integration).where(Integration.enabled.is_(True), Integration.url.is_not(None))
+        stmt = stmt.where(
+            Integration.tenant_id.is_(None) if operators else Integration.tenant_id.is_not(None)
+        )
+        return list((await self.session.execute(stmt.order_by(Integration.id))).scalars())
+
+    # -- inbound ------------------------------------------------------------------------------------
+
+    async def receipt(self, integration_id: uuid.UUID, message_id: str) -> WebhookReceipt | None:
+        stmt = select(WebhookReceipt).where(
+            WebhookReceipt.integration_id == integration_id, WebhookReceipt.message_id == message_id
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def add_receipt(self, receipt: WebhookReceipt) -> None:
+        self.session.add(receipt)
+        await self.session.flush()
+
+    async def restore_for_ticket(self, integration_id: uuid.UUID, ticket_id: str) -> Restore | None:
+        stmt = select(Restore).where(Restore.integration_id == integration_id, Restore.ticket_id == ticket_id)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def restore(self, restore_id: uuid.UUID) -> Restore | None:
+        return (
+            await self.session.execute(select(Restore).where(Restore.id == restore_id))
+        ).scalar_one_or_none()
+
+    async def vm(self, vm_id: uuid.UUID, tenant_id: uuid.UUID) -> VirtualMachine | None:
+        stmt = select(VirtualMachine).where(VirtualMachine.id == vm_id, VirtualMachine.tenant_id == tenant_id)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def point_of_vm(self, point_id: uuid.UUID, vm_id: uuid.UUID) -> RestorePoint | None:
+        stmt = select(RestorePoint).where(RestorePoint.id == point_id, RestorePoint.vm_id == vm_id)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def point_at(self, vm_id: uuid.UUID, kind: str, at: datetime) -> RestorePoint | None:
+        """The VM's latest point of ``kind`` taken at or before ``at``."""
+        stmt = (
+            select(RestorePoint)
+            .where(RestorePoint.vm_id == vm_id, RestorePoint.kind == kind, RestorePoint.created_at <= at)
+            .order_by(RestorePoint.created_at.desc(), RestorePoint.id)
+            .limit(1)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    # -- outbound: what to emit -------------------------------------------------------------------
+
+    async def restores_to_follow(
+        self, tenant_ids: Sequence[uuid.UUID], active_states: Sequence[str], ended_since: datetime
+    ) -> list[tuple[Restore, str, RestoreSla | None]]:
+        """Active restores of these tenants and those that ended since ``ended_since``, with the
+        VM's name and the SLA clocks the recorder last wrote."""
+        out: list[tuple[Restore, str, RestoreSla | None]] = []
+        for part in _chunks(list(tenant_ids)):
+            stmt = (
+                select(Restore, VirtualMachine.name, RestoreSla)
+                .join(VirtualMachine, VirtualMachine.id == Restore.vm_id)
+                .outerjoin(RestoreSla, RestoreSla.restore_id == Restore.id)
+                .where(
+                    Restore.tenant_id.in_(part),
+                    or_(Restore.state.in_(active_states), Restore.completed_at >= ended_since),
+                )
+                .order_by(Restore.requested_at, Restore.id)
+            )
+            out.extend((r, name, sla) for r, name, sla in (await self.session.execute(stmt)).tuples())
+        return out
+
+
+@dataclass(frozen=True)
+class Emitted:
+    """The messages a subject already has at one integration."""
+
+    keys: frozenset[str]
+    last_sequence: int
+
+
+@dataclass(frozen=True)
+class DueDelivery:
+    delivery: Delivery
+    url: str
+    secret_encrypted: bytes
+
+
+class DeliveryRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def emitted(
+        self, integration_ids: Sequence[uuid.UUID], subjects: Sequence[str]
+    ) -> dict[tuple[uuid.UUID, str], Emitted]:
+        found: dict[tuple[uuid.UUID, str], tuple[set[str], int]] = {}
+        if not integration_ids or not subjects:
+            return {}
+        for part in _chunks(list(subjects)):
+            rows = await self.session.execute(
+                select(
+                    Delivery.integration_id, Delivery.subject, Delivery.event_key, Delivery.sequence
+                ).where(Delivery.integration_id.in_(integration_ids), Delivery.subject.in_(part))
+            )
+            for integration_id, subject, key, sequence in rows.tuples():
+                keys, last = found.setdefault((integration_id, subject), (set(), 0))
+                keys.add(key)
+                found[(integration_id, subject)] = (keys, max(last, sequence))
+        return {k: Emitted(frozenset(keys), last) for k, (keys, last) in found.items()}
+
+    async def insert(self, row: dict[str, Any]) -> bool:
+        """One message; False when its event or its sequence number is taken (another emitter)."""
+        return await insert_ignoring_conflicts(self.session, Delivery.__table__, [row]) == 1
+
+    async def due(self, now: datetime, limit: int) -> list[DueDelivery]:
+        """Pending messages that may be sent now: due, not leased, of an enabled integration with
+        a URL, and first of their subject (no earlier message of it is still pending)."""
+        earlier = aliased(Delivery)
+        blocked = (
+            select(earlier.id)
+            .where(
+                earlier.integration_id == Delivery.integration_id,
+                earlier.subject == Delivery.subject,
+                earlier.sequence < Delivery.sequence,
+                earlier.state == "pending",
+            )
+            .exists()
+        )
+        stmt = (
+            select(Delivery, Integration.url, Integration.secret_encrypted)
+            .join(Integration, Integration.id == Delivery.integration_id)
+            .where(
+                Delivery.state == "pending",
+                Delivery.next_attempt_at <= now,
+                or_(Delivery.leased_until.is_(None), Delivery.leased_until <= now),
+                Integration.enabled.is_(True),
+                Integration.url.is_not(None),
+                ~blocked,
+            )
+            .order_by(Delivery.next_attempt_at, Delivery.id)
+            .limit(limit)
+        )
+        stmt = lock_for_claim(stmt, self.session, Delivery)
+        rows = (await self.session.execute(stmt)).tuples()
+        return [DueDelivery(d, url, secret) for d, url, secret in rows if url is not None]
+
+    async def claim(
+        self, delivery_id: uuid.UUID, attempts: int, now: datetime, lease_until: datetime
+    ) -> bool:
+        """Compare-and-set: the message is ours for this attempt if nobody took it since we read it."""
+        result = await self.session.execute(
+            update(Delivery)
+            .where(
+                Delivery.id == delivery_id,
+                Delivery.state == "pending",
+                Delivery.attempts == attempts,
+                or_(Delivery.leased_until.is_(None), Delivery.leased_until <= now),
+            )
+            .values(attempts=attempts + 1, leased_until=lease_until, last_attempt_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def finish(self, delivery_id: uuid.UUID, attempt: int, values: dict[str, Any]) -> bool:
+        """Record an attempt's outcome, if this attempt still holds the message (its lease may
+        have lapsed and another sender taken over: then that sender's outcome counts)."""
+        result = await self.session.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery_id, Delivery.attempts == attempt, Delivery.state == "pending")
+            .values(leased_until=None, **values)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def expire(self, now: datetime) -> int:
+        """Messages whose day is over without a successful attempt (e.g. the integration was
+        disabled meanwhile) fail for good, so that the next messages of their subjects can go."""
+        result = await self.session.execute(
+            update(Delivery)
+            .where(
+                Delivery.state == "pending",
+                Delivery.expires_at < now,
+                or_(Delivery.leased_until.is_(None), Delivery.leased_until <= now),
+            )
+            .values(state="failed", last_error=func.coalesce(Delivery.last_error, "never sent"))
+            .execution_options(synchronize_session=False)
+        )
+        return int(result.rowcount)  # type: ignore[attr-defined]
+
+    async def list_page(
+        self, integration_id: uuid.UUID, state: str | None, page: PageRequest
+    ) -> tuple[list[Delivery], int]:
+        stmt = select(Delivery).where(Delivery.integration_id == integration_id)
+        if state is not None:
+            stmt = stmt.where(Delivery.state == state)
+        total = (await self.session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
+        rows = await self.session.execute(
+            stmt.order_by(Delivery.created_at.desc(), Delivery.sequence.desc(), Delivery.id)
+            .limit(page.limit)
+            .offset(page.offset)
+        )
+        return list(rows.scalars()), total
+
+    async def get(self, integration_id: uuid.UUID, delivery_id: uuid.UUID) -> Delivery | None:
+        stmt = select(Delivery).where(
+            and_(Delivery.id == delivery_id, Delivery.integration_id == integration_id)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none()
