@@ -1,0 +1,74 @@
+"""Onsite and offsite retention apart: a point pruned onsite lives on in its offsite copy (its row
+stays, marked not onsite); offsite retention removes copies, and the row goes with the last copy."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import select, update
+
+from app.chunkstore import FsBackend, Repository
+from app.chunkstore.copy import copy_restore_point
+from app.clock import ManualClock
+from app.restore_points.models import RestorePoint
+from app.retention.offsite_loop import OffsiteLoop
+from app.retention.onsite import OffsiteRepository, OnsiteRepository
+from app.retention.pruner import Pruner
+from tests.retention.conftest import World, berlin_evening
+
+
+def day(i: int) -> datetime:
+    return berlin_evening(datetime(2026, 6, 10) - timedelta(days=i))
+
+
+async def test_onsite_and_offsite_retention_each_keep_their_own(
+    world: World, tmp_path: Path, clock: ManualClock
+) -> None:
+    offsite_root = tmp_path / "offsite"
+    offsite_repo = Repository.create_copy_target(FsBackend(offsite_root, durable=False), world.repo)
+    settings = world.ctx.settings.model_copy(update={"offsite_repository": str(offsite_root)})
+
+    vm = await world.vm("db")
+    policy = await world.policy([vm], daily=2, weekly=0, monthly=0)
+    async with world.ctx.sessionmaker.begin() as session:
+        from app.policies.models import Policy
+
+        await session.execute(
+            update(Policy)
+            .where(Policy.id == policy)
+            .values(offsite_copy=True, offsite_retention={"daily": 4, "weekly": 0, "monthly": 0})
+        )
+    points = [await world.point(vm, day(i), policy) for i in range(6)]  # newest first
+    for point in points:
+        copy_restore_point(world.repo, offsite_repo, str(point))
+    async with world.ctx.sessionmaker.begin() as session:
+        await session.execute(
+            update(RestorePoint).where(RestorePoint.id.in_(points)).values(copy_status="offsite")
+        )
+
+    # Onsite keeps 2: the other 4 leave the onsite repository, their rows stay (copies exist).
+    result = await Pruner(world.ctx.sessionmaker, OnsiteRepository(world.ctx.settings)).prune_vm(vm)
+    assert sorted(result.manifests_removed) == sorted(str(p) for p in points[2:])
+    assert sorted(world.repo.list_restore_points()) == sorted(str(p) for p in points[:2])
+    rows = await _rows(world)
+    assert set(rows) == set(points)
+    assert [rows[p] for p in points] == [(True, "offsite")] * 2 + [(False, "offsite")] * 4
+
+    # Offsite keeps 4: the 2 oldest copies go; both were gone onsite too, so their rows go.
+    loop = OffsiteLoop(world.ctx.sessionmaker, OffsiteRepository(settings), clock)
+    pruned = await loop.prune()
+    assert pruned == 2
+    assert sorted(offsite_repo.list_restore_points()) == sorted(str(p) for p in points[:4])
+    rows = await _rows(world)
+    assert set(rows) == set(points[:4])
+    assert await loop.prune() == 0  # idempotent
+
+
+async def _rows(world: World) -> dict[uuid.UUID, tuple[bool, str]]:
+    async with world.ctx.sessionmaker() as session:
+        result = await session.execute(
+            select(RestorePoint.id, RestorePoint.onsite_removed_at, RestorePoint.copy_status)
+        )
+        return {pid: (removed is None, status) for pid, removed, status in result.tuples()}
