@@ -287,6 +287,7 @@ class S3Backend:
             addressing_style = addressing_style or "path"
         self.region = region
         self._parallelism = parallelism
+        self._max_attempts = max_attempts
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._bucket_seen = False
@@ -528,7 +529,9 @@ class S3Backend:
             return S3AuthError(f"{operation} {where} failed: {exc}", bucket=self.bucket, key=key)
         if isinstance(exc, BotoConnectionError | HTTPClientError | IncompleteReadError):
             return S3Unavailable(
-                f"{operation} {where} failed after retries: {exc}", bucket=self.bucket, key=key
+                f"{operation} {where} failed (attempts: {self._max_attempts}): {exc}",
+                bucket=self.bucket,
+                key=key,
             )
         return S3Error(f"{operation} {where} failed: {exc}", bucket=self.bucket, key=key)
 
