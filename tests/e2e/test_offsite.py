@@ -14,6 +14,7 @@ import pytest
 from pyVmomi import vim
 
 from tests.e2e.stack import Stack
+from tests.support.seaweed import SeaweedServer, seaweed  # noqa: F401 (seaweed: a fixture)
 from tests.support.vcsim_fixtures import VcsimFactory
 from tests.vadp import reference
 from tests.vadp.disks import fill_disk, flat_name, put_file
@@ -24,14 +25,23 @@ MIB = 1024 * 1024
 VM = "DC0_H0_VM0"
 
 
-@pytest.fixture
-def stack(tmp_path: Path, vcsim_factory: VcsimFactory) -> Iterator[Stack]:
+@pytest.fixture(params=["filesystem", "s3"])
+def stack(request: pytest.FixtureRequest, tmp_path: Path, vcsim_factory: VcsimFactory) -> Iterator[Stack]:
+    """Offsite on a second filesystem path, or on a real S3 object store (SeaweedFS)."""
+    offsite: dict[str, str] = {"VMR_OFFSITE_REPOSITORY": str(tmp_path / "offsite")}
+    if request.param == "s3":
+        server: SeaweedServer = request.getfixturevalue("seaweed")
+        offsite = {
+            "VMR_OFFSITE_REPOSITORY": server.location(server.new_bucket("offsite"), "vmr"),
+            "VMR_OFFSITE_ACCESS_KEY_ID": server.credentials.access_key,
+            "VMR_OFFSITE_SECRET_ACCESS_KEY": server.credentials.secret_key,
+        }
     deployment = Stack(
         tmp_path,
         vcsim_factory(),
         VMR_REPOSITORY_PASSPHRASE="onsite secret",
-        VMR_OFFSITE_REPOSITORY=str(tmp_path / "offsite"),
         VMR_OFFSITE_PASSPHRASE="offsite secret",
+        **offsite,
     )
     try:
         yield deployment.start()
