@@ -265,6 +265,12 @@ def repository_verify() -> None:
         )
     for message in report.damaged_objects:
         typer.echo(f"damaged: {message}")
+    from app.alerts.verify import record_in_catalog
+
+    # Damage opens the verify alert (operators are notified), a clean run closes it.
+    not_recorded = record_in_catalog(settings.effective_database_url, report)
+    if not_recorded:
+        typer.echo(f"note: {not_recorded}", err=True)
     if report.ok:
         typer.echo("repository OK")
     else:

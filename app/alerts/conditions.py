@@ -223,7 +223,8 @@ def snapshots_left(
         vm = vms.get(vm_id)
         if vm is None:
             continue  # gone from vCenter: so is its snapshot
-        items.sort(key=lambda e: (e.finished_at, e.job_id))
+        # A clean-up answers the backup before it, even within one clock tick.
+        items.sort(key=lambda e: (e.finished_at, e.kind == JobKind.SNAPSHOT_CLEANUP.value))
         latest = items[-1]
         if latest.kind == JobKind.SNAPSHOT_CLEANUP.value and latest.state == JobState.SUCCEEDED.value:
             continue

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
+import secrets
+import time
 import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,6 +19,19 @@ from app.pagination import PageRequest
 from app.proxies.repository import ProxyRepository
 
 _AGENT_PREFIXES = frozenset({tokens.PROXY_TOKEN_PREFIX, tokens.GUEST_TOKEN_PREFIX})
+_sequence = itertools.count()
+
+
+def time_ordered_id() -> uuid.UUID:
+    """A UUIDv7 (milliseconds since the epoch, then a per-process counter and random bits).
+
+    Pages are ordered by ``(at, id)``: events recorded in the same instant then keep the order
+    in which they were written, at least within one replica."""
+    millis = time.time_ns() // 1_000_000
+    counter = next(_sequence) & 0xFFF
+    value = (millis & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | counter << 64
+    value |= 0b10 << 62 | secrets.randbits(62)
+    return uuid.UUID(int=value)
 
 
 class AuditService:
@@ -30,7 +46,7 @@ class AuditService:
         if entry.key_id is None and entry.key_lookup_id is not None:
             entry.key_id, entry.tenant_id = await self._owner_of(entry.credential_prefix, entry.key_lookup_id)
         event = AuditEvent(
-            id=uuid.uuid4(),
+            id=time_ordered_id(),
             at=entry.at,
             request_id=entry.request_id,
             actor=entry.actor.value,

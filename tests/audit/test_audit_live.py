@@ -1,0 +1,42 @@
+"""Over a real server: the audit row is written after the response, so a slow catalog write
+does not slow the caller down."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from app.audit.schemas import AuditEntry
+from app.audit.service import AuditService
+from app.auth.principal import Role
+from app.context import AppContext
+from tests.api.test_events import Served, served
+from tests.support.app import create_key
+
+__all__ = ["served"]
+
+
+async def test_the_audit_write_does_not_delay_the_response(
+    ctx: AppContext, served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = AuditService.record
+
+    async def slow(self: AuditService, entry: AuditEntry) -> object:
+        await asyncio.sleep(1.0)
+        return await record(self, entry)
+
+    monkeypatch.setattr(AuditService, "record", slow)
+    operator = served.client(await create_key(ctx, Role.OPERATOR))
+    started = time.monotonic()
+    response = await operator.post("/api/v1/tenants", json={"name": "Acme"})
+    assert response.status_code == 201
+    assert time.monotonic() - started < 0.8
+    request_id = response.headers["x-request-id"]
+    for _ in range(50):
+        page = (await operator.get("/api/v1/audit-events")).json()
+        if page["total"]:
+            break
+        await asyncio.sleep(0.1)
+    assert [e["request_id"] for e in page["items"]] == [request_id]
