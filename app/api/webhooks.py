@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from app.api.deps import Ctx, Session
 from app.api.openapi import CONFLICT, NOT_FOUND, Problem
+from app.auth.principal import Principal
 from app.integrations.schemas import Ticket
 from app.integrations.tickets import SignedTicket, TicketService
 from app.restores.schemas import RestoreRead
@@ -36,9 +37,12 @@ async def _signed(
     ],
 ) -> SignedTicket:
     # A dependency runs before the body is validated: an unsigned message learns nothing more.
-    return await TicketService(session, ctx.clock, ctx.box).authenticate(
+    signed = await TicketService(session, ctx.clock, ctx.box).authenticate(
         integration, await request.body(), request.headers
     )
+    # The audit log attributes the request to the integration (not to an anonymous caller).
+    request.state.principal = Principal.of_integration(signed.integration.id, signed.tenant_id)
+    return signed
 
 
 @router.post(

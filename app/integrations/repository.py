@@ -24,8 +24,27 @@ from app.restores.models import Restore
 CHUNK = 1000
 
 
+# Aliases are built once: a new alias per call would make every statement a new one to compile
+# (SQLAlchemy caches compiled statements by their structure, aliases included).
+_RESTORE_OF_TICKET = aliased(Restore, name="restore_of_ticket")
+_EARLIER = aliased(Delivery, name="earlier")
+
+
 def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
     return [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
+
+
+@dataclass(frozen=True)
+class MessageContext:
+    """What an inbound message needs to know before it is handled (see ``for_message``)."""
+
+    integration: Integration
+    #: An earlier delivery of this very message: its receipt, and the restore it returned.
+    seen_before: bool
+    restore_of_receipt: uuid.UUID | None
+    #: The ticket id the restore of the ticket was looked up by (from the raw body, unverified).
+    ticket_id: str | None
+    restore_of_ticket: uuid.UUID | None
 
 
 class IntegrationRepository:
@@ -79,11 +98,41 @@ class IntegrationRepository:
 
     # -- inbound ------------------------------------------------------------------------------------
 
-    async def receipt(self, integration_id: uuid.UUID, message_id: str) -> WebhookReceipt | None:
-        stmt = select(WebhookReceipt).where(
-            WebhookReceipt.integration_id == integration_id, WebhookReceipt.message_id == message_id
+    async def for_message(
+        self, integration_id: uuid.UUID, message_id: str, ticket_id: str | None
+    ) -> MessageContext | None:
+        """The integration, whether this message was accepted before (and the restore it
+        returned), and the restore of this ticket if there is one: one round trip on the
+        webhook's hot path (ids only; the restore is loaded when one is to be returned)."""
+        stmt = (
+            select(Integration, WebhookReceipt.id, WebhookReceipt.restore_id, _RESTORE_OF_TICKET.id)
+            .outerjoin(
+                WebhookReceipt,
+                and_(
+                    WebhookReceipt.integration_id == Integration.id, WebhookReceipt.message_id == message_id
+                ),
+            )
+            .outerjoin(
+                _RESTORE_OF_TICKET,
+                and_(
+                    _RESTORE_OF_TICKET.integration_id == Integration.id,
+                    _RESTORE_OF_TICKET.ticket_id == (ticket_id or ""),
+                ),
+            )
+            .where(Integration.id == integration_id)
         )
-        return (await self.session.execute(stmt)).scalar_one_or_none()
+        row = (await self.session.execute(stmt)).tuples().first()
+        if row is None:
+            return None
+        integration, receipt_id, receipt_restore_id, ticket_restore_id = row
+        return MessageContext(
+            integration, receipt_id is not None, receipt_restore_id, ticket_id, ticket_restore_id
+        )
+
+    async def restore(self, restore_id: uuid.UUID) -> Restore | None:
+        return (
+            await self.session.execute(select(Restore).where(Restore.id == restore_id))
+        ).scalar_one_or_none()
 
     async def add_receipt(self, receipt: WebhookReceipt) -> None:
         self.session.add(receipt)
@@ -93,24 +142,33 @@ class IntegrationRepository:
         stmt = select(Restore).where(Restore.integration_id == integration_id, Restore.ticket_id == ticket_id)
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
-    async def restore(self, restore_id: uuid.UUID) -> Restore | None:
-        return (
-            await self.session.execute(select(Restore).where(Restore.id == restore_id))
-        ).scalar_one_or_none()
-
-    async def vm(self, vm_id: uuid.UUID, tenant_id: uuid.UUID) -> VirtualMachine | None:
-        stmt = select(VirtualMachine).where(VirtualMachine.id == vm_id, VirtualMachine.tenant_id == tenant_id)
+    async def vm_name(self, vm_id: uuid.UUID, tenant_id: uuid.UUID) -> str | None:
+        stmt = select(VirtualMachine.name).where(
+            VirtualMachine.id == vm_id, VirtualMachine.tenant_id == tenant_id
+        )
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
-    async def point_of_vm(self, point_id: uuid.UUID, vm_id: uuid.UUID) -> RestorePoint | None:
-        stmt = select(RestorePoint).where(RestorePoint.id == point_id, RestorePoint.vm_id == vm_id)
+    async def point_of_vm(
+        self, tenant_id: uuid.UUID, vm_id: uuid.UUID, point_id: uuid.UUID
+    ) -> uuid.UUID | None:
+        """The point, if it is one of this tenant's VM's."""
+        stmt = select(RestorePoint.id).where(
+            RestorePoint.id == point_id, RestorePoint.vm_id == vm_id, RestorePoint.tenant_id == tenant_id
+        )
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
-    async def point_at(self, vm_id: uuid.UUID, kind: str, at: datetime) -> RestorePoint | None:
-        """The VM's latest point of ``kind`` taken at or before ``at``."""
+    async def point_at(
+        self, tenant_id: uuid.UUID, vm_id: uuid.UUID, kind: str, at: datetime
+    ) -> uuid.UUID | None:
+        """This tenant's VM's latest point of ``kind`` taken at or before ``at``."""
         stmt = (
-            select(RestorePoint)
-            .where(RestorePoint.vm_id == vm_id, RestorePoint.kind == kind, RestorePoint.created_at <= at)
+            select(RestorePoint.id)
+            .where(
+                RestorePoint.vm_id == vm_id,
+                RestorePoint.tenant_id == tenant_id,
+                RestorePoint.kind == kind,
+                RestorePoint.created_at <= at,
+            )
             .order_by(RestorePoint.created_at.desc(), RestorePoint.id)
             .limit(1)
         )
@@ -183,7 +241,7 @@ class DeliveryRepository:
     async def due(self, now: datetime, limit: int) -> list[DueDelivery]:
         """Pending messages that may be sent now: due, not leased, of an enabled integration with
         a URL, and first of their subject (no earlier message of it is still pending)."""
-        earlier = aliased(Delivery)
+        earlier = _EARLIER
         blocked = (
             select(earlier.id)
             .where(

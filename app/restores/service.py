@@ -57,6 +57,16 @@ def _require_kind(point: RestorePoint, kind: str, what: str) -> None:
         )
 
 
+@dataclass(frozen=True)
+class TicketOrigin:
+    """A request from a ticketing integration: its SLA clocks start when the ticket was opened,
+    and it is one restore per (integration, ticket) (a unique constraint)."""
+
+    requested_at: datetime
+    integration_id: uuid.UUID
+    ticket_id: str
+
+
 class RestoreService:
     def __init__(
         self,
@@ -87,40 +97,29 @@ class RestoreService:
     ) -> tuple[list[Restore], int]:
         return await self.repo.list_page(principal.tenant_scope, vm_id, state, page)
 
-    async def request(self, principal: Principal, data: RestoreCreate) -> Restore:
+    async def request(
+        self, principal: Principal, data: RestoreCreate, *, ticket: TicketOrigin | None = None
+    ) -> Restore:
         """Customers may restore their own VMs; operators any. Nothing is recorded unless the whole
-        request is valid."""
+        request is valid. ``ticket``: asked for by a ticketing integration (see TicketOrigin)."""
         point = await self.points.get(data.restore_point_id, principal.tenant_scope)
         if point is None:
             raise NotFound(f"Restore point {data.restore_point_id} does not exist.")
         vm = await self.inventory.get_vm(point.vm_id, None)
         assert vm is not None
         if isinstance(data, VmRestoreCreate):
-            return await self._vm_restore(principal, data, point, vm)
+            return await self._vm_restore(principal, data, point, vm, ticket)
         if isinstance(data, FileRestoreCreate):
-            return await self._file_restore(principal, data, point, vm)
-        return await self._app_restore(principal, data, point, vm)
-
-    async def request_from_ticket(
-        self,
-        principal: Principal,
-        data: RestoreCreate,
-        *,
-        requested_at: datetime,
-        integration_id: uuid.UUID,
-        ticket_id: str,
-    ) -> Restore:
-        """A restore a ticketing system asked for: validated like any request, but its SLA clocks
-        start when the ticket was opened, and it is one per (integration, ticket) (unique)."""
-        restore = await self.request(principal, data)
-        restore.requested_at = requested_at
-        restore.integration_id = integration_id
-        restore.ticket_id = ticket_id
-        await self.session.flush()
-        return restore
+            return await self._file_restore(principal, data, point, vm, ticket)
+        return await self._app_restore(principal, data, point, vm, ticket)
 
     async def _vm_restore(
-        self, principal: Principal, data: VmRestoreCreate, point: RestorePoint, vm: VirtualMachine
+        self,
+        principal: Principal,
+        data: VmRestoreCreate,
+        point: RestorePoint,
+        vm: VirtualMachine,
+        ticket: TicketOrigin | None = None,
     ) -> Restore:
         _require_kind(point, "image", "a whole-VM restore")
         target_params: dict[str, object] = {"power_on": data.power_on, "force": data.force}
@@ -178,10 +177,16 @@ class RestoreService:
             target_params,
             target_host_id=target_host_id,
             needs_approval=needs_approval,
+            ticket=ticket,
         )
 
     async def _file_restore(
-        self, principal: Principal, data: FileRestoreCreate, point: RestorePoint, vm: VirtualMachine
+        self,
+        principal: Principal,
+        data: FileRestoreCreate,
+        point: RestorePoint,
+        vm: VirtualMachine,
+        ticket: TicketOrigin | None = None,
     ) -> Restore:
         _require_kind(point, "image", "a file restore")
         disk_keys = {int(d["key"]) for d in point.disks}
@@ -220,11 +225,16 @@ class RestoreService:
             target = "archive"
             params = {"delivery": "archive", "files": files, "archive_format": data.format}
         return await self._record(
-            principal, point, vm, JobKind.FILE_RESTORE, "files", target, params, secrets
+            principal, point, vm, JobKind.FILE_RESTORE, "files", target, params, secrets, ticket=ticket
         )
 
     async def _app_restore(
-        self, principal: Principal, data: ApplicationRestoreCreate, point: RestorePoint, vm: VirtualMachine
+        self,
+        principal: Principal,
+        data: ApplicationRestoreCreate,
+        point: RestorePoint,
+        vm: VirtualMachine,
+        ticket: TicketOrigin | None = None,
     ) -> Restore:
         _require_kind(point, "application", "an application restore")
         stream = next((s for s in point.streams or [] if s.get("name") == data.stream), None)
@@ -268,7 +278,7 @@ class RestoreService:
                 f"VM '{vm.name}' has no guest agent; install and register one (POST /guest-agents) first."
             )
         return await self._record(
-            principal, point, vm, JobKind.APP_RESTORE, "application", "original", params
+            principal, point, vm, JobKind.APP_RESTORE, "application", "original", params, ticket=ticket
         )
 
     async def _record(
@@ -285,6 +295,7 @@ class RestoreService:
         target_host_id: uuid.UUID | None = None,
         needs_approval: bool = False,
         requested_at: datetime | None = None,
+        ticket: TicketOrigin | None = None,
     ) -> Restore:
         """Record the request; queue its job now, or when an operator approves it."""
         now = self.clock.now()
@@ -310,8 +321,10 @@ class RestoreService:
             state=(RestoreState.AWAITING_APPROVAL if needs_approval else RestoreState.REQUESTED).value,
             approval_required=needs_approval,
             source_location=source,
-            requested_at=requested_at or now,
+            requested_at=ticket.requested_at if ticket else (requested_at or now),
             requested_by_key_id=principal.key_id,
+            integration_id=ticket.integration_id if ticket else None,
+            ticket_id=ticket.ticket_id if ticket else None,
         )
         await self.repo.add(restore)
         if needs_approval:

@@ -17,6 +17,7 @@ import pytest
 
 from app.context import AppContext
 from app.contracts.agent import BackupResult, DiskResult
+from app.integrations.emitter import EventEmitterLoop
 from app.jobs.repository import JobRepository
 from app.main import create_app
 from app.restore_points.service import RestorePointService
@@ -42,6 +43,8 @@ PARAM_SOURCES = {
     "restore_id": "restore",
     "agent_id": "guest_agent",
     "request_id": "change_request",
+    "integration_id": "integration",
+    "delivery_id": "delivery",
 }
 #: Endpoints that are not tenant data.
 EXEMPT = {"/healthz", "/readyz"}
@@ -117,7 +120,16 @@ async def victim_objects(
         },
     )
     assert restore.status_code == 202, restore.text
+    integration = await victim.post(
+        "/api/v1/integrations", json={"name": "desk", "url": "http://127.0.0.1:9/"}
+    )
+    assert integration.status_code == 201, integration.text
+    await EventEmitterLoop(ctx.sessionmaker, ctx.clock).run_once()
+    deliveries = await victim.get(f"/api/v1/integrations/{integration.json()['id']}/deliveries")
+    delivery = deliveries.json()["items"][0]
     return {
+        "integration": integration.json()["id"],
+        "delivery": delivery["id"],
         "job": job["id"],
         "restore_point": str(point_id),
         "restore": restore.json()["id"],
@@ -169,6 +181,7 @@ async def test_a_customer_never_reaches_another_tenants_objects(
             "/api/v1/restores",
             "/api/v1/guest-agents",
             "/api/v1/change-requests",
+            "/api/v1/integrations",
         )
     }
 
