@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar, cast
@@ -331,6 +331,25 @@ class ComplianceRepository:
             if value is not None:
                 conditions.append(column == value)
         return conditions
+
+    async def offsite_policy_ids(self, policy_ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
+        if not policy_ids:
+            return set()
+        rows = await self.session.execute(
+            select(Policy.id).where(Policy.id.in_(list(policy_ids)), Policy.offsite_copy.is_(True))
+        )
+        return set(rows.scalars())
+
+    async def latest_offsite_points(self, vm_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, datetime]:
+        """Per VM, when its newest restore point with a complete offsite copy was taken."""
+        if not vm_ids:
+            return {}
+        rows = await self.session.execute(
+            select(RestorePoint.vm_id, func.max(RestorePoint.created_at))
+            .where(RestorePoint.vm_id.in_(list(vm_ids)), RestorePoint.copy_status == "offsite")
+            .group_by(RestorePoint.vm_id)
+        )
+        return {vm_id: at for vm_id, at in rows.tuples() if at is not None}
 
     async def vm_page(
         self, f: ReportFilter, lo: datetime, hi: datetime, limit: int, offset: int

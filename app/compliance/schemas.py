@@ -48,6 +48,16 @@ class OpenBreachRef(BaseModel):
     cause: str
 
 
+class OffsiteRpo(BaseModel):
+    """The RPO as met by the offsite copies alone: what survives losing the onsite repository."""
+
+    latest_copied_point_at: datetime | None = Field(
+        description="When the newest restore point that has a complete offsite copy was taken"
+    )
+    age_hours: float | None
+    status: str = Field(description="compliant, at_risk, breached (against the policy's RPO) or not_copied")
+
+
 class RpoRow(BaseModel):
     """One VM (``group_by=vm``), policy or tenant of the RPO report.
 
@@ -72,6 +82,9 @@ class RpoRow(BaseModel):
         default=None, description="When the VM breaches its RPO unless a newer restore point appears."
     )
     open_breach: OpenBreachRef | None = None
+    offsite: OffsiteRpo | None = Field(
+        default=None, description="VM rows of policies with offsite copies: the RPO of the offsite copies."
+    )
     vm_count: int
     compliant: int
     at_risk: int = Field(description="VMs whose RPO clock is above 80% of the RPO.")

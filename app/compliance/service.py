@@ -21,6 +21,7 @@ from app.compliance.schemas import (
     ClockRead,
     ComplianceSummary,
     DatastoreSpaceRead,
+    OffsiteRpo,
     OpenBreachRef,
     Period,
     RestoreSlaRead,
@@ -232,6 +233,10 @@ class ComplianceService:
         now: datetime,
     ) -> list[RpoRow]:
         ids = [r.vm_id for r, *_ in rows]
+        offsite_policies = await self.repo.offsite_policy_ids({r.policy_id for r, *_ in rows if r.policy_id})
+        offsite_latest = await self.repo.latest_offsite_points(
+            [r.vm_id for r, *_ in rows if r.policy_id in offsite_policies]
+        )
         datastores = await self.repo.datastores_by_status(ids, ["warning", "critical"])
         breaches = await self.repo.breaches_in_period(ids, bounds.lo, bounds.hi)
         items = []
@@ -257,6 +262,13 @@ class ComplianceService:
                 DatastoreSpaceRead.model_validate(d) for d in datastores.get(row.vm_id, [])
             ]
             item.breaches = [breach_read(b, now, row.vm_name) for b in breaches.get(row.vm_id, [])]
+            if row.policy_id in offsite_policies and row.rpo_hours is not None:
+                copied = offsite_latest.get(row.vm_id)
+                item.offsite = OffsiteRpo(
+                    latest_copied_point_at=copied,
+                    age_hours=round((now - copied).total_seconds() / 3600, 3) if copied else None,
+                    status=rpo_status(copied, row.rpo_hours, now).value if copied else "not_copied",
+                )
             items.append(item)
         return items
 

@@ -329,3 +329,48 @@ async def test_pages_computed_in_sql_match_the_whole_report(
         paged += body["items"]
         offset += 2
     assert paged == whole
+
+
+async def test_offsite_rpo_is_reported_apart(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    clock: ManualClock,
+) -> None:
+    """With offsite copies, each VM row also says how old its newest offsite-copied point is: the
+    RPO that holds if the onsite repository is lost."""
+    from app.restore_points.models import RestorePoint
+
+    _, tenant_id, vms = await synced_tenant(operator, customer_of, vcsim)
+    await create_policy(
+        operator,
+        tenant_id,
+        name="copied",
+        selection={"vm_ids": [vms[0]["id"], vms[1]["id"]]},
+        offsite_copy=True,
+    )
+    await create_policy(operator, tenant_id, name="local", selection={"vm_ids": [vms[2]["id"]]})
+    t0 = clock.now()
+    clock.set(t0 + hours(30))
+    old = await add_point(ctx, vms[0]["id"], t0 + hours(8))  # copied offsite
+    await add_point(ctx, vms[0]["id"], t0 + hours(29))  # not copied yet
+    await add_point(ctx, vms[1]["id"], t0 + hours(29))
+    await add_point(ctx, vms[2]["id"], t0 + hours(29))
+    async with ctx.sessionmaker.begin() as session:
+        await session.execute(
+            update(RestorePoint).where(RestorePoint.id == old).values(copy_status="offsite")
+        )
+    await rpo_recorder(ctx).run_once()
+
+    rows = {r["vm_id"]: r for r in (await operator.get(RPO, params={"limit": 500})).json()["items"]}
+    first = rows[vms[0]["id"]]
+    assert first["status"] == "compliant"  # 1 h old onsite
+    assert first["offsite"]["status"] == "at_risk"  # 22 h old offsite, above 80% of 24 h
+    assert first["offsite"]["age_hours"] == 22.0
+    assert rows[vms[1]["id"]]["offsite"] == {
+        "latest_copied_point_at": None,
+        "age_hours": None,
+        "status": "not_copied",
+    }
+    assert rows[vms[2]["id"]]["offsite"] is None  # its policy makes no offsite copies
