@@ -4,12 +4,13 @@
       ─▶ absent chunks copied as stored (thread pool, bounded) ─▶ index objects ─▶ manifest, last
 
 Every chunk is verified at the source before it travels (a damaged chunk fails the copy, loudly,
-rather than reaching the offsite repository). Objects move as they are stored: compressed and encrypted chunks, sealed indexes and manifests are
-valid in the target because it was made with ``Repository.create_copy_target`` (same keys, same
-chunk ids). Only the chunks the target lacks travel, so a second point of a slowly changing VM moves
-little. The manifest goes last: a copy interrupted at any step leaves no restorable-looking point
-behind, only chunks and indexes that the next attempt reuses (or the target's GC removes after its
-grace period). Chunks found present are touched, so a GC running on the target meanwhile keeps them.
+rather than reaching the offsite repository). Objects move as they are stored: compressed and
+encrypted chunks, sealed indexes and manifests are valid in the target because it was made with
+``Repository.create_copy_target`` (same keys, same chunk ids). Only the chunks the target lacks
+travel, so a second point of a slowly changing VM moves little. The manifest goes last: a copy
+interrupted at any step leaves no restorable-looking point behind, only chunks and indexes that the
+next attempt reuses (or the target's GC removes after its grace period). Chunks found present are
+touched, so a GC running on the target meanwhile keeps them.
 """
 
 from __future__ import annotations
