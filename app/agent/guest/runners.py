@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from app.agent.apps.errors import AppError, TargetExists, ToolMissing
@@ -157,45 +159,46 @@ class AppBackupRunner:
                 )
             )
             return results
+        if item.type not in ("postgresql", "mysql"):
+            raise AppError(f"unknown application item type {item.type!r}")
+        dump = self._database_dumper(item)
+        for database in item.databases or dump.list():
+            name = database_stream_name(item.type, database, item.instance)
+            runtime.report(f"dumping {name}")
+            results.append(
+                dump.backup(
+                    writer,
+                    database,
+                    instance=item.instance,
+                    params=chunking.get(name, DEFAULT_PARAMS),
+                    workers=self.workers,
+                    progress=progress,
+                    cancel=runtime.cancel,
+                )
+            )
+        return results
+
+    def _database_dumper(self, item: ApplicationItemSpec) -> _Dumper:
+        """The configured server of the item's engine and instance, with that engine's functions."""
         if item.type == "postgresql":
             pg = self.config.postgres(item.instance)
-            databases = item.databases or list_postgres_databases(pg)
-            for database in databases:
-                name = database_stream_name("postgresql", database, item.instance)
-                runtime.report(f"dumping {name}")
-                results.append(
-                    backup_postgres_database(
-                        pg,
-                        writer,
-                        database,
-                        instance=item.instance,
-                        params=chunking.get(name, DEFAULT_PARAMS),
-                        workers=self.workers,
-                        progress=progress,
-                        cancel=runtime.cancel,
-                    )
-                )
-            return results
-        if item.type == "mysql":
-            my = self.config.mariadb(item.instance)
-            databases = item.databases or list_mysql_databases(my)
-            for database in databases:
-                name = database_stream_name("mysql", database, item.instance)
-                runtime.report(f"dumping {name}")
-                results.append(
-                    backup_mysql_database(
-                        my,
-                        writer,
-                        database,
-                        instance=item.instance,
-                        params=chunking.get(name, DEFAULT_PARAMS),
-                        workers=self.workers,
-                        progress=progress,
-                        cancel=runtime.cancel,
-                    )
-                )
-            return results
-        raise AppError(f"unknown application item type {item.type!r}")
+            return _Dumper(
+                list=lambda: list_postgres_databases(pg),
+                backup=lambda *args, **kwargs: backup_postgres_database(pg, *args, **kwargs),
+            )
+        my = self.config.mariadb(item.instance)
+        return _Dumper(
+            list=lambda: list_mysql_databases(my),
+            backup=lambda *args, **kwargs: backup_mysql_database(my, *args, **kwargs),
+        )
+
+
+@dataclass(frozen=True)
+class _Dumper:
+    """One database server's listing and dump, whatever the engine."""
+
+    list: Callable[[], list[str]]
+    backup: Callable[..., StreamBackupDone]
 
 
 def _files_label(paths: list[str]) -> str:
