@@ -144,7 +144,9 @@ def test_a_proxy_killed_mid_backup_leaves_no_snapshot_after_restart(stack: Stack
         time.sleep(0.2)
     # The lease lapses (15 s here) and the restarted proxy takes the job again.
     finished = stack.wait_job(job["id"], timeout_s=120)
-    assert finished["state"] == "succeeded", finished
+    assert finished["state"] == "succeeded", (
+        f"{finished.get('error')}\n{stack.log('proxy.log')}\n{stack.log('serve.log')}"
+    )
     # Exactly one more attempt: the dead proxy's unanswered long-poll claimed nothing.
     assert finished["attempt"] == 2, stack.log("proxy.log")
     assert stack.snapshots_of(VM) == []
