@@ -200,7 +200,7 @@ def _snapshot_of(evidence: SnapshotEvidence) -> str | None:
     if evidence.kind == JobKind.SNAPSHOT_CLEANUP.value:
         name = evidence.params.get("snapshot_name")
         return str(name) if name else None
-    return snapshot_name(evidence.proxy_id, evidence.job_id) if evidence.proxy_id else None
+    return snapshot_name(evidence.proxy_id, evidence.job_id, evidence.attempt) if evidence.proxy_id else None
 
 
 def snapshots_left(

@@ -131,6 +131,7 @@ class SnapshotEvidence:
     proxy_id: uuid.UUID | None
     policy_id: uuid.UUID | None
     params: dict[str, Any]
+    attempt: int
 
 
 class ConditionRepository:
@@ -222,6 +223,7 @@ class ConditionRepository:
                 Job.proxy_id,
                 Job.policy_id,
                 Job.params,
+                Job.attempt,
             ).where(Job.finished_at >= since, or_(not_removed, cleanup_ended))
         )
         return [SnapshotEvidence(*row) for row in rows.tuples()]

@@ -64,9 +64,14 @@ def snapshot_prefix(proxy_id: uuid.UUID) -> str:
     return f"vmrecovery-{proxy_id}-"
 
 
-def snapshot_name(proxy_id: uuid.UUID, job_id: uuid.UUID) -> str:
-    """Snapshots are named after their owner so that a restarted proxy finds its own."""
-    return f"{snapshot_prefix(proxy_id)}{job_id}"
+def snapshot_name(proxy_id: uuid.UUID, job_id: uuid.UUID, attempt: int) -> str:
+    """Snapshots are named after their owner so that a restarted proxy finds its own.
+
+    The attempt is part of the name because a retry may run on the same proxy as the attempt it
+    replaces: the clean-up queued for the lost attempt must remove that attempt's snapshot, never
+    the one the retry is reading from at the same moment.
+    """
+    return f"{snapshot_prefix(proxy_id)}{job_id}-{attempt}"
 
 
 class AssignmentBuilder:
@@ -164,7 +169,7 @@ class AssignmentBuilder:
         return BackupParams(
             restore_point_id=uuid.UUID(job.params["restore_point_id"]),
             quiesce=quiesce,
-            snapshot_name=snapshot_name(proxy.id, job.id),
+            snapshot_name=snapshot_name(proxy.id, job.id, job.attempt),
             previous=PreviousPoint(
                 id=previous.id,
                 disks=[PreviousDisk(key=d["key"], change_id=d.get("change_id")) for d in previous.disks],

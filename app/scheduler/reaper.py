@@ -141,7 +141,7 @@ class ReaperLoop(LoopService):
                         5,
                         policy_id=job.policy_id,
                         params={
-                            "snapshot_name": snapshot_name(lost_proxy, job.id),
+                            "snapshot_name": snapshot_name(lost_proxy, job.id, job.attempt),
                             "for_job_id": str(job.id),
                         },
                     )

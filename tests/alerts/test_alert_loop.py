@@ -279,7 +279,7 @@ async def test_a_snapshot_left_behind_queues_clean_ups_until_one_succeeds(
     await alert_loop.run_once()
     key = f"snapshot_left:{vm['id']}"
     left = (await keyed(operator, "snapshot_left"))[key]
-    name = f"vmrecovery-{proxy['id']}-{backup['id']}"
+    name = f"vmrecovery-{proxy['id']}-{backup['id']}-1"
     assert left["detail"]["snapshot_name"] == name and "a clean-up job is queued" in left["message"]
     cleanups = (await operator.get("/api/v1/jobs", params={"kind": "snapshot_cleanup"})).json()["items"]
     assert len(cleanups) == 1  # once, whatever the number of evaluations

@@ -139,7 +139,8 @@ async def test_lapsed_lease_moves_the_job_and_the_old_proxy_is_refused(
 ) -> None:
     _, _, vms = await synced_tenant(operator, customer_of, vcsim)
     host_id = vms[0]["host"]["id"]
-    first = make_client((await register_proxy(operator, "first", [host_id]))["token"])
+    first_proxy = await register_proxy(operator, "first", [host_id])
+    first = make_client(first_proxy["token"])
     second = make_client((await register_proxy(operator, "second", [host_id]))["token"])
     job = (await operator.post("/api/v1/jobs", json={"vm_ids": [vms[0]["id"]]})).json()[0]
     assert [j["job_id"] for j in await claim(first)] == [job["id"]]
@@ -154,7 +155,11 @@ async def test_lapsed_lease_moves_the_job_and_the_old_proxy_is_refused(
     assert taken["job_id"] == job["id"] and taken["attempt"] == 2
     # The lost proxy's snapshot gets a clean-up job, ahead of backups.
     assert [j["kind"] for j in claimed] == ["snapshot_cleanup", "backup"]
-    assert by_kind["snapshot_cleanup"]["cleanup"]["snapshot_name"].endswith(job["id"])
+    # It names the lost attempt's snapshot, never the retry's: a retry on the same proxy must
+    # not have its snapshot removed under it.
+    lost = f"vmrecovery-{first_proxy['id']}-{job['id']}-1"
+    assert by_kind["snapshot_cleanup"]["cleanup"]["snapshot_name"] == lost
+    assert taken["backup"]["snapshot_name"] != lost
     late = await first.post(f"/api/v1/agent/jobs/{job['id']}/progress", json={"phase": "reading"})
     assert late.status_code == 409
     late_done = await first.post(f"/api/v1/agent/jobs/{job['id']}/complete", json={"outcome": "failed"})
