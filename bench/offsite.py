@@ -84,18 +84,18 @@ class MemoryDisk:
         return self.data[offset : offset + length]
 
 
-def make_repository(workdir: Path, size: int) -> tuple[FsBackend, list[str], int]:
+def make_repository(workdir: Path, size: int, chunk_size: int) -> tuple[FsBackend, list[str], int]:
     """The source repository (made once per work directory and size); the chunk keys and stored bytes
     of its first restore point.
 
     Restore point ``rp-1`` is the synthetic disk; ``rp-2`` the same disk the next day with 2% of it
     rewritten in 64 KiB-1 MiB extents (what CBT would report), backed up incrementally.
     """
-    root = workdir / f"repo-{size}"
+    root = workdir / f"repo-{size}-{chunk_size}"
     backend = FsBackend(root, durable=False)
     if not (root / "config").exists():
         print(f"making a {size / MiB:.0f} MiB repository in {root} ...", file=sys.stderr, flush=True)
-        repo = Repository.create(backend, passphrase=PASSPHRASE)
+        repo = Repository.create(backend, passphrase=PASSPHRASE, chunk_size=chunk_size)
         disk = MemoryDisk(size)
         first = backup_disk(repo, disk, disk.size, workers=2)
         writer = repo.begin_restore_point("rp-1", vm_config={})
@@ -140,13 +140,16 @@ def best(times: list[float]) -> tuple[float, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     p.add_argument("--size", default="256M", help="synthetic disk size (default 256M)")
+    p.add_argument(
+        "--chunk-size", default="1M", help="the repository's chunk size (default 1M, the service's default)"
+    )
     p.add_argument("--workers", type=int, default=8, help="threads for every variant (default 8)")
     p.add_argument("--repeat", type=int, default=2, help="runs per variant; best and median shown")
     p.add_argument("--workdir", default="/tmp/vmr-offsite-bench")  # noqa: S108 - scratch space, overridable
     a = p.parse_args()
     workdir = Path(a.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    source, keys, stored = make_repository(workdir, parse_size(a.size))
+    source, keys, stored = make_repository(workdir, parse_size(a.size), parse_size(a.chunk_size))
     root = source.root
 
     with SeaweedServer() as server:
@@ -242,7 +245,8 @@ def main() -> None:
     cpu = os.cpu_count()
     load = os.getloadavg()[0]
     out = [
-        f"Offsite upload: {len(keys)} stored chunks, {stored / MiB:.1f} MiB (encrypted, zstd), "
+        f"Offsite upload: {len(keys)} stored chunks of {a.chunk_size}, {stored / MiB:.1f} MiB "
+        "(encrypted, zstd), "
         f"{a.workers} threads, best of {a.repeat}; SeaweedFS on loopback, {cpu} CPUs, load {load:.1f} "
         f"at the end, threads alive {threading.active_count()}.",
         "",
