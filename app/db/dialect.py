@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, TypeVar
 
 from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,42 +23,51 @@ def lock_for_claim(stmt: S, session: AsyncSession, *of: Any) -> S:
     return stmt
 
 
-@overload
-async def insert_ignoring_conflicts(
-    session: AsyncSession, table: Any, rows: list[dict[str, Any]], *, count: Literal[True] = True
-) -> int: ...
+def _dialect_insert(session: AsyncSession) -> Any:
+    """The dialect's own ``insert`` construct: the generic one has no ``ON CONFLICT``."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
 
-@overload
-async def insert_ignoring_conflicts(
-    session: AsyncSession, table: Any, rows: list[dict[str, Any]], *, count: Literal[False]
-) -> int | None: ...
-
-
-async def insert_ignoring_conflicts(
-    session: AsyncSession, table: Any, rows: list[dict[str, Any]], *, count: bool = True
-) -> int | None:
+async def insert_ignoring_conflicts(session: AsyncSession, table: Any, rows: list[dict[str, Any]]) -> int:
     """Insert rows, skipping those that break a unique constraint; returns rows inserted.
 
     Both dialects spell it ``ON CONFLICT DO NOTHING``, through their own insert constructs.
-    Planners on several replicas rely on it: the unique indexes decide, not a read-then-write.
-    With ``count`` the rows go as one executemany with ``RETURNING``, which SQLAlchemy sends as
-    batched multi-row statements compiled once ("insertmanyvalues"), so the count is exact (a
-    driver's executemany row count is not: asyncpg reports -1). Without it they go as the driver's
-    own executemany, about twice as fast for thousands of rows, and None is returned: callers that
-    can count otherwise (the planner counts its slot's jobs) take that path.
+    Replicas rely on it: the unique indexes decide, not a read-then-write. The rows go as one
+    executemany with ``RETURNING``, which SQLAlchemy sends as batched multi-row statements compiled
+    once ("insertmanyvalues"), so the count is exact (a driver's executemany row count is not:
+    asyncpg reports -1). Rows that can be computed by the database go through
+    :func:`insert_from_select_ignoring_conflicts` instead.
     """
     if not rows:
         return 0
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    insert: Any = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-    if not count:
-        await session.execute(insert(table).on_conflict_do_nothing(), rows)
-        return None
+    insert = _dialect_insert(session)
     key = next(iter(table.primary_key.columns))
     result = await session.execute(insert(table).on_conflict_do_nothing().returning(key), rows)
     return len(result.all())
+
+
+def insert_from_select_ignoring_conflicts(
+    session: AsyncSession, table: Any, columns: list[str], rows: Select[Any]
+) -> Any:
+    """``INSERT INTO table (columns) SELECT ... ON CONFLICT DO NOTHING`` in the session's dialect:
+    the unique indexes decide which rows are new, as in :func:`insert_ignoring_conflicts`."""
+    insert = _dialect_insert(session)
+    return insert(table).from_select(columns, rows).on_conflict_do_nothing()
+
+
+def new_uuid(session: AsyncSession) -> Any:
+    """A random UUID made by the database, for rows created by ``INSERT ... SELECT``.
+
+    PostgreSQL's ``gen_random_uuid()`` is a version 4 UUID; SQLite stores UUIDs as 32 hex digits,
+    and 16 random bytes in hex are as unique (they just lack the version bits).
+    """
+    from sqlalchemy import func
+
+    if session.get_bind().dialect.name == "postgresql":
+        return func.gen_random_uuid()
+    return func.lower(func.hex(func.randomblob(16)))
 
 
 async def serialize_claims(session: AsyncSession) -> None:
