@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth.principal import Principal
 from app.clock import Clock
 from app.compliance.models import RpoBreach
-from app.compliance.repository import ComplianceRepository, ReportFilter, VmPeriodRow
+from app.compliance.repository import ComplianceRepository, GroupPeriodRow, ReportFilter, VmPeriodRow
 from app.compliance.schemas import (
     BreachRead,
     ClockCounts,
@@ -132,6 +132,52 @@ def _aggregate(rows: list[tuple[VmPeriodRow, RpoStatus]], **key: object) -> RpoR
     )
 
 
+def _group_item(group: GroupPeriodRow) -> RpoRow:
+    return RpoRow.model_validate(
+        {
+            "tenant_id": group.tenant_id,
+            "tenant_name": group.tenant_name,
+            "policy_id": group.policy_id,
+            "policy_name": group.policy_name,
+            "rpo_hours": group.rpo_hours,
+            "vm_count": group.vm_count,
+            "compliant": group.by_status[RpoStatus.COMPLIANT],
+            "at_risk": group.by_status[RpoStatus.AT_RISK],
+            "breached": group.by_status[RpoStatus.BREACHED],
+            "unprotected": group.by_status[RpoStatus.UNPROTECTED],
+            "protected_s": group.protected_s,
+            "breached_s": group.breached_s,
+            "compliant_percent": compliant_percent(group.protected_s, group.breached_s),
+            "breaches_in_period": group.breaches_in_period,
+            "open_breaches": group.open_breaches,
+            "below_space_requirement": group.below_space_requirement,
+        }
+    )
+
+
+def _total(groups: list[GroupPeriodRow]) -> RpoRow:
+    """All groups as one row (a summary's): the sums of their figures."""
+    protected_s = sum(g.protected_s for g in groups)
+    breached_s = sum(g.breached_s for g in groups)
+    return RpoRow.model_validate(
+        {
+            "tenant_id": None,
+            "tenant_name": None,
+            "policy_id": None,
+            "policy_name": None,
+            "rpo_hours": None,
+            "vm_count": sum(g.vm_count for g in groups),
+            **{s.value: sum(g.by_status[s] for g in groups) for s in RpoStatus},
+            "protected_s": protected_s,
+            "breached_s": breached_s,
+            "compliant_percent": compliant_percent(protected_s, breached_s),
+            "breaches_in_period": sum(g.breaches_in_period for g in groups),
+            "open_breaches": sum(g.open_breaches for g in groups),
+            "below_space_requirement": sum(g.below_space_requirement for g in groups),
+        }
+    )
+
+
 class ComplianceService:
     def __init__(self, session: AsyncSession, clock: Clock) -> None:
         self.repo = ComplianceRepository(session)
@@ -182,33 +228,23 @@ class ComplianceService:
                 limit=page.limit,
                 offset=page.offset,
             )
-        # A status filter or a grouping needs every VM's status (derived from its latest point).
-        rows = await self._vm_rows(f, bounds, now)
-        if status is not None:
-            rows = [r for r in rows if r[1] is status]
-        if group_by is GroupBy.VM:
-            window = rows[page.offset : page.offset + page.limit]
-            items = await self._vm_items(window, bounds, now)
-        else:
-            key: Callable[[VmPeriodRow], tuple[object, ...]]
-            if group_by is GroupBy.POLICY:
-                key = lambda r: (r.tenant_name, r.policy_name or "", str(r.policy_id))  # noqa: E731
-            else:
-                key = lambda r: (r.tenant_name, str(r.tenant_id))  # noqa: E731
-            groups: dict[tuple[object, ...], list[tuple[VmPeriodRow, RpoStatus]]] = {}
-            for row, st, _, _ in rows:
-                groups.setdefault(key(row), []).append((row, st))
-            ordered = [groups[k] for k in sorted(groups)]
-            all_items = [self._group_item(members, group_by) for members in ordered]
-            items = all_items[page.offset : page.offset + page.limit]
+        if group_by is not GroupBy.VM:
+            # Aggregated by the database: a row per group, whatever the number of VMs.
+            groups = await self.repo.grouped_period_rows(
+                f, bounds.lo, bounds.hi, now, by_policy=group_by is GroupBy.POLICY, status=status
+            )
+            groups.sort(key=lambda g: (g.tenant_name, g.policy_name or "", str(g.policy_id or g.tenant_id)))
             return RpoReport(
                 period=Period(from_=bounds.lo, to=bounds.asked_to),
                 group_by=group_by.value,
-                items=items,
-                total=len(all_items),
+                items=[_group_item(g) for g in groups[page.offset : page.offset + page.limit]],
+                total=len(groups),
                 limit=page.limit,
                 offset=page.offset,
             )
+        # A status filter needs every VM's status (derived from its latest point).
+        rows = [r for r in await self._vm_rows(f, bounds, now) if r[1] is status]
+        items = await self._vm_items(rows[page.offset : page.offset + page.limit], bounds, now)
         return RpoReport(
             period=Period(from_=bounds.lo, to=bounds.asked_to),
             group_by=group_by.value,
@@ -217,14 +253,6 @@ class ComplianceService:
             limit=page.limit,
             offset=page.offset,
         )
-
-    @staticmethod
-    def _group_item(members: list[tuple[VmPeriodRow, RpoStatus]], group_by: GroupBy) -> RpoRow:
-        first = members[0][0]
-        key: dict[str, object] = {"tenant_id": first.tenant_id, "tenant_name": first.tenant_name}
-        if group_by is GroupBy.POLICY:
-            key.update(policy_id=first.policy_id, policy_name=first.policy_name, rpo_hours=first.rpo_hours)
-        return _aggregate(members, **key)
 
     async def _vm_items(
         self,
@@ -391,9 +419,10 @@ class ComplianceService:
     ) -> ComplianceSummary:
         now = self.clock.now()
         bounds = period_bounds(now, from_, to)
-        rows = await self._vm_rows(self._filter(principal, tenant_id, policy_id, None), bounds, now)
-        rpo = _aggregate([(r, st) for r, st, _, _ in rows])
-        causes = Counter(r.open_breach_cause for r, *_ in rows if r.open_breach_cause is not None)
+        f = self._filter(principal, tenant_id, policy_id, None)
+        groups = await self.repo.grouped_period_rows(f, bounds.lo, bounds.hi, now, by_policy=False)
+        rpo = _total(groups)
+        causes = await self.repo.open_breach_causes(f, bounds.lo, bounds.hi)
         period, restores = await self.restore_slas(
             principal, tenant_id=tenant_id, policy_id=policy_id, from_=from_, to=to
         )
@@ -401,7 +430,7 @@ class ComplianceService:
             period=period,
             generated_at=now,
             rpo=rpo,
-            open_breaches_by_cause=dict(sorted(causes.items())),
+            open_breaches_by_cause=causes,
             restores=restore_summary(restores),
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -374,3 +375,77 @@ async def test_offsite_rpo_is_reported_apart(
         "status": "not_copied",
     }
     assert rows[vms[2]["id"]]["offsite"] is None  # its policy makes no offsite copies
+
+
+async def test_groups_aggregated_in_sql_add_up_the_vm_rows(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    clock: ManualClock,
+) -> None:
+    """Grouped reports are computed by the database, VM rows in Python: every figure of a group
+    must be the sum of its VMs' rows, with and without a status filter."""
+    _, tenant_id, vms = await synced_tenant(operator, customer_of, vcsim)
+    assert len(vms) >= 4
+    one = await create_policy(operator, tenant_id, name="one", selection={"vm_ids": [vms[0]["id"]]})
+    rest = await create_policy(
+        operator, tenant_id, name="rest", selection={"vm_ids": [v["id"] for v in vms[1:]]}
+    )
+    t0 = clock.now()
+    clock.set(t0 + hours(20))
+    await rpo_recorder(ctx).run_once()
+    clock.set(t0 + hours(30))
+    await add_point(ctx, vms[0]["id"], t0 + hours(29))  # compliant
+    await add_point(ctx, vms[1]["id"], t0 + hours(10))  # 20 h old: at risk (over 80% of 24 h)
+    await add_point(ctx, vms[2]["id"], t0 + hours(2))  # breached, like the VMs never backed up
+    await set_datastore_free(ctx, vms[3]["id"], 12.5, "warning")
+    await rpo_recorder(ctx).run_once()
+
+    vm_rows = (await operator.get(RPO, params={"limit": 500})).json()["items"]
+    assert {r["status"] for r in vm_rows} >= {"compliant", "at_risk", "breached"}
+    figures = (
+        "vm_count",
+        "compliant",
+        "at_risk",
+        "breached",
+        "unprotected",
+        "breaches_in_period",
+        "open_breaches",
+        "below_space_requirement",
+    )
+
+    def expected(rows: list[dict[str, Any]], key: str) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        for row in rows:
+            group = out.setdefault(str(row[key]), dict.fromkeys((*figures, "protected_s", "breached_s"), 0))
+            for name in (*figures, "protected_s", "breached_s"):
+                group[name] += row[name]
+        return out
+
+    for status in (None, "compliant", "at_risk", "breached"):
+        params = {"status": status} if status else {}
+        chosen = [r for r in vm_rows if status is None or r["status"] == status]
+        for group_by, key in (("policy", "policy_id"), ("tenant", "tenant_id")):
+            body = (await operator.get(RPO, params={"group_by": group_by, **params})).json()
+            got = {str(g[key]): g for g in body["items"]}
+            want = expected(chosen, key)
+            assert set(got) == set(want) and body["total"] == len(want), (group_by, status)
+            for group_key, sums in want.items():
+                for name in figures:
+                    assert got[group_key][name] == sums[name], (group_by, status, name)
+                for name in ("protected_s", "breached_s"):
+                    assert got[group_key][name] == pytest.approx(sums[name], abs=0.01)
+    by_policy = (await operator.get(RPO, params={"group_by": "policy"})).json()["items"]
+    assert [g["policy_name"] for g in by_policy] == ["one", "rest"]
+    assert by_policy[0]["policy_id"] == one["id"] and by_policy[1]["policy_id"] == rest["id"]
+    assert by_policy[1]["below_space_requirement"] >= 1 and by_policy[1]["open_breaches"] >= 1
+
+    summary = (await operator.get("/api/v1/compliance/summary")).json()
+    for name in figures:
+        assert summary["rpo"][name] == sum(r[name] for r in vm_rows), name
+    causes: dict[str, int] = {}
+    for row in vm_rows:
+        if row["open_breach"] is not None:
+            causes[row["open_breach"]["cause"]] = causes.get(row["open_breach"]["cause"], 0) + 1
+    assert summary["open_breaches_by_cause"] == causes and causes
