@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Select, Table, and_, bindparam, case, exists, func, or_, select, update
+from sqlalchemy import Select, Table, and_, bindparam, case, exists, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.compliance.models import ProtectionSpan, RestoreSla, RpoBreach
 from app.compliance.sql import TimeSql
 from app.db.dialect import insert_ignoring_conflicts
+from app.db.types import UTCDateTime
 from app.domain.compliance import AT_RISK_FRACTION, RpoStatus
 from app.domain.jobs import JobKind
 from app.inventory.models import Datastore, VirtualMachine, vm_datastores
@@ -462,10 +463,16 @@ class ComplianceRepository:
         Each VM's status is derived in SQL as the report service derives it from a
         :class:`VmPeriodRow` (tests check the two against each other).
         """
-        # Materialized: inlined, each use of a VM column in the status expression would run
-        # its correlated subquery (latest point, open span) again, ten times slower.
+        # Materialized, twice: inlined, each use of a VM column in the status expression would
+        # run its correlated subquery (latest point, open span) again, and each use of the anchor
+        # would compute it again (ten times slower in all).
         vms = self._vm_period_select(f, lo, hi).cte("report_vms").prefix_with("MATERIALIZED")
-        per_vm = select(vms, self._status_sql(vms, now).label("status")).subquery()
+        anchored = (
+            select(vms, self._anchor_sql(vms, now).label("anchor_at"))
+            .cte("report_anchors")
+            .prefix_with("MATERIALIZED")
+        )
+        per_vm = select(anchored, self._status_sql(anchored, now).label("status")).subquery()
         c = per_vm.c
         keys = [c.tenant_id, c.tenant_name]
         if by_policy:
@@ -519,19 +526,24 @@ class ComplianceRepository:
         )
         return {str(c): int(n) for c, n in rows.tuples()}
 
-    def _status_sql(self, vms: Any, now: datetime) -> Any:
-        """A VM's RPO status in SQL, on epoch seconds: unprotected without a protecting
-        policy, else by the age of the RPO anchor (the latest restore point, not earlier than the
-        start of protection) against the RPO."""
-        t, c = self.time, vms.c
-        now_s = t.value(now)
-        first_seen = t.epoch(c.first_seen_at)
+    def _anchor_sql(self, vms: Any, now: datetime) -> Any:
+        """Where a VM's RPO clock starts (``rpo_anchor``): its latest restore point, not earlier
+        than the start of its protection (the open span's, else the recorder's estimate). On
+        timestamps, which both dialects order correctly (SQLite's are text of one format)."""
+        c = vms.c
+        instant = literal(now, UTCDateTime())
+        t = self.time
         estimated_since = t.least(
-            now_s, t.greatest(first_seen, func.coalesce(t.epoch(c.policy_updated_at), first_seen))
+            instant, t.greatest(c.first_seen_at, func.coalesce(c.policy_updated_at, c.first_seen_at))
         )
-        since = func.coalesce(t.epoch(c.span_started_at), estimated_since)
-        anchor = t.greatest(func.coalesce(t.epoch(c.latest_point_at), since), since)
-        age = now_s - anchor
+        since = func.coalesce(c.span_started_at, estimated_since)
+        return t.greatest(func.coalesce(c.latest_point_at, since), since)
+
+    def _status_sql(self, anchored: Any, now: datetime) -> Any:
+        """A VM's RPO status (``rpo_status``) in SQL: unprotected without a protecting policy, else
+        by the age of its anchor against the RPO, in epoch seconds."""
+        t, c = self.time, anchored.c
+        age = t.value(now) - t.epoch(c.anchor_at)
         rpo_s = c.rpo_hours * 3600.0
         return case(
             (or_(c.protected.is_not(True), c.rpo_hours.is_(None)), RpoStatus.UNPROTECTED.value),

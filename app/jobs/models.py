@@ -47,7 +47,8 @@ class Job(IdMixin, Base):
     state: Mapped[str] = mapped_column(String(20))
     trigger: Mapped[str] = mapped_column(String(20))
     priority: Mapped[int] = mapped_column(Integer)
-    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"), index=True)
+    # No index of its own: ix_jobs_tenant_created (tenant_id, created_at) serves every lookup by tenant.
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
     vm_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("vms.id"))
     policy_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("policies.id", ondelete="SET NULL"))
     restore_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("restores.id", ondelete="CASCADE"))
