@@ -463,16 +463,21 @@ class ComplianceRepository:
         Each VM's status is derived in SQL as the report service derives it from a
         :class:`VmPeriodRow` (tests check the two against each other).
         """
-        # Materialized, twice: inlined, each use of a VM column in the status expression would
-        # run its correlated subquery (latest point, open span) again, and each use of the anchor
-        # would compute it again (ten times slower in all).
+        # Each step materialized: inlined, each use of a VM column in the status expression would
+        # run its correlated subquery (latest point, open span) again, each use of the anchor would
+        # compute it again, and each count by status would derive the status again (the whole query
+        # ten times slower).
         vms = self._vm_period_select(f, lo, hi).cte("report_vms").prefix_with("MATERIALIZED")
         anchored = (
             select(vms, self._anchor_sql(vms, now).label("anchor_at"))
             .cte("report_anchors")
             .prefix_with("MATERIALIZED")
         )
-        per_vm = select(anchored, self._status_sql(anchored, now).label("status")).subquery()
+        per_vm = (
+            select(anchored, self._status_sql(anchored, now).label("status"))
+            .cte("report_statuses")
+            .prefix_with("MATERIALIZED")
+        )
         c = per_vm.c
         keys = [c.tenant_id, c.tenant_name]
         if by_policy:
