@@ -116,7 +116,7 @@ class GroupPeriodRow:
     policy_id: uuid.UUID | None
     policy_name: str | None
     rpo_hours: int | None
-    vm_count: int
+    #: VMs by status; every VM has one, so their sum is the group's VM count.
     by_status: dict[RpoStatus, int]
     protected_s: float
     breached_s: float
@@ -403,48 +403,20 @@ class ComplianceRepository:
         if vm_ids is not None and not vm_ids:
             return []
         stmt = self._vm_period_select(f, lo, hi, vm_ids).order_by(VirtualMachine.name, VirtualMachine.id)
-        rows = (await self.session.execute(stmt)).tuples()
+        rows = await self.session.execute(stmt)
+        # The statement's column labels are VmPeriodRow's field names.
         return [
             VmPeriodRow(
-                vm_id,
-                name,
-                tenant_id,
-                tenant_name,
-                bool(is_protected),
-                policy_id,
-                policy_name,
-                rpo,
-                first_seen,
-                policy_updated,
-                latest,
-                span_started,
-                float(protected_s),
-                float(breached_s),
-                int(n),
-                open_started,
-                open_cause,
-                bool(below),
+                **{
+                    **m,
+                    "protected": bool(m["protected"]),
+                    "protected_s": float(m["protected_s"]),
+                    "breached_s": float(m["breached_s"]),
+                    "breaches_in_period": int(m["breaches_in_period"]),
+                    "below_space_requirement": bool(m["below_space_requirement"]),
+                }
             )
-            for (
-                vm_id,
-                name,
-                tenant_id,
-                tenant_name,
-                is_protected,
-                policy_id,
-                policy_name,
-                rpo,
-                first_seen,
-                policy_updated,
-                latest,
-                span_started,
-                protected_s,
-                breached_s,
-                n,
-                open_started,
-                open_cause,
-                below,
-            ) in rows
+            for m in rows.mappings()
         ]
 
     async def grouped_period_rows(
@@ -488,7 +460,6 @@ class ComplianceRepository:
 
         stmt = select(
             *keys,
-            func.count(),
             *(count_where(c.status == s.value) for s in GROUP_STATUSES),
             func.coalesce(func.sum(c.protected_s), 0.0),
             func.coalesce(func.sum(c.breached_s), 0.0),
@@ -502,8 +473,8 @@ class ComplianceRepository:
         for row in (await self.session.execute(stmt)).tuples():
             key, figures = row[: len(keys)], row[len(keys) :]
             tenant_id, tenant_name, policy_id, policy_name, rpo = (*key, None, None, None)[:5]
-            vm_count, *per_status = (int(x) for x in figures[: 1 + len(GROUP_STATUSES)])
-            protected_s, breached_s, n, open_n, below_n = figures[1 + len(GROUP_STATUSES) :]
+            per_status = [int(x) for x in figures[: len(GROUP_STATUSES)]]
+            protected_s, breached_s, n, open_n, below_n = figures[len(GROUP_STATUSES) :]
             out.append(
                 GroupPeriodRow(
                     tenant_id,
@@ -511,7 +482,6 @@ class ComplianceRepository:
                     policy_id,
                     policy_name,
                     rpo,
-                    vm_count,
                     dict(zip(GROUP_STATUSES, per_status, strict=True)),
                     float(protected_s),
                     float(breached_s),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -105,10 +105,16 @@ def _vm_status(row: VmPeriodRow, now: datetime) -> tuple[RpoStatus, datetime | N
     return rpo_status(anchor, row.rpo_hours, now), since, rpo_due(anchor, row.rpo_hours)
 
 
-def _aggregate(rows: list[tuple[VmPeriodRow, RpoStatus]], **key: object) -> RpoRow:
-    statuses = Counter(status for _, status in rows)
-    protected_s = sum(r.protected_s for r, _ in rows)
-    breached_s = sum(r.breached_s for r, _ in rows)
+def _rpo_row(
+    key: dict[str, object],
+    by_status: Mapping[RpoStatus, int],
+    protected_s: float,
+    breached_s: float,
+    breaches_in_period: int,
+    open_breaches: int,
+    below_space_requirement: int,
+) -> RpoRow:
+    """The figures of some VMs (one, a group, all) as a report row; ``key`` names what they are."""
     return RpoRow.model_validate(
         {
             "tenant_id": None,
@@ -117,64 +123,59 @@ def _aggregate(rows: list[tuple[VmPeriodRow, RpoStatus]], **key: object) -> RpoR
             "policy_name": None,
             "rpo_hours": None,
             **key,
-            "vm_count": len(rows),
-            "compliant": statuses[RpoStatus.COMPLIANT],
-            "at_risk": statuses[RpoStatus.AT_RISK],
-            "breached": statuses[RpoStatus.BREACHED],
-            "unprotected": statuses[RpoStatus.UNPROTECTED],
+            "vm_count": sum(by_status.values()),
+            **{status.value: by_status.get(status, 0) for status in RpoStatus},
             "protected_s": protected_s,
             "breached_s": breached_s,
             "compliant_percent": compliant_percent(protected_s, breached_s),
-            "breaches_in_period": sum(r.breaches_in_period for r, _ in rows),
-            "open_breaches": sum(1 for r, _ in rows if r.open_breach_started_at is not None),
-            "below_space_requirement": sum(1 for r, _ in rows if r.below_space_requirement),
+            "breaches_in_period": breaches_in_period,
+            "open_breaches": open_breaches,
+            "below_space_requirement": below_space_requirement,
         }
     )
 
 
+def _aggregate(rows: list[tuple[VmPeriodRow, RpoStatus]], **key: object) -> RpoRow:
+    return _rpo_row(
+        key,
+        Counter(status for _, status in rows),
+        sum(r.protected_s for r, _ in rows),
+        sum(r.breached_s for r, _ in rows),
+        sum(r.breaches_in_period for r, _ in rows),
+        sum(1 for r, _ in rows if r.open_breach_started_at is not None),
+        sum(1 for r, _ in rows if r.below_space_requirement),
+    )
+
+
 def _group_item(group: GroupPeriodRow) -> RpoRow:
-    return RpoRow.model_validate(
-        {
-            "tenant_id": group.tenant_id,
-            "tenant_name": group.tenant_name,
-            "policy_id": group.policy_id,
-            "policy_name": group.policy_name,
-            "rpo_hours": group.rpo_hours,
-            "vm_count": group.vm_count,
-            "compliant": group.by_status[RpoStatus.COMPLIANT],
-            "at_risk": group.by_status[RpoStatus.AT_RISK],
-            "breached": group.by_status[RpoStatus.BREACHED],
-            "unprotected": group.by_status[RpoStatus.UNPROTECTED],
-            "protected_s": group.protected_s,
-            "breached_s": group.breached_s,
-            "compliant_percent": compliant_percent(group.protected_s, group.breached_s),
-            "breaches_in_period": group.breaches_in_period,
-            "open_breaches": group.open_breaches,
-            "below_space_requirement": group.below_space_requirement,
-        }
+    key: dict[str, object] = {
+        "tenant_id": group.tenant_id,
+        "tenant_name": group.tenant_name,
+        "policy_id": group.policy_id,
+        "policy_name": group.policy_name,
+        "rpo_hours": group.rpo_hours,
+    }
+    return _rpo_row(
+        key,
+        group.by_status,
+        group.protected_s,
+        group.breached_s,
+        group.breaches_in_period,
+        group.open_breaches,
+        group.below_space_requirement,
     )
 
 
 def _total(groups: list[GroupPeriodRow]) -> RpoRow:
     """All groups as one row (a summary's): the sums of their figures."""
-    protected_s = sum(g.protected_s for g in groups)
-    breached_s = sum(g.breached_s for g in groups)
-    return RpoRow.model_validate(
-        {
-            "tenant_id": None,
-            "tenant_name": None,
-            "policy_id": None,
-            "policy_name": None,
-            "rpo_hours": None,
-            "vm_count": sum(g.vm_count for g in groups),
-            **{s.value: sum(g.by_status[s] for g in groups) for s in RpoStatus},
-            "protected_s": protected_s,
-            "breached_s": breached_s,
-            "compliant_percent": compliant_percent(protected_s, breached_s),
-            "breaches_in_period": sum(g.breaches_in_period for g in groups),
-            "open_breaches": sum(g.open_breaches for g in groups),
-            "below_space_requirement": sum(g.below_space_requirement for g in groups),
-        }
+    return _rpo_row(
+        {},
+        Counter({s: sum(g.by_status[s] for g in groups) for s in RpoStatus}),
+        sum(g.protected_s for g in groups),
+        sum(g.breached_s for g in groups),
+        sum(g.breaches_in_period for g in groups),
+        sum(g.open_breaches for g in groups),
+        sum(g.below_space_requirement for g in groups),
     )
 
 
