@@ -14,9 +14,10 @@ What it does (the figures of the scale issue; it reports what it reaches and ass
 2. Starts ``vmrecovery serve --no-embedded-proxy --no-loops`` and registers ``--proxies`` proxies
    through ``POST /api/v1/proxies`` (one host each).
 3. **Planning tick**: ``PlannerLoop.run_once()`` in this process with a ``ManualClock`` one minute
-   after the latest 22:00 slot (each policy's ``last_planned_slot`` is the slot before), timed,
-   with SQL time per statement from engine events; ``--ticks`` times (the day's jobs deleted and
-   the table vacuumed in between), each after a ``CHECKPOINT``.
+   after the latest 22:00 slot (each policy's ``last_planned_slot`` is the slot before), timed
+   until the jobs are queued (the planner's ``plan_s``; its statistics refresh after the commit
+   is timed apart), with SQL time per statement from engine events; ``--ticks`` times (the day's
+   jobs deleted and the table vacuumed in between), each after a ``CHECKPOINT``.
 4. **Dispatch**: light agent processes (``bench/scheduler_load.py agents``) claim through the real
    HTTP API and complete each job at once as succeeded (a load generator standing in for real
    data movement). Measured from the first claim to the last job succeeded (job timestamps in
@@ -46,6 +47,7 @@ import os
 import pstats
 import random
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -160,18 +162,32 @@ def _proc_cpu(pid: int, part: str = "all") -> float:
     return (system if part == "sys" else user + system) / CLK_TCK
 
 
-def _postgres_backends(db: str) -> list[int]:
-    pids = []
+def _postgres_cpu() -> float:
+    """CPU seconds of the whole PostgreSQL server so far: the postmaster, its live processes, and
+    those that ended (a backend of a closed connection is reaped by the postmaster, whose
+    children's times then hold it). Counting only the live backends of one database, as an
+    earlier version did, lost every pool connection closed during a run."""
+    postmaster = None
+    for pid_file in Path("/var/run/postgresql").glob("*.pid"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            postmaster = int(pid_file.read_text().split()[0])
+    if postmaster is None:
+        return math.nan
+    try:
+        fields = Path(f"/proc/{postmaster}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return math.nan
+    total = sum(int(v) for v in fields[11:15]) / CLK_TCK  # utime, stime, cutime, cstime
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if cmdline.startswith("postgres:") and f" {db} " in cmdline:
-            pids.append(int(entry.name))
-    return pids
+        if int(fields[1]) == postmaster:
+            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return total
 
 
 def _machine_busy() -> tuple[float, float]:
@@ -191,7 +207,10 @@ class CpuMeter:
         out = {name: sum(_proc_cpu(p) for p in pids) for name, pids in self.groups.items()}
         for name, pids in self.groups.items():
             out[f"{name}, kernel part"] = sum(_proc_cpu(p, "sys") for p in pids)
-        out["postgres (this database)"] = sum(_proc_cpu(p) for p in _postgres_backends(self.db))
+        out["postgres (whole server)"] = _postgres_cpu()
+        # Load processes are waited for before stop(): their time is in the reaped children's.
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out["reaped children"] = children.ru_utime + children.ru_stime
         busy, total = _machine_busy()
         out["machine busy"], out["machine total"] = busy, total
         return out
@@ -476,6 +495,10 @@ async def plan_tick(
         "jobs_created": await admin.fetchval("SELECT count(*) FROM jobs WHERE scheduled_for = $1", t0),
         "planner_reported_jobs": loop.last_report.jobs_created,
         "policies_planned": loop.last_report.policies_planned,
+        # The tick proper ends when the jobs are queued (committed); the planner then refreshes
+        # the jobs table's state statistics, timed apart.
+        "plan_s": loop.last_report.plan_s,
+        "statistics_s": loop.last_report.statistics_s,
         "profiled": profile,
         **timer.summary(),
     }
@@ -719,7 +742,8 @@ async def mixed_reads(
     options = {"--server": server.url, "--ids": ids_file, "--rate": rate, "--duration": duration}
     options["--exclude"] = args.exclude
     gen = spawn_load("reads", {**options, "--out": out})
-    meter = CpuMeter(args.db, {"serve": [server.proc.pid], "load generator": [gen.pid]})
+    # The generator has exited by stop(): its CPU is counted as a reaped child.
+    meter = CpuMeter(args.db, {"serve": [server.proc.pid]})
     meter.start()
     try:
         await asyncio.to_thread(gen.wait, duration + 90)
@@ -765,11 +789,18 @@ def cpu_cell(cpu: dict[str, float]) -> str:
     available = cpu["wall_s"] * (os.cpu_count() or 1)
     used = [
         cpu["serve replica(s)"],
-        cpu["postgres (this database)"],
+        cpu["postgres (whole server)"],
         cpu["agent processes"],
         cpu["machine busy"],
     ]
     return " / ".join(f"{u:.0f}" for u in used) + f" of {available:.0f}"
+
+
+def _reads_cpu_cell(reads: dict[str, Any]) -> str:
+    cpu, answered = reads["cpu"], max(1, reads["answered"])
+    per = [cpu["serve"], cpu["postgres (whole server)"], cpu["reaped children"]]
+    busy = cpu["machine busy"] / (cpu["wall_s"] * (os.cpu_count() or 1))
+    return " / ".join(f"{1000 * v / answered:.1f}" for v in per) + f"; {busy:.0%}"
 
 
 def report(results: dict[str, Any]) -> str:
@@ -797,14 +828,16 @@ def report(results: dict[str, Any]) -> str:
         top = tick["top"][0] if tick["top"] else {"statement": "-", "seconds": 0, "count": 0}
         rows.append(
             [
-                f"{tick['seconds']:.3f}" + (" (cProfile on)" if tick["profiled"] else ""),
+                f"{tick['plan_s']:.3f}" + (" (cProfile on)" if tick["profiled"] else ""),
+                f"{tick['statistics_s']:.3f}",
                 tick["jobs_created"],
                 tick["statements"],
                 f"{tick['sql_s']:.3f}",
                 f"{top['statement'][:60]}... x{top['count']}: {top['seconds']:.3f} s",
             ]
         )
-    parts.append(table(["planning tick s", "jobs created", "SQL statements", "SQL s", "top statement"], rows))
+    headers = ["planning tick s (jobs queued)", "then statistics s", "jobs created", "SQL statements"]
+    parts.append(table([*headers, "SQL s", "top statement"], rows))
     rows = []
     for d in results["dispatch"]:
         cpu = d["cpu"]
@@ -906,10 +939,12 @@ def report(results: dict[str, Any]) -> str:
                 ms(reads["p95_s"]),
                 ms(reads["p99_s"]),
                 ms(reads["max_s"]),
+                _reads_cpu_cell(reads),
             ]
         )
     headers = ["mixed reads (open loop)", "sent", "ok", "unanswered", "errors", "answered/s"]
-    parts.append(table([*headers, "p50 ms", "p95 ms", "p99 ms", "max ms"], rows))
+    cpu_header = "CPU ms per answered read: serve / postgres / generator; machine busy"
+    parts.append(table([*headers, "p50 ms", "p95 ms", "p99 ms", "max ms", cpu_header], rows))
     reads = results.get("reads")
     if reads:
         rows = [
@@ -981,7 +1016,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await admin.execute("CHECKPOINT")
                 tick = await plan_tick(engine, admin, timer, t0, profile=n > 0)
                 results["plan_ticks"].append(tick)
-                log(f"planning tick: {tick['seconds']:.3f} s, {tick['jobs_created']} jobs")
+                log(
+                    f"planning tick: {tick['plan_s']:.3f} s, {tick['jobs_created']} jobs; "
+                    f"statistics {tick['statistics_s']:.3f} s"
+                )
             if n == 0:
                 results["claim_alone"] = await claim_in_isolation(args, engine, timer, proxies)
                 log(f"one claim alone: {results['claim_alone']['median_s'] * 1000:.1f} ms")

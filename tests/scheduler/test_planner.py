@@ -8,7 +8,9 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
+import app.scheduler.planner as planner_module
 from app.clock import ManualClock
 from app.context import AppContext
 from app.db.engine import create_engine, create_sessionmaker
@@ -207,3 +209,38 @@ async def test_a_vm_moved_to_a_host_without_a_proxy_waits_for_one(
         for w in (await operator.get(f"/api/v1/vms/{vm['id']}")).json()["warnings"]
     )
     assert [j for j in await claim(agent) if j["job_id"] == job["id"]] == []
+
+
+async def test_a_large_tick_refreshes_the_queue_statistics(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    clock: ManualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After queueing many jobs the planner re-samples jobs.state (PostgreSQL's ANALYZE), so
+    that claims stop planning as if nothing were queued; a tick that queues few does not."""
+    vms, _ = await protected_setup(operator, customer_of, vcsim, clock)
+    postgres = ctx.engine.dialect.name == "postgresql"
+
+    async def analyses() -> int:
+        if not postgres:
+            return 0
+        async with ctx.engine.connect() as conn:
+            count = await conn.scalar(
+                text("SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'jobs'")
+            )
+        return int(count or 0)
+
+    monkeypatch.setattr(planner_module, "STATISTICS_REFRESH_MIN_JOBS", len(vms))
+    planner = PlannerLoop(ctx.sessionmaker, clock)
+    before = await analyses()
+    clock.set(MONDAY_2100 + timedelta(hours=1))
+    await planner.run_once()
+    assert planner.last_report.jobs_created == len(vms)
+    assert await analyses() == before + (1 if postgres else 0)
+
+    await planner.run_once()  # nothing new to queue: no refresh
+    assert planner.last_report.jobs_created == 0
+    assert await analyses() == before + (1 if postgres else 0)
