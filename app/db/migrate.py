@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from pathlib import Path
 
 from alembic import command
@@ -37,7 +38,10 @@ async def upgrade_to_head_async(database_url: str) -> None:
     await asyncio.to_thread(upgrade_to_head, database_url)
 
 
+@functools.lru_cache(maxsize=8)
 def head_revision(database_url: str) -> str | None:
+    """The newest revision the shipped migrations know. Cached: the scripts do not change under
+    a running process, and parsing them took ~6 ms of CPU on every readiness probe."""
     return ScriptDirectory.from_config(_alembic_config(database_url)).get_current_head()
 
 
