@@ -9,7 +9,7 @@ import uuid
 from fastapi import APIRouter, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.api.deps import Ctx, CurrentProxy, Session
+from app.api.deps import Ctx, CurrentProxy, PollingProxy, Session
 from app.api.openapi import CONFLICT, _resp
 from app.context import AppContext
 from app.contracts.agent import (
@@ -62,7 +62,7 @@ async def heartbeat(
 
 
 @router.post("/jobs/claim", response_model=ClaimResponse, summary="Take jobs for the hosts this proxy serves")
-async def claim(ctx: Ctx, proxy: CurrentProxy, body: ClaimRequest, request: Request) -> ClaimResponse:
+async def claim(ctx: Ctx, proxy: PollingProxy, body: ClaimRequest, request: Request) -> ClaimResponse:
     """Long-poll: answers as soon as there is work, or empty after ``wait_s``.
 
     Each attempt is its own short transaction, so waiting holds no lock.

@@ -69,12 +69,27 @@ CurrentPrincipal = Annotated[Principal, Depends(_principal)]
 
 async def _agent(
     request: Request,
+    session: Session,
     ctx: Ctx,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_agent_bearer)],
 ) -> Proxy:
-    """The calling proxy, read in its own short transaction (claims long-poll: the request
-    must not hold a transaction open while it waits). The object is detached: read it, and
-    re-load it in the request session to change it."""
+    """The calling proxy, read in the request's own transaction (one pool checkout per request:
+    completions, progress reports and heartbeats are most of a dispatch's requests)."""
+    proxy = await ProxyService(session, ctx.clock, ctx.liveness).authenticate_agent(
+        credentials.credentials if credentials else None
+    )
+    request.state.agent = proxy  # for the audit log (app.audit.middleware)
+    return proxy
+
+
+async def _polling_agent(
+    request: Request,
+    ctx: Ctx,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_agent_bearer)],
+) -> Proxy:
+    """The calling proxy, read in its own short transaction, for the claim's long-poll: the
+    request must not hold a transaction open while it waits. The object is detached: read it,
+    and re-load it in another session to change it."""
     async with ctx.sessionmaker.begin() as session:
         proxy = await ProxyService(session, ctx.clock, ctx.liveness).authenticate_agent(
             credentials.credentials if credentials else None
@@ -84,6 +99,7 @@ async def _agent(
 
 
 CurrentProxy = Annotated[Proxy, Depends(_agent)]
+PollingProxy = Annotated[Proxy, Depends(_polling_agent)]
 
 
 async def _page(

@@ -32,7 +32,7 @@ from app.inventory.repository import InventoryRepository
 from app.jobs.job_params import GUEST_FREEZE_TIMEOUT_S, AssignmentBuilder, JobNotRunnable, snapshot_prefix
 from app.jobs.job_results import JobResults, result_of
 from app.jobs.models import Job
-from app.jobs.repository import JobRepository
+from app.jobs.repository import ClaimCandidate, JobRepository
 from app.proxies.models import Proxy
 from app.restore_points.repository import RestorePointRepository
 from app.restores.repository import RestoreRepository
@@ -128,7 +128,7 @@ class AgentChannel:
             return []
         usage = await self._usage(now)
         placement = await self.jobs.placement([j.vm_id for j in candidates if j.kind == JobKind.BACKUP.value])
-        chosen: list[Job] = []
+        chosen: list[ClaimCandidate] = []
         for job in candidates:
             if len(chosen) >= free:
                 break

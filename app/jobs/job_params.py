@@ -95,6 +95,7 @@ class AssignmentBuilder:
         self.repository = repository
         self.freeze_timeout_s = freeze_timeout_s
         self.offsite = offsite
+        self._vcenter_cache: dict[uuid.UUID, VCenterAccess] = {}
 
     async def build(self, job: Job, agent: Proxy, now: datetime) -> JobAssignment:
         """The assignment of ``job`` to ``agent``; raises JobNotRunnable when it cannot run."""
@@ -104,10 +105,7 @@ class AssignmentBuilder:
         kind = JobKind(job.kind)
         vcenter: VCenterAccess | None = None
         if kind not in GUEST_JOB_KINDS:
-            record = await self.vcenters.get(vm.vcenter_id, None)
-            if record is None:
-                raise JobNotRunnable("the VM's vCenter was removed")
-            vcenter = self.vcenter_access(record)
+            vcenter = await self._vcenter_of(vm)
         assignment = JobAssignment(
             job_id=job.id,
             kind=job.kind,
@@ -147,6 +145,17 @@ class AssignmentBuilder:
                 backup_job_id=uuid.UUID(job.params["backup_job_id"]), hold_max_s=QUIESCE_HOLD_MAX_S
             )
         return assignment
+
+    async def _vcenter_of(self, vm: VirtualMachine) -> VCenterAccess:
+        """The VM's vCenter access, read and decrypted once per builder (a claim's jobs are on
+        the proxy's hosts, nearly always of one vCenter)."""
+        access = self._vcenter_cache.get(vm.vcenter_id)
+        if access is None:
+            record = await self.vcenters.get(vm.vcenter_id, None)
+            if record is None:
+                raise JobNotRunnable("the VM's vCenter was removed")
+            access = self._vcenter_cache[vm.vcenter_id] = self.vcenter_access(record)
+        return access
 
     def vcenter_access(self, vcenter: VCenter) -> VCenterAccess:
         creds = json.loads(self.box.decrypt(vcenter.credentials_encrypted))
