@@ -109,7 +109,9 @@ def build_loops(ctx: AppContext) -> list[LoopService]:
             proxy_offline_after_s=settings.proxy_offline_after_s,
         ),
         EventEmitterLoop(ctx.sessionmaker, ctx.clock),
-        DeliveryLoop(ctx.sessionmaker, ctx.clock, ctx.box),
+        DeliveryLoop(
+            ctx.sessionmaker, ctx.clock, ctx.box, allowed_networks=ctx.settings.webhook_allowed_networks
+        ),
         *retention_loops(ctx),
     ]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, IPvAnyNetwork, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -59,6 +59,11 @@ class Settings(BaseSettings):
         default=None, description="S3 access key of the offsite repository (else the standard AWS sources)."
     )
     offsite_secret_access_key: SecretStr | None = Field(default=None, description="Its secret key.")
+    webhook_allowed_networks: list[IPvAnyNetwork] = Field(
+        default_factory=list,
+        description="Private networks outbound webhooks may reach besides public addresses, as a JSON "
+        "list of CIDRs ('[\"10.20.0.0/16\"]'): a ticketing system inside the provider's network.",
+    )
     embedded_proxy: bool = Field(default=True, description="Run a proxy for all hosts inside serve.")
     proxy_workers: int = Field(default=2, ge=1, le=32, description="Jobs the embedded proxy runs at once.")
     limit_per_host: int = Field(default=2, ge=1, description="Backups running at once on one ESXi host.")

@@ -24,7 +24,7 @@ router = APIRouter(prefix="/integrations", tags=["integrations"], responses=AUTH
 
 
 def _service(ctx: Ctx, session: Session) -> IntegrationService:
-    return IntegrationService(session, ctx.clock, ctx.box)
+    return IntegrationService(session, ctx.clock, ctx.box, ctx.settings.webhook_allowed_networks)
 
 
 def _created(read: IntegrationRead, secret: str) -> IntegrationCreated:

@@ -20,6 +20,7 @@ import asyncio
 import json
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -29,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app import __version__
 from app.clock import Clock
 from app.crypto import SecretBox, SecretBoxError
+from app.integrations.destinations import DestinationRefused, IPNetwork, pin
 from app.integrations.repository import DeliveryRepository, DueDelivery
 from app.integrations.signing import sign
 from app.scheduler.loop import LoopService
@@ -87,8 +89,11 @@ class DeliveryLoop(LoopService):
         batch: int = 20,
         concurrency: int = 10,
         max_rounds: int = 20,
+        allowed_networks: Sequence[IPNetwork] = (),
     ) -> None:
         super().__init__(interval_s)
+        #: Private networks messages may go to besides public addresses (see destinations.py).
+        self.allowed_networks = tuple(allowed_networks)
         self.sessionmaker = sessionmaker
         self.clock = clock
         self.box = box
@@ -163,8 +168,16 @@ class DeliveryLoop(LoopService):
                 "user-agent": f"vm-recovery/{__version__}",
             }
             try:
+                target = await pin(claimed.url, self.allowed_networks)
+            except DestinationRefused as exc:
+                return Outcome(claimed, False, None, f"not sent: {exc}")
+            try:
                 async with client.stream(
-                    "POST", claimed.url, content=claimed.body, headers=headers
+                    "POST",
+                    target.url,
+                    content=claimed.body,
+                    headers={**headers, **target.headers},
+                    extensions=target.extensions,
                 ) as response:
                     if 200 <= response.status_code < 300:
                         return Outcome(claimed, True, response.status_code, None)

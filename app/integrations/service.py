@@ -12,6 +12,7 @@ from app.auth.principal import Principal
 from app.clock import Clock
 from app.crypto import SecretBox
 from app.errors import Conflict, Forbidden, InvalidInput, NotFound
+from app.integrations.destinations import DestinationRefused, IPNetwork, check_literal
 from app.integrations.models import Delivery, Integration
 from app.integrations.outbox import RETRY_FOR
 from app.integrations.repository import DeliveryRepository, IntegrationRepository
@@ -30,8 +31,16 @@ TICKETS_PATH = "/api/v1/webhooks/tickets"
 
 
 class IntegrationService:
-    def __init__(self, session: AsyncSession, clock: Clock, box: SecretBox) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        clock: Clock,
+        box: SecretBox,
+        allowed_networks: Sequence[IPNetwork] = (),
+    ) -> None:
         self.repo = IntegrationRepository(session)
+        #: Private networks outbound URLs may name besides public addresses (see destinations.py).
+        self.allowed_networks = tuple(allowed_networks)
         self.deliveries = DeliveryRepository(session)
         self.tenants = TenantRepository(session)
         self.clock = clock
@@ -50,6 +59,7 @@ class IntegrationService:
 
     async def create(self, principal: Principal, data: IntegrationCreate) -> tuple[Integration, str]:
         tenant_id = await self._tenant_for(principal, data)
+        self._check_url(data.url)
         self._check_events(tenant_id, data.events)
         await self._check_name(tenant_id, data.name, None)
         secret = new_secret()
@@ -87,6 +97,14 @@ class IntegrationService:
             raise InvalidInput(f"Tenant {data.tenant_id} does not exist.", field=["body", "tenant_id"])
         return data.tenant_id
 
+    def _check_url(self, url: object) -> None:
+        if url is None:
+            return
+        try:
+            check_literal(str(url), self.allowed_networks)
+        except DestinationRefused as exc:
+            raise InvalidInput(f"Outbound messages cannot go there: {exc}", field=["body", "url"]) from exc
+
     @staticmethod
     def _check_events(tenant_id: uuid.UUID | None, events: Sequence[str]) -> None:
         allowed = ALERT_EVENTS if tenant_id is None else RESTORE_EVENTS
@@ -111,6 +129,7 @@ class IntegrationService:
             await self._check_name(integration.tenant_id, data.name, integration.id)
             integration.name = data.name
         if "url" in fields:
+            self._check_url(data.url)
             integration.url = str(data.url) if data.url is not None else None
         if "events" in fields and data.events is not None:
             self._check_events(integration.tenant_id, data.events)

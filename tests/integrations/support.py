@@ -205,4 +205,12 @@ async def counts(ctx: AppContext) -> dict[str, int]:
 
 
 def loops(ctx: AppContext) -> tuple[EventEmitterLoop, DeliveryLoop]:
-    return EventEmitterLoop(ctx.sessionmaker, ctx.clock), DeliveryLoop(ctx.sessionmaker, ctx.clock, ctx.box)
+    return EventEmitterLoop(ctx.sessionmaker, ctx.clock), deliverer(ctx)
+
+
+def deliverer(ctx: AppContext, **options: Any) -> DeliveryLoop:
+    """The deliverer as the service builds it (the receivers' loopback network allowed)."""
+    allowed = ctx.settings.webhook_allowed_networks
+    return DeliveryLoop(
+        ctx.sessionmaker, options.pop("clock", ctx.clock), ctx.box, allowed_networks=allowed, **options
+    )

@@ -24,6 +24,7 @@ from tests.integrations.support import (
     check_signature,
     counts,
     create_integration,
+    deliverer,
     loops,
     new_vm_ticket,
     send_ticket,
@@ -228,7 +229,7 @@ async def test_an_unreachable_receiver_is_retried_and_a_disabled_integration_exp
             session, clock.now(), alert_id="a1", event_type="alert.opened", data={"alert_id": "a1"}
         )
     assert (queued, again) == (1, 0)
-    sender = DeliveryLoop(ctx.sessionmaker, clock, ctx.box, timeout_s=2)
+    sender = deliverer(ctx, clock=clock, timeout_s=2)
     await sender.run_once()
     (log,) = await deliveries(operator, alerts["id"])
     assert log["state"] == "pending" and log["last_status"] is None and "Connect" in log["last_error"]
@@ -254,7 +255,7 @@ async def test_two_delivery_loops_never_send_a_message_twice_at_once(
                     session, clock.now(), alert_id=alert_id, event_type=event, data={"alert_id": alert_id}
                 )
     receiver.delay_s = 0.1
-    senders = [DeliveryLoop(ctx.sessionmaker, clock, ctx.box, batch=4) for _ in range(3)]
+    senders = [deliverer(ctx, clock=clock, batch=4) for _ in range(3)]
 
     async def spin(sender: DeliveryLoop) -> int:
         sent = 0
@@ -305,7 +306,7 @@ async def test_racing_emitters_keep_one_message_per_event_in_order(
     await asyncio.gather(*(e.run_once() for e in emitters))
     await asyncio.gather(*(e.run_once() for e in emitters))
     assert (await counts(ctx))["webhook_deliveries"] == 3
-    await DeliveryLoop(ctx.sessionmaker, clock, ctx.box).run_once()
+    await deliverer(ctx, clock=clock).run_once()
     assert receiver.types() == ["restore.accepted"] * 3
 
 
@@ -367,3 +368,51 @@ async def test_approval_rejection_and_failure_are_delivered(
         "restore.failed",
     ]
     assert by_ticket["INC-2"][-1]["data"]["error"] == "datastore is full"
+
+
+async def test_outbound_messages_never_reach_private_addresses_unless_allowed(
+    ctx: AppContext, operator: httpx.AsyncClient, receiver: Receiver, clock: ManualClock
+) -> None:
+    """Server-side request forgery: an integration's URL may not name an internal address (a
+    cloud metadata service, an admin page) unless an operator allowed its network. IP literals
+    are refused when saved; names are resolved, checked and pinned at each delivery."""
+    for url in ("http://169.254.169.254/latest/meta-data", "http://10.1.2.3/x", "http://[fd00::1]:8080/x"):
+        refused = await operator.post("/api/v1/integrations", json={"name": "x", "url": url})
+        assert refused.status_code == 422, url
+        problem = refused.json()
+        assert "VMR_WEBHOOK_ALLOWED_NETWORKS" in problem["detail"]
+    created = await create_integration(operator, name="pager", url=receiver.url)  # 127.0.0.0/8 allowed
+    moved = await operator.patch(
+        f"/api/v1/integrations/{created['id']}", json={"url": "http://169.254.169.254/"}
+    )
+    assert moved.status_code == 422
+    assert (await operator.get(f"/api/v1/integrations/{created['id']}")).json()["url"] == receiver.url
+
+    async with ctx.sessionmaker.begin() as session:
+        await emit_alert_event(
+            session, clock.now(), alert_id="a1", event_type="alert.opened", data={"alert_id": "a1"}
+        )
+    # A deliverer without the allowance (the service's default) does not send to loopback.
+    await DeliveryLoop(ctx.sessionmaker, clock, ctx.box).run_once()
+    (log,) = await deliveries(operator, created["id"])
+    assert log["state"] == "pending" and log["last_status"] is None
+    assert "127.0.0.1 is not a public address" in log["last_error"]
+    assert receiver.requests == []
+
+    # A name is checked by what it resolves to, and the request goes to the checked address with
+    # the name kept in the Host header.
+    port = int(receiver.url.rsplit(":", 1)[1].split("/", 1)[0])
+    named = f"http://localhost:{port}/hooks"
+    assert (
+        await operator.patch(f"/api/v1/integrations/{created['id']}", json={"url": named})
+    ).status_code == 200
+    clock.advance(timedelta(minutes=10))
+    await DeliveryLoop(ctx.sessionmaker, clock, ctx.box).run_once()
+    (log,) = await deliveries(operator, created["id"])
+    assert "'localhost' resolves to" in log["last_error"] and receiver.requests == []
+    clock.advance(timedelta(minutes=10))
+    await deliverer(ctx, clock=clock).run_once()
+    (log,) = await deliveries(operator, created["id"])
+    assert log["state"] == "delivered"
+    (request,) = receiver.requests
+    assert request.headers["host"] == f"localhost:{port}"

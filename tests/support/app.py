@@ -38,6 +38,9 @@ def settings(tmp_path: Path, db_url: str) -> Settings:
         secret_key="test-secret-key-0123456789",  # type: ignore[arg-type]
         run_loops=False,
         vcenter_timeout_s=10,
+        # The tests' webhook receivers listen on loopback, which integrations may not name unless
+        # an operator allows it (app.integrations.destinations).
+        webhook_allowed_networks=["127.0.0.0/8", "::1/128"],  # type: ignore[list-item]
     )
 
 
