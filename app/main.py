@@ -207,7 +207,7 @@ def _freeze_startup_objects() -> None:
     """Move everything alive after start-up out of the garbage collector's reach (``gc.freeze``).
 
     The process holds ~200,000 long-lived objects (routes, pydantic and SQLAlchemy schemas,
-    modules) that never become garbage, yet every full collection walked them all: 100-115 ms
+    modules) that never become garbage, yet every full collection walked them all: 100-145 ms
     with the event loop stopped, which every request in flight then waited for (the p99 of every
     latency figure in docs/benchmarks.md). Frozen, a full collection walks only what the requests
     allocated. Objects created later are collected as before.
