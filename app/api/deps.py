@@ -67,6 +67,16 @@ async def _principal(
 CurrentPrincipal = Annotated[Principal, Depends(_principal)]
 
 
+async def _identify_agent(
+    request: Request, session: AsyncSession, ctx: AppContext, credentials: HTTPAuthorizationCredentials | None
+) -> Proxy:
+    proxy = await ProxyService(session, ctx.clock, ctx.liveness).authenticate_agent(
+        credentials.credentials if credentials else None
+    )
+    request.state.agent = proxy  # for the audit log (app.audit.middleware)
+    return proxy
+
+
 async def _agent(
     request: Request,
     session: Session,
@@ -75,11 +85,7 @@ async def _agent(
 ) -> Proxy:
     """The calling proxy, read in the request's own transaction (one pool checkout per request:
     completions, progress reports and heartbeats are most of a dispatch's requests)."""
-    proxy = await ProxyService(session, ctx.clock, ctx.liveness).authenticate_agent(
-        credentials.credentials if credentials else None
-    )
-    request.state.agent = proxy  # for the audit log (app.audit.middleware)
-    return proxy
+    return await _identify_agent(request, session, ctx, credentials)
 
 
 async def _polling_agent(
@@ -91,11 +97,7 @@ async def _polling_agent(
     request must not hold a transaction open while it waits. The object is detached: read it,
     and re-load it in another session to change it."""
     async with ctx.sessionmaker.begin() as session:
-        proxy = await ProxyService(session, ctx.clock, ctx.liveness).authenticate_agent(
-            credentials.credentials if credentials else None
-        )
-    request.state.agent = proxy  # for the audit log (app.audit.middleware)
-    return proxy
+        return await _identify_agent(request, session, ctx, credentials)
 
 
 CurrentProxy = Annotated[Proxy, Depends(_agent)]

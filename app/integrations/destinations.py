@@ -55,6 +55,18 @@ def is_allowed(address: IPAddress, allowed: Sequence[IPNetwork]) -> bool:
     return address.is_global and not address.is_multicast
 
 
+def _ip(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None  # a name
+
+
+def _check_address(address: IPAddress, allowed: Sequence[IPNetwork]) -> None:
+    if not is_allowed(address, allowed):
+        raise DestinationRefused(f"{address} is not a public address; {ALLOW_HINT}.")
+
+
 def check_literal(url: str, allowed: Sequence[IPNetwork]) -> None:
     """Refuse at once a URL whose host is an IP address (or ``localhost``) that is not allowed."""
     host = httpx.URL(url).host
@@ -62,41 +74,30 @@ def check_literal(url: str, allowed: Sequence[IPNetwork]) -> None:
         if not is_allowed(ipaddress.ip_address("127.0.0.1"), allowed):
             raise DestinationRefused(f"'{host}' is this machine; {ALLOW_HINT}.")
         return
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return  # a name: checked when it is resolved, at each delivery
-    if not is_allowed(address, allowed):
-        raise DestinationRefused(f"{address} is not a public address; {ALLOW_HINT}.")
+    literal = _ip(host)
+    if literal is not None:  # a name is checked when it is resolved, at each delivery
+        _check_address(literal, allowed)
 
 
 async def pin(url: str, allowed: Sequence[IPNetwork]) -> Destination:
     """Resolve ``url``'s host, check every address, and return the request pinned to the first."""
     parsed = httpx.URL(url)
     host = parsed.host
+    literal = _ip(host)
+    if literal is not None:
+        _check_address(literal, allowed)
+        return Destination(url=parsed)
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
-        literal: IPAddress | None = ipaddress.ip_address(host)
-    except ValueError:
-        literal = None
-    if literal is not None:
-        addresses = [literal]
-    else:
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except OSError as exc:
-            raise DestinationRefused(f"'{host}' does not resolve: {exc}") from exc
-        addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise DestinationRefused(f"'{host}' does not resolve: {exc}") from exc
+    addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
     refused = [a for a in addresses if not is_allowed(a, allowed)]
-    if literal is not None and refused:
-        raise DestinationRefused(f"{literal} is not a public address; {ALLOW_HINT}.")
     if refused or not addresses:
         shown = ", ".join(str(a) for a in refused) or "nothing"
         raise DestinationRefused(f"'{host}' resolves to {shown}, not a public address; {ALLOW_HINT}.")
-    if literal is not None:
-        return Destination(url=parsed)
-    address = _unmapped(addresses[0])
-    pinned = parsed.copy_with(host=str(address))
+    pinned = parsed.copy_with(host=str(_unmapped(addresses[0])))
     authority = host if parsed.port is None else f"{host}:{parsed.port}"
     extensions = {"sni_hostname": host} if parsed.scheme == "https" else {}
     return Destination(url=pinned, headers={"host": authority}, extensions=extensions)
