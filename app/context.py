@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.audit.writer import AuditWriter
 from app.browse.service import FileBrowser
 from app.clock import Clock
 from app.contracts.agent import RepositoryAccess
@@ -42,6 +43,11 @@ class AppContext:
     def offsite_access(self) -> RepositoryAccess | None:
         """What agents get to reach the offsite repository; None when none is configured."""
         return offsite_access(self.settings) if self.settings.offsite_repository else None
+
+    @functools.cached_property
+    def audit_writer(self) -> AuditWriter:
+        """The process's audit rows go through one group-committing writer."""
+        return AuditWriter(self.sessionmaker)
 
     @functools.cached_property
     def files(self) -> FileBrowser:

@@ -7,7 +7,9 @@ keeps a copy of the body to read the created object's id or the error's reason.
 
 The row is written after the response has been sent, in its own short transaction (the
 request's own transaction has committed by then), so that the caller does not wait for it and
-a failure to write it never fails the request: it is logged and counted instead.
+a failure to write it never fails the request: it is logged and counted instead. Rows of
+requests that end together share one transaction (:mod:`app.audit.writer`); the ASGI call
+still returns only once its row is committed.
 
 Agent channel: claims that handed out jobs, completions and quiesce requests are recorded;
 heartbeats and progress reports are not (every few seconds per agent and job, they would drown
@@ -25,7 +27,6 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, ClassVar
 
 from app.audit.schemas import Actor, AuditEntry
-from app.audit.service import AuditService
 from app.auth import tokens
 from app.auth.principal import Principal
 from app.proxies.models import Proxy
@@ -45,7 +46,6 @@ QUIET_ROUTES = frozenset({"/api/v1/agent/heartbeat", "/api/v1/agent/jobs/{job_id
 CLAIM_ROUTE = "/api/v1/agent/jobs/claim"
 #: Larger answers are passed through without reading them (the object id is then not recorded).
 BODY_CAPTURE_MAX = 256 * 1024
-WRITE_TIMEOUT_S = 10.0
 REQUEST_ID_HEADER = b"x-request-id"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 _LOOKUP_ID = re.compile(r"[0-9a-f]{16}")
@@ -140,8 +140,7 @@ class AuditMiddleware:
             entry = _entry(scope, headers, request_id, started_at or ctx.clock.now(), status, response)
             if entry is None:
                 return
-            async with asyncio.timeout(WRITE_TIMEOUT_S), ctx.sessionmaker.begin() as session:
-                await AuditService(session).record(entry)
+            await ctx.audit_writer.write(entry)
         except Exception as exc:
             AuditMiddleware.write_failures += 1
             log.error(

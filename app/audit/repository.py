@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.models import AuditEvent
@@ -16,9 +17,10 @@ class AuditRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def add(self, event: AuditEvent) -> None:
-        self.session.add(event)
-        await self.session.flush()
+    async def add_many(self, rows: list[dict[str, Any]]) -> None:
+        """One INSERT for all rows: a bulk insert, not a unit of work (no objects to track), and
+        NULLs rendered so that rows with different missing fields still go in one statement."""
+        await self.session.execute(insert(AuditEvent).execution_options(render_nulls=True), rows)
 
     async def list_page(
         self, scope: uuid.UUID | None, f: AuditFilter, page: PageRequest

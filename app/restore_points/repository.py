@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.inventory.models import VirtualMachine
 from app.pagination import PageRequest
 from app.restore_points.models import RestorePoint
 
@@ -35,6 +36,19 @@ class RestorePointRepository:
         if scope is not None:
             stmt = stmt.where(RestorePoint.tenant_id == scope)
         return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def get_with_vm(
+        self, point_id: uuid.UUID, scope: uuid.UUID | None = None
+    ) -> tuple[RestorePoint, VirtualMachine] | None:
+        """The point and its VM in one round trip (a restore request needs both)."""
+        stmt = select(RestorePoint, VirtualMachine).join(
+            VirtualMachine, VirtualMachine.id == RestorePoint.vm_id
+        )
+        stmt = stmt.where(RestorePoint.id == point_id)
+        if scope is not None:
+            stmt = stmt.where(RestorePoint.tenant_id == scope)
+        row = (await self.session.execute(stmt)).one_or_none()
+        return (row[0], row[1]) if row is not None else None
 
     async def latest_for_vm(self, vm_id: uuid.UUID, kind: str = "image") -> RestorePoint | None:
         """The VM's newest point of ``kind`` (image points chain CBT, application points chunking)."""

@@ -85,6 +85,9 @@ class RestoreService:
         self.inventory = InventoryRepository(session)
         self.jobs = JobRepository(session)
         self.clock = clock
+        #: Restores this service recorded, with the job it queued (None: awaiting approval), so
+        #: that answering the request does not read back what it just wrote.
+        self._job_of: dict[uuid.UUID, Job | None] = {}
 
     async def get(self, principal: Principal, restore_id: uuid.UUID) -> Restore:
         restore = await self.repo.get(restore_id, principal.tenant_scope)
@@ -102,11 +105,10 @@ class RestoreService:
     ) -> Restore:
         """Customers may restore their own VMs; operators any. Nothing is recorded unless the whole
         request is valid. ``ticket``: asked for by a ticketing integration (see TicketOrigin)."""
-        point = await self.points.get(data.restore_point_id, principal.tenant_scope)
-        if point is None:
+        found = await self.points.get_with_vm(data.restore_point_id, principal.tenant_scope)
+        if found is None:
             raise NotFound(f"Restore point {data.restore_point_id} does not exist.")
-        vm = await self.inventory.get_vm(point.vm_id, None)
-        assert vm is not None
+        point, vm = found
         if isinstance(data, VmRestoreCreate):
             return await self._vm_restore(principal, data, point, vm, ticket)
         if isinstance(data, FileRestoreCreate):
@@ -327,6 +329,7 @@ class RestoreService:
             ticket_id=ticket.ticket_id if ticket else None,
         )
         await self.repo.add(restore)
+        self._job_of[restore.id] = None
         if needs_approval:
             restore.target_params = {**target_params, "job_kind": kind.value}
         else:
@@ -343,27 +346,27 @@ class RestoreService:
         key_id: uuid.UUID | None,
     ) -> None:
         now = self.clock.now()
-        await self.jobs.add(
-            Job(
-                id=uuid.uuid4(),
-                kind=kind.value,
-                state=JobState.QUEUED.value,
-                trigger=JobTrigger.RESTORE.value,
-                priority=PRIORITY[kind],
-                tenant_id=restore.tenant_id,
-                vm_id=vm.id,
-                policy_id=policy_id,
-                restore_id=restore.id,
-                target_host_id=target_host_id,
-                dispatch_host_id=None if kind in GUEST_JOB_KINDS else (target_host_id or vm.host_id),
-                created_at=now,
-                created_by_key_id=key_id,
-                not_before=now,
-                attempt=0,
-                max_attempts=2,
-                params={},
-            )
+        job = Job(
+            id=uuid.uuid4(),
+            kind=kind.value,
+            state=JobState.QUEUED.value,
+            trigger=JobTrigger.RESTORE.value,
+            priority=PRIORITY[kind],
+            tenant_id=restore.tenant_id,
+            vm_id=vm.id,
+            policy_id=policy_id,
+            restore_id=restore.id,
+            target_host_id=target_host_id,
+            dispatch_host_id=None if kind in GUEST_JOB_KINDS else (target_host_id or vm.host_id),
+            created_at=now,
+            created_by_key_id=key_id,
+            not_before=now,
+            attempt=0,
+            max_attempts=2,
+            params={},
         )
+        await self.jobs.add(job)
+        self._job_of[restore.id] = job
 
     async def approve(self, principal: Principal, restore_id: uuid.UUID) -> Restore:
         """An operator lets a restore over an existing VM go ahead: its job is queued now. The SLA
@@ -405,7 +408,8 @@ class RestoreService:
         return restore
 
     async def to_read(self, restores: list[Restore]) -> list[RestoreRead]:
-        jobs = await self.repo.jobs_for([r.id for r in restores])
+        jobs = await self.repo.jobs_for([r.id for r in restores if r.id not in self._job_of])
+        jobs.update((rid, job) for rid, job in self._job_of.items() if job is not None)
         now = self.clock.now()
         reads = []
         for restore in restores:

@@ -21,13 +21,13 @@ __all__ = ["served"]
 async def test_the_audit_write_does_not_delay_the_response(
     ctx: AppContext, served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    record = AuditService.record
+    record_many = AuditService.record_many
 
-    async def slow(self: AuditService, entry: AuditEntry) -> object:
+    async def slow(self: AuditService, entries: list[AuditEntry]) -> None:
         await asyncio.sleep(1.0)
-        return await record(self, entry)
+        await record_many(self, entries)
 
-    monkeypatch.setattr(AuditService, "record", slow)
+    monkeypatch.setattr(AuditService, "record_many", slow)
     operator = served.client(await create_key(ctx, Role.OPERATOR))
     started = time.monotonic()
     response = await operator.post("/api/v1/tenants", json={"name": "Acme"})

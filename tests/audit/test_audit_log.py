@@ -185,11 +185,11 @@ async def test_a_failing_audit_write_never_fails_the_request(
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async def broken(self: AuditService, entry: object) -> None:
+    async def broken(self: AuditService, entries: object) -> None:
         raise RuntimeError("catalog unreachable")
 
     before = AuditMiddleware.write_failures
-    monkeypatch.setattr(AuditService, "record", broken)
+    monkeypatch.setattr(AuditService, "record_many", broken)
     response = await operator.post("/api/v1/tenants", json={"name": "Acme"})
     assert response.status_code == 201
     assert AuditMiddleware.write_failures == before + 1

@@ -1,0 +1,92 @@
+"""The audit writer's group commit, on the real catalog: requests that end together share one
+INSERT, each returns only once its own row is committed, and a failed write reaches them all."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select
+
+from app.audit.models import AuditEvent
+from app.audit.schemas import Actor, AuditEntry
+from app.audit.service import AuditService
+from app.audit.writer import AuditWriter
+from app.context import AppContext
+
+
+def entry(ctx: AppContext, n: int, **fields: Any) -> AuditEntry:
+    return AuditEntry(
+        at=ctx.clock.now(),
+        request_id=f"req-{n:03d}",
+        actor=Actor.ANONYMOUS,
+        action="POST /x",
+        status=201,
+        **fields,
+    )
+
+
+@contextmanager
+def audit_inserts(ctx: AppContext) -> Iterator[list[str]]:
+    """The INSERT INTO audit_events statements sent (one per executemany or multi-row INSERT)."""
+    seen: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool) -> None:
+        if statement.startswith("INSERT INTO audit_events"):
+            seen.append(statement)
+
+    event.listen(ctx.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        event.remove(ctx.engine.sync_engine, "before_cursor_execute", count)
+
+
+async def stored(ctx: AppContext) -> list[str]:
+    async with ctx.sessionmaker() as session:
+        rows = await session.execute(select(AuditEvent.request_id).order_by(AuditEvent.at, AuditEvent.id))
+        return list(rows.scalars())
+
+
+async def test_requests_ending_together_share_one_insert_and_keep_their_order(ctx: AppContext) -> None:
+    writer = AuditWriter(ctx.sessionmaker)
+    with audit_inserts(ctx) as inserts:
+        await writer.write(entry(ctx, 0))  # alone: written at once
+        assert await stored(ctx) == ["req-000"]
+        # Fields missing in some rows (no key, no object) must not split the batch.
+        await asyncio.gather(
+            *(writer.write(entry(ctx, n, object_id="o" if n % 2 else None)) for n in range(1, 21))
+        )
+    assert len(inserts) == 2
+    assert await stored(ctx) == [f"req-{n:03d}" for n in range(21)]
+
+
+async def test_every_waiter_of_a_failed_batch_hears_of_it(
+    ctx: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(self: AuditService, entries: list[AuditEntry]) -> None:
+        raise RuntimeError("catalog unreachable")
+
+    monkeypatch.setattr(AuditService, "record_many", broken)
+    writer = AuditWriter(ctx.sessionmaker)
+    results = await asyncio.gather(*(writer.write(entry(ctx, n)) for n in range(5)), return_exceptions=True)
+    assert [str(r) for r in results] == ["catalog unreachable"] * 5
+    monkeypatch.undo()
+    await writer.write(entry(ctx, 9))  # the writer recovers with the next request
+    assert await stored(ctx) == ["req-009"]
+
+
+async def test_a_cancelled_request_leaves_the_others_written(ctx: AppContext) -> None:
+    writer = AuditWriter(ctx.sessionmaker)
+    first = asyncio.create_task(writer.write(entry(ctx, 1)))
+    others = [asyncio.create_task(writer.write(entry(ctx, n))) for n in range(2, 6)]
+    await asyncio.sleep(0)
+    first.cancel()
+    await asyncio.gather(*others)
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    # The cancelled request's row was already in the batch: it is written with the others.
+    assert await stored(ctx) == [f"req-{n:03d}" for n in range(1, 6)]
