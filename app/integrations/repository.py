@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -28,6 +28,46 @@ CHUNK = 1000
 # (SQLAlchemy caches compiled statements by their structure, aliases included).
 _RESTORE_OF_TICKET = aliased(Restore, name="restore_of_ticket")
 _EARLIER = aliased(Delivery, name="earlier")
+
+
+# The webhook's hot path runs these on every delivery: built once, with bound parameters, they
+# cost no Python to construct and their cache key is computed once (~0.1-0.2 ms a statement).
+_FOR_MESSAGE = (
+    select(Integration, WebhookReceipt.id, WebhookReceipt.restore_id, _RESTORE_OF_TICKET.id)
+    .outerjoin(
+        WebhookReceipt,
+        and_(
+            WebhookReceipt.integration_id == Integration.id,
+            WebhookReceipt.message_id == bindparam("message_id"),
+        ),
+    )
+    .outerjoin(
+        _RESTORE_OF_TICKET,
+        and_(
+            _RESTORE_OF_TICKET.integration_id == Integration.id,
+            _RESTORE_OF_TICKET.ticket_id == bindparam("ticket_id"),
+        ),
+    )
+    .where(Integration.id == bindparam("integration_id"))
+)
+_POINT_WITH_VM = select(RestorePoint, VirtualMachine).join(
+    VirtualMachine, VirtualMachine.id == RestorePoint.vm_id
+)
+_POINT_OF_VM = _POINT_WITH_VM.where(
+    RestorePoint.id == bindparam("point_id"),
+    RestorePoint.vm_id == bindparam("vm_id"),
+    RestorePoint.tenant_id == bindparam("tenant_id"),
+)
+_POINT_AT = (
+    _POINT_WITH_VM.where(
+        RestorePoint.vm_id == bindparam("vm_id"),
+        RestorePoint.tenant_id == bindparam("tenant_id"),
+        RestorePoint.kind == bindparam("kind"),
+        RestorePoint.created_at <= bindparam("at"),
+    )
+    .order_by(RestorePoint.created_at.desc(), RestorePoint.id)
+    .limit(1)
+)
 
 
 def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
@@ -104,24 +144,8 @@ class IntegrationRepository:
         """The integration, whether this message was accepted before (and the restore it
         returned), and the restore of this ticket if there is one: one round trip on the
         webhook's hot path (ids only; the restore is loaded when one is to be returned)."""
-        stmt = (
-            select(Integration, WebhookReceipt.id, WebhookReceipt.restore_id, _RESTORE_OF_TICKET.id)
-            .outerjoin(
-                WebhookReceipt,
-                and_(
-                    WebhookReceipt.integration_id == Integration.id, WebhookReceipt.message_id == message_id
-                ),
-            )
-            .outerjoin(
-                _RESTORE_OF_TICKET,
-                and_(
-                    _RESTORE_OF_TICKET.integration_id == Integration.id,
-                    _RESTORE_OF_TICKET.ticket_id == (ticket_id or ""),
-                ),
-            )
-            .where(Integration.id == integration_id)
-        )
-        row = (await self.session.execute(stmt)).tuples().first()
+        params = {"integration_id": integration_id, "message_id": message_id, "ticket_id": ticket_id or ""}
+        row = (await self.session.execute(_FOR_MESSAGE, params)).tuples().first()
         if row is None:
             return None
         integration, receipt_id, receipt_restore_id, ticket_restore_id = row
@@ -150,29 +174,19 @@ class IntegrationRepository:
 
     async def point_of_vm(
         self, tenant_id: uuid.UUID, vm_id: uuid.UUID, point_id: uuid.UUID
-    ) -> uuid.UUID | None:
-        """The point, if it is one of this tenant's VM's."""
-        stmt = select(RestorePoint.id).where(
-            RestorePoint.id == point_id, RestorePoint.vm_id == vm_id, RestorePoint.tenant_id == tenant_id
-        )
-        return (await self.session.execute(stmt)).scalar_one_or_none()
+    ) -> tuple[RestorePoint, VirtualMachine] | None:
+        """The point and its VM, if it is one of this tenant's VM's."""
+        params = {"tenant_id": tenant_id, "vm_id": vm_id, "point_id": point_id}
+        row = (await self.session.execute(_POINT_OF_VM, params)).tuples().first()
+        return (row[0], row[1]) if row is not None else None
 
     async def point_at(
         self, tenant_id: uuid.UUID, vm_id: uuid.UUID, kind: str, at: datetime
-    ) -> uuid.UUID | None:
-        """This tenant's VM's latest point of ``kind`` taken at or before ``at``."""
-        stmt = (
-            select(RestorePoint.id)
-            .where(
-                RestorePoint.vm_id == vm_id,
-                RestorePoint.tenant_id == tenant_id,
-                RestorePoint.kind == kind,
-                RestorePoint.created_at <= at,
-            )
-            .order_by(RestorePoint.created_at.desc(), RestorePoint.id)
-            .limit(1)
-        )
-        return (await self.session.execute(stmt)).scalar_one_or_none()
+    ) -> tuple[RestorePoint, VirtualMachine] | None:
+        """This tenant's VM's latest point of ``kind`` taken at or before ``at``, and the VM."""
+        params = {"tenant_id": tenant_id, "vm_id": vm_id, "kind": kind, "at": at}
+        row = (await self.session.execute(_POINT_AT, params)).tuples().first()
+        return (row[0], row[1]) if row is not None else None
 
     # -- outbound: what to emit -------------------------------------------------------------------
 

@@ -32,6 +32,8 @@ from app.integrations.models import Integration, WebhookReceipt
 from app.integrations.repository import IntegrationRepository, MessageContext
 from app.integrations.schemas import TicketFields
 from app.integrations.signing import TOLERANCE, SignatureError, SignedHeaders, verify
+from app.inventory.models import VirtualMachine
+from app.restore_points.models import RestorePoint
 from app.restores.models import Restore
 from app.restores.service import FileChecker, RestoreService, TicketOrigin
 
@@ -135,11 +137,12 @@ class TicketService:
             restore = None
         created = restore is None
         if restore is None:
-            point_id = await self._point(signed.tenant_id, ticket)
+            point, vm = await self._point(signed.tenant_id, ticket)
             restore = await self.restores.request(
                 Principal.of_integration(integration.id, signed.tenant_id),
-                ticket.restore_request(point_id),
+                ticket.restore_request(point.id),
                 ticket=TicketOrigin(ticket.created_at, integration.id, ticket.ticket_id),
+                found=(point, vm),
             )
         await self.repo.add_receipt(
             WebhookReceipt(
@@ -153,18 +156,19 @@ class TicketService:
         )
         return restore, created
 
-    async def _point(self, tenant_id: uuid.UUID, ticket: TicketFields) -> uuid.UUID:
-        """The point the ticket names, or the latest of the right kind at its point in time; the
-        VM and the point must be the integration's tenant's (404 otherwise, as for a customer)."""
+    async def _point(self, tenant_id: uuid.UUID, ticket: TicketFields) -> tuple[RestorePoint, VirtualMachine]:
+        """The point the ticket names, or the latest of the right kind at its point in time, with
+        its VM; the VM and the point must be the integration's tenant's (404 otherwise, as for a
+        customer)."""
         if ticket.restore_point_id is not None:
-            point_id = await self.repo.point_of_vm(tenant_id, ticket.vm_id, ticket.restore_point_id)
+            found = await self.repo.point_of_vm(tenant_id, ticket.vm_id, ticket.restore_point_id)
             kind = None
         else:
             assert ticket.point_in_time is not None
             kind = "application" if getattr(ticket, "type", "vm") == "application" else "image"
-            point_id = await self.repo.point_at(tenant_id, ticket.vm_id, kind, ticket.point_in_time)
-        if point_id is not None:
-            return point_id
+            found = await self.repo.point_at(tenant_id, ticket.vm_id, kind, ticket.point_in_time)
+        if found is not None:
+            return found
         name = await self.repo.vm_name(ticket.vm_id, tenant_id)
         if name is None:
             raise NotFound(f"VM {ticket.vm_id} does not exist in this integration's tenant.")

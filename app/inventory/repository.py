@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, exists, func, select
+from sqlalchemy import Select, and_, bindparam, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.protection import tag_matches
@@ -18,6 +18,16 @@ from app.jobs.models import Job
 from app.pagination import PageRequest
 from app.policies.models import Policy
 from app.proxies.models import Proxy, proxy_hosts
+
+# A restore to a new location checks its host and datastore together: one round trip, built once.
+_HOST_AND_DATASTORE = (
+    select(Host, Datastore)
+    .outerjoin(
+        Datastore,
+        and_(Datastore.id == bindparam("datastore_id"), Datastore.tenant_id == bindparam("tenant_id")),
+    )
+    .where(Host.id == bindparam("host_id"), Host.tenant_id == bindparam("tenant_id"))
+)
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,14 @@ class InventoryRepository:
         if scope is not None:
             stmt = stmt.where(Host.tenant_id == scope)
         return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def host_and_datastore(
+        self, host_id: uuid.UUID, datastore_id: uuid.UUID, tenant_id: uuid.UUID
+    ) -> tuple[Host | None, Datastore | None]:
+        """This tenant's host and datastore; (None, None) when the host is not the tenant's."""
+        params = {"host_id": host_id, "datastore_id": datastore_id, "tenant_id": tenant_id}
+        row = (await self.session.execute(_HOST_AND_DATASTORE, params)).tuples().first()
+        return (row[0], row[1]) if row is not None else (None, None)
 
     async def hosts_by_ids(self, host_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Host]:
         if not host_ids:

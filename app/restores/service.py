@@ -101,11 +101,19 @@ class RestoreService:
         return await self.repo.list_page(principal.tenant_scope, vm_id, state, page)
 
     async def request(
-        self, principal: Principal, data: RestoreCreate, *, ticket: TicketOrigin | None = None
+        self,
+        principal: Principal,
+        data: RestoreCreate,
+        *,
+        ticket: TicketOrigin | None = None,
+        found: tuple[RestorePoint, VirtualMachine] | None = None,
     ) -> Restore:
         """Customers may restore their own VMs; operators any. Nothing is recorded unless the whole
-        request is valid. ``ticket``: asked for by a ticketing integration (see TicketOrigin)."""
-        found = await self.points.get_with_vm(data.restore_point_id, principal.tenant_scope)
+        request is valid. ``ticket``: asked for by a ticketing integration (see TicketOrigin).
+        ``found``: the point and its VM when the caller has already read them in the caller's
+        scope (the ticket webhook finds the point by time)."""
+        if found is None or found[0].id != data.restore_point_id:
+            found = await self.points.get_with_vm(data.restore_point_id, principal.tenant_scope)
         if found is None:
             raise NotFound(f"Restore point {data.restore_point_id} does not exist.")
         point, vm = found
@@ -143,13 +151,14 @@ class RestoreService:
             needs_approval = tenant is not None and tenant.restore_approval_required
         else:
             assert data.new_vm is not None
-            host = await self.inventory.get_host(data.new_vm.host_id, point.tenant_id)
+            host, datastore = await self.inventory.host_and_datastore(
+                data.new_vm.host_id, data.new_vm.datastore_id, point.tenant_id
+            )
             if host is None or host.gone_at is not None:
                 raise InvalidInput(
                     f"Host {data.new_vm.host_id} does not exist in this tenant.",
                     field=["body", "new_vm", "host_id"],
                 )
-            datastore = await self.inventory.get_datastore(data.new_vm.datastore_id, point.tenant_id)
             if datastore is None or datastore.gone_at is not None or datastore.vcenter_id != host.vcenter_id:
                 raise InvalidInput(
                     f"Datastore {data.new_vm.datastore_id} does not exist in the host's vCenter.",

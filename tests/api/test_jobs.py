@@ -212,6 +212,16 @@ async def test_restore_requests_are_validated(
         },
     )
     assert bad_host.status_code == 422 and bad_host.json()["errors"][0]["field"] == "body.new_vm.host_id"
+    bad_datastore = await acme.post(
+        "/api/v1/restores",
+        json={
+            "restore_point_id": point_id,
+            "target": "new",
+            "new_vm": {"name": "x", "host_id": vm["host"]["id"], "datastore_id": str(uuid.uuid4())},
+        },
+    )
+    assert bad_datastore.status_code == 422, bad_datastore.text
+    assert bad_datastore.json()["errors"][0]["field"] == "body.new_vm.datastore_id"
     assert (await acme.get("/api/v1/restores")).json()["total"] == 0
     forced = await acme.post("/api/v1/restores", json={**original, "force": True})
     assert forced.status_code == 202
