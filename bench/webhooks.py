@@ -251,6 +251,7 @@ async def open_loop(
                 "ok": status == expected[kind],
                 "error": error,
                 "latency_s": done - due,
+                "at_s": due - start,
                 "service_s": done - sent,
                 "lag_s": sent - due,
             }
@@ -297,8 +298,22 @@ async def open_loop(
         "service_p99_s": pct([r["service_s"] for r in ok], 99),
         "send_lag_p99_s": pct([r["lag_s"] for r in results], 99),
         "by_kind": by_kind,
+        "slow_seconds": _slow_seconds(ok),
         "cpu": cpu,
     }
+
+
+def _slow_seconds(ok: list[dict[str, Any]], over_s: float = 0.050) -> list[dict[str, Any]]:
+    """The seconds of the run in which an answer took longer than ``over_s``, worst first: a
+    tail spread over the run is queueing, one bunched in a second or two is a stall."""
+    slow: dict[int, list[float]] = {}
+    for r in ok:
+        if r["latency_s"] > over_s:
+            slow.setdefault(int(r["at_s"]), []).append(r["latency_s"])
+    return [
+        {"second": sec, "slow": len(v), "max_s": max(v)}
+        for sec, v in sorted(slow.items(), key=lambda kv: -max(kv[1]))
+    ]
 
 
 def report(results: dict[str, Any]) -> str:
@@ -360,6 +375,17 @@ def report(results: dict[str, Any]) -> str:
             ["headline run, by kind", "n", "p50 ms", "p99 ms"],
             [[k, v["n"], ms(v["p50_s"]), ms(v["p99_s"])] for k, v in last["by_kind"].items()],
         )
+    )
+    slow = last.get("slow_seconds", [])
+    parts.append(
+        f"Headline run: answers over 50 ms fell in {len(slow)} of its {last['duration_s']:g} seconds"
+        + (
+            "; worst: "
+            + ", ".join(f"second {s['second']} ({s['slow']} slow, max {ms(s['max_s'])} ms)" for s in slow[:5])
+            if slow
+            else ""
+        )
+        + "."
     )
     check = results["catalog"]
     parts.append(
