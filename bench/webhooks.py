@@ -307,11 +307,13 @@ def _slow_seconds(ok: list[dict[str, Any]], over_s: float = 0.050) -> list[dict[
     """The seconds of the run in which an answer took longer than ``over_s``, worst first: a
     tail spread over the run is queueing, one bunched in a second or two is a stall."""
     slow: dict[int, list[float]] = {}
+    lag: dict[int, float] = {}
     for r in ok:
         if r["latency_s"] > over_s:
             slow.setdefault(int(r["at_s"]), []).append(r["latency_s"])
+            lag[int(r["at_s"])] = max(lag.get(int(r["at_s"]), 0.0), r["lag_s"])
     return [
-        {"second": sec, "slow": len(v), "max_s": max(v)}
+        {"second": sec, "slow": len(v), "max_s": max(v), "max_send_lag_s": lag[sec]}
         for sec, v in sorted(slow.items(), key=lambda kv: -max(kv[1]))
     ]
 
@@ -381,7 +383,11 @@ def report(results: dict[str, Any]) -> str:
         f"Headline run: answers over 50 ms fell in {len(slow)} of its {last['duration_s']:g} seconds"
         + (
             "; worst: "
-            + ", ".join(f"second {s['second']} ({s['slow']} slow, max {ms(s['max_s'])} ms)" for s in slow[:5])
+            + ", ".join(
+                f"second {s['second']} ({s['slow']} slow, max {ms(s['max_s'])} ms, "
+                f"sent up to {ms(s['max_send_lag_s'])} ms late)"
+                for s in slow[:5]
+            )
             if slow
             else ""
         )
