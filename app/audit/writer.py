@@ -2,7 +2,7 @@
 
 Every mutating request adds a row to the audit log after its response has gone out. Written one
 by one, each row cost its own pool checkout, transaction and ORM flush: about 1.3 ms of the
-server's CPU per request, an eighth of a ticket webhook's and of an agent's completion. Here a
+server's CPU per ticket webhook, an eighth of what the whole ticket cost (docs/benchmarks.md). Here a
 request hands its entry over and waits until the entry is committed (so that the ASGI call still
 ends with the row durable, as callers and tests rely on); one flusher task at a time takes every
 entry waiting, inserts them with one statement in one transaction, and wakes their requests.
@@ -15,14 +15,11 @@ the requests themselves have already been answered.
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.audit.schemas import AuditEntry
 from app.audit.service import AuditService
-
-log = logging.getLogger(__name__)
 
 #: Rows per INSERT at most (a backlog after a stall goes in several transactions).
 MAX_BATCH = 500
@@ -60,10 +57,20 @@ class AuditWriter:
                 async with asyncio.timeout(self._timeout_s), self._sessionmaker.begin() as session:
                     await AuditService(session).record_many([entry for entry, _ in batch])
             except Exception as exc:  # each request of the batch logs it with its own details
-                for _, written in batch:
-                    if not written.done():
-                        written.set_exception(exc)
+                _settle(batch, exc)
+            except BaseException:  # cancelled (the loop is shutting down): nobody waits forever
+                _settle(batch + self._pending, RuntimeError("the audit writer was stopped"))
+                self._pending = []
+                raise
             else:
-                for _, written in batch:
-                    if not written.done():  # its request was cancelled meanwhile
-                        written.set_result(None)
+                _settle(batch, None)
+
+
+def _settle(batch: list[_Waiting], error: BaseException | None) -> None:
+    for _, written in batch:
+        if written.done():  # its request was cancelled meanwhile
+            continue
+        if error is None:
+            written.set_result(None)
+        else:
+            written.set_exception(error)

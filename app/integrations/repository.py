@@ -18,6 +18,7 @@ from app.integrations.models import Delivery, Integration, WebhookReceipt
 from app.inventory.models import VirtualMachine
 from app.pagination import PageRequest
 from app.restore_points.models import RestorePoint
+from app.restore_points.repository import POINT_WITH_VM
 from app.restores.models import Restore
 
 #: Bound parameters per ``IN (...)`` list, well under SQLite's and asyncpg's limits.
@@ -50,16 +51,13 @@ _FOR_MESSAGE = (
     )
     .where(Integration.id == bindparam("integration_id"))
 )
-_POINT_WITH_VM = select(RestorePoint, VirtualMachine).join(
-    VirtualMachine, VirtualMachine.id == RestorePoint.vm_id
-)
-_POINT_OF_VM = _POINT_WITH_VM.where(
+_POINT_OF_VM = POINT_WITH_VM.where(
     RestorePoint.id == bindparam("point_id"),
     RestorePoint.vm_id == bindparam("vm_id"),
     RestorePoint.tenant_id == bindparam("tenant_id"),
 )
 _POINT_AT = (
-    _POINT_WITH_VM.where(
+    POINT_WITH_VM.where(
         RestorePoint.vm_id == bindparam("vm_id"),
         RestorePoint.tenant_id == bindparam("tenant_id"),
         RestorePoint.kind == bindparam("kind"),

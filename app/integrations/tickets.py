@@ -10,7 +10,7 @@ nothing: the receipt is written with the restore, in the request's one transacti
 Two deliveries of one new ticket at the same instant both pass the lookups; the unique
 (integration, ticket) on restores lets one commit and turns the other into a 409, which the
 sender retries and then gets the restore with 200. Keeping that rare race out of the hot path
-(no savepoint) keeps a delivery to a dozen statements.
+(no savepoint) keeps a new ticket to seven statements.
 """
 
 from __future__ import annotations

@@ -90,3 +90,29 @@ async def test_a_cancelled_request_leaves_the_others_written(ctx: AppContext) ->
         await first
     # The cancelled request's row was already in the batch: it is written with the others.
     assert await stored(ctx) == [f"req-{n:03d}" for n in range(1, 6)]
+
+
+async def test_a_stopped_writer_releases_its_waiters(
+    ctx: AppContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server shutting down cancels the flusher mid-write: the requests waiting for it are told
+    instead of waiting forever, and the next request starts a new flusher."""
+    started = asyncio.Event()
+
+    async def stuck(self: AuditService, entries: list[AuditEntry]) -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(AuditService, "record_many", stuck)
+    writer = AuditWriter(ctx.sessionmaker)
+    waiting = [asyncio.create_task(writer.write(entry(ctx, n))) for n in range(3)]
+    await started.wait()
+    late = asyncio.create_task(writer.write(entry(ctx, 3)))  # queued behind the stuck batch
+    await asyncio.sleep(0)
+    assert writer._flusher is not None
+    writer._flusher.cancel()
+    results = await asyncio.gather(*waiting, late, return_exceptions=True)
+    assert [str(r) for r in results] == ["the audit writer was stopped"] * 4
+    monkeypatch.undo()
+    await writer.write(entry(ctx, 9))
+    assert await stored(ctx) == ["req-009"]
