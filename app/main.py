@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
 from app import __version__
@@ -39,6 +39,7 @@ from app.api import (
     webhooks,
 )
 from app.api.problems import install_problem_handlers
+from app.api.routing import API_PREFIX, PrefixRouter
 from app.audit.middleware import AuditMiddleware
 from app.clock import Clock, SystemClock
 from app.compliance.recorder import RestoreSlaRecorder, RpoRecorder
@@ -65,8 +66,6 @@ if TYPE_CHECKING:
     from app.agent.worker import ProxyAgent
 
 log = logging.getLogger(__name__)
-
-API_PREFIX = "/api/v1"
 
 
 def build_context(
@@ -292,7 +291,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     install_problem_handlers(app)
     # Records mutating requests and 401s, and gives every response an X-Request-ID.
     app.add_middleware(AuditMiddleware)
-    api = APIRouter(prefix=API_PREFIX)
+    api = PrefixRouter(prefix=API_PREFIX, mount="")
     for module in (
         tenants,
         api_keys,

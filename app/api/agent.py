@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import uuid
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import Ctx, CurrentProxy, PollingProxy, Session
 from app.api.openapi import CONFLICT, _resp
+from app.api.routing import PrefixRouter
 from app.context import AppContext
 from app.contracts.agent import (
     ClaimRequest,
@@ -28,7 +29,9 @@ from app.jobs.agent_channel import AgentChannel, Limits
 from app.jobs.quiesce import QuiesceCoordinator
 from app.proxies.service import ProxyService
 
-router = APIRouter(prefix="/agent", tags=["agent"], responses={401: _resp("Missing or invalid proxy token")})
+router = PrefixRouter(
+    prefix="/agent", tags=["agent"], responses={401: _resp("Missing or invalid proxy token")}
+)
 
 CLAIM_POLL_S = 0.5
 

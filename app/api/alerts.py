@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter
-
 from app.alerts.schemas import AlertKind, AlertRead, AlertState
 from app.alerts.service import AlertService
 from app.api.deps import CurrentPrincipal, Pagination, Session
 from app.api.openapi import AUTH_ERRORS
+from app.api.routing import PrefixRouter
 from app.pagination import Page
 
-router = APIRouter(prefix="/alerts", tags=["alerts"], responses=AUTH_ERRORS)
+router = PrefixRouter(prefix="/alerts", tags=["alerts"], responses=AUTH_ERRORS)
 
 
 @router.get(

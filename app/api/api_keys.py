@@ -3,16 +3,17 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import Query, status
 
 from app.api.deps import Ctx, CurrentPrincipal, Pagination, Session
 from app.api.openapi import AUTH_ERRORS, CONFLICT, NOT_FOUND
+from app.api.routing import PrefixRouter
 from app.auth.principal import Role
 from app.auth.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyRead
 from app.auth.service import ApiKeyService
 from app.pagination import Page
 
-router = APIRouter(prefix="/api-keys", tags=["api-keys"], responses=AUTH_ERRORS)
+router = PrefixRouter(prefix="/api-keys", tags=["api-keys"], responses=AUTH_ERRORS)
 
 
 @router.get("", response_model=Page[ApiKeyRead], summary="List API keys (customers see their tenant's)")

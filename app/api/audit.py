@@ -6,15 +6,16 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 from app.api.deps import Ctx, CurrentPrincipal, Pagination, Session
 from app.api.openapi import AUTH_ERRORS
+from app.api.routing import PrefixRouter
 from app.audit.schemas import Actor, AuditEventRead, AuditFilter, Outcome
 from app.audit.service import AuditService
 from app.pagination import Page
 
-router = APIRouter(prefix="/audit-events", tags=["audit"], responses=AUTH_ERRORS)
+router = PrefixRouter(prefix="/audit-events", tags=["audit"], responses=AUTH_ERRORS)
 
 
 @router.get(

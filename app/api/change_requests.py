@@ -5,15 +5,16 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, status
+from fastapi import Body, Query, status
 
 from app.api.deps import Ctx, CurrentPrincipal, Pagination, Session
 from app.api.openapi import AUTH_ERRORS, CONFLICT, NOT_FOUND
+from app.api.routing import PrefixRouter
 from app.changes.schemas import ChangeRequestCreate, ChangeRequestDecision, ChangeRequestRead
 from app.changes.service import ChangeRequestService
 from app.pagination import Page
 
-router = APIRouter(prefix="/change-requests", tags=["change requests"], responses=AUTH_ERRORS)
+router = PrefixRouter(prefix="/change-requests", tags=["change requests"], responses=AUTH_ERRORS)
 
 
 @router.get("", response_model=Page[ChangeRequestRead], summary="Change requests, newest first")

@@ -4,16 +4,17 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 from app.api.deps import Ctx, CurrentPrincipal, Pagination, Session
 from app.api.openapi import AUTH_ERRORS, NOT_FOUND
+from app.api.routing import PrefixRouter
 from app.compliance.schemas import BreachRead, ComplianceSummary, RestoreSlaRead, RpoReport, RpoRow
 from app.compliance.service import ComplianceService, GroupBy
 from app.domain.compliance import BreachCause, ClockStatus, RpoStatus
 from app.pagination import Page
 
-router = APIRouter(prefix="/compliance", tags=["compliance"], responses=AUTH_ERRORS)
+router = PrefixRouter(prefix="/compliance", tags=["compliance"], responses=AUTH_ERRORS)
 
 From = Annotated[
     datetime | None,

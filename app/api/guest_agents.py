@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, status
+from fastapi import status
 
 from app.api.deps import Ctx, CurrentPrincipal, Pagination, Session
 from app.api.openapi import AUTH_ERRORS, CONFLICT, NOT_FOUND
+from app.api.routing import PrefixRouter
 from app.guests.schemas import GuestAgentCreate, GuestAgentCreated, GuestAgentRead
 from app.guests.service import GuestAgentService
 from app.pagination import Page
 
-router = APIRouter(prefix="/guest-agents", tags=["guest agents"], responses=AUTH_ERRORS)
+router = PrefixRouter(prefix="/guest-agents", tags=["guest agents"], responses=AUTH_ERRORS)
 
 
 def _service(ctx: Ctx, session: Session) -> GuestAgentService:

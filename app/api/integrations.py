@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import Query, status
 
 from app.api.deps import Ctx, CurrentPrincipal, Pagination, Session
 from app.api.openapi import AUTH_ERRORS, CONFLICT, NOT_FOUND
+from app.api.routing import PrefixRouter
 from app.integrations.schemas import (
     DeliveryRead,
     DeliveryState,
@@ -20,7 +21,7 @@ from app.integrations.schemas import (
 from app.integrations.service import IntegrationService
 from app.pagination import Page
 
-router = APIRouter(prefix="/integrations", tags=["integrations"], responses=AUTH_ERRORS)
+router = PrefixRouter(prefix="/integrations", tags=["integrations"], responses=AUTH_ERRORS)
 
 
 def _service(ctx: Ctx, session: Session) -> IntegrationService:

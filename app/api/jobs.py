@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, status
+from fastapi import status
 
 from app.api.deps import Ctx, CurrentPrincipal, Pagination, Session
 from app.api.openapi import AUTH_ERRORS, CONFLICT, NOT_FOUND
+from app.api.routing import PrefixRouter
 from app.domain.jobs import JobKind, JobState
 from app.jobs.progress import job_read
 from app.jobs.repository import JobFilter
@@ -13,7 +14,7 @@ from app.jobs.schemas import JobCreate, JobRead
 from app.jobs.service import JobService
 from app.pagination import Page
 
-router = APIRouter(prefix="/jobs", tags=["jobs"], responses=AUTH_ERRORS)
+router = PrefixRouter(prefix="/jobs", tags=["jobs"], responses=AUTH_ERRORS)
 
 
 @router.get("", response_model=Page[JobRead], summary="Backup and restore jobs, newest first")

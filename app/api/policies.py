@@ -3,15 +3,16 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import Query, status
 
 from app.api.deps import Ctx, CurrentPrincipal, Pagination, Session
 from app.api.openapi import AUTH_ERRORS, CONFLICT, NOT_FOUND
+from app.api.routing import PrefixRouter
 from app.pagination import Page
 from app.policies.schemas import PolicyCreate, PolicyRead, PolicyUpdate
 from app.policies.service import PolicyService
 
-router = APIRouter(prefix="/policies", tags=["policies"], responses=AUTH_ERRORS)
+router = PrefixRouter(prefix="/policies", tags=["policies"], responses=AUTH_ERRORS)
 
 
 @router.get("", response_model=Page[PolicyRead], summary="List protection policies")

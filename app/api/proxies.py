@@ -3,15 +3,16 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import Query, status
 
 from app.api.deps import Ctx, CurrentPrincipal, Pagination, Session
 from app.api.openapi import AUTH_ERRORS, CONFLICT, NOT_FOUND
+from app.api.routing import PrefixRouter
 from app.pagination import Page
 from app.proxies.schemas import ProxyCreate, ProxyCreated, ProxyRead, ProxyUpdate
 from app.proxies.service import ProxyService
 
-router = APIRouter(prefix="/proxies", tags=["proxies"], responses=AUTH_ERRORS)
+router = PrefixRouter(prefix="/proxies", tags=["proxies"], responses=AUTH_ERRORS)
 
 
 @router.get("", response_model=Page[ProxyRead], summary="List proxies (operators)")

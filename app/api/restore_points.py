@@ -4,19 +4,20 @@ import uuid
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 from fastapi.responses import StreamingResponse
 
 from app.api.deps import Ctx, CurrentPrincipal, Pagination, Session
 from app.api.downloads import content_disposition
 from app.api.openapi import AUTH_ERRORS, NOT_FOUND
+from app.api.routing import PrefixRouter
 from app.browse.schemas import DiskVolumes, FileListing
 from app.pagination import Page
 from app.restore_points.repository import RestorePointFilter
 from app.restore_points.schemas import RestorePointRead
 from app.restore_points.service import RestorePointService, restore_point_read
 
-router = APIRouter(prefix="/restore-points", tags=["restore-points"], responses=AUTH_ERRORS)
+router = PrefixRouter(prefix="/restore-points", tags=["restore-points"], responses=AUTH_ERRORS)
 
 
 @router.get("", response_model=Page[RestorePointRead], summary="Restore points, newest first")

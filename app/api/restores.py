@@ -2,20 +2,21 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, status
+from fastapi import status
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 
 from app.api.deps import Ctx, CurrentPrincipal, Pagination, Session
 from app.api.downloads import content_disposition
 from app.api.openapi import AUTH_ERRORS, CONFLICT, NOT_FOUND
+from app.api.routing import PrefixRouter
 from app.domain.jobs import RestoreState
 from app.pagination import Page
 from app.restores.schemas import RestoreCreate, RestoreRead
 from app.restores.service import RestoreService, archive_of
 from app.schemas import InputModel
 
-router = APIRouter(prefix="/restores", tags=["restores"], responses=AUTH_ERRORS)
+router = PrefixRouter(prefix="/restores", tags=["restores"], responses=AUTH_ERRORS)
 
 
 @router.get("", response_model=Page[RestoreRead], summary="Restores, newest first")

@@ -3,15 +3,16 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import Query, status
 
 from app.api.deps import Ctx, CurrentPrincipal, Pagination, Session
 from app.api.openapi import AUTH_ERRORS, CONFLICT, NOT_FOUND
+from app.api.routing import PrefixRouter
 from app.pagination import Page
 from app.tenants.schemas import TenantCreate, TenantRead, TenantUpdate
 from app.tenants.service import TenantService
 
-router = APIRouter(prefix="/tenants", tags=["tenants"], responses=AUTH_ERRORS)
+router = PrefixRouter(prefix="/tenants", tags=["tenants"], responses=AUTH_ERRORS)
 
 
 @router.get("", response_model=Page[TenantRead], summary="List tenants (customers see their own)")

@@ -2,16 +2,17 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, status
+from fastapi import status
 
 from app.api.deps import Ctx, CurrentPrincipal, Pagination, Session
 from app.api.openapi import AUTH_ERRORS, CONFLICT, NOT_FOUND, UPSTREAM
+from app.api.routing import PrefixRouter
 from app.inventory.schemas import SyncReport
 from app.pagination import Page
 from app.vcenters.schemas import VCenterCreate, VCenterRead, VCenterTestResult, VCenterUpdate
 from app.vcenters.service import VCenterService
 
-router = APIRouter(prefix="/vcenters", tags=["vcenters"], responses=AUTH_ERRORS)
+router = PrefixRouter(prefix="/vcenters", tags=["vcenters"], responses=AUTH_ERRORS)
 
 
 @router.get("", response_model=Page[VCenterRead])

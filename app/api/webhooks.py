@@ -5,16 +5,17 @@ from __future__ import annotations
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import Depends, Query, Request, Response, status
 
 from app.api.deps import Ctx, Session
 from app.api.openapi import CONFLICT, NOT_FOUND, Problem
+from app.api.routing import PrefixRouter
 from app.auth.principal import Principal
 from app.integrations.schemas import Ticket
 from app.integrations.tickets import SignedTicket, TicketService
 from app.restores.schemas import RestoreRead
 
-router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+router = PrefixRouter(prefix="/webhooks", tags=["webhooks"])
 
 
 def _problem(description: str) -> dict[str, Any]:
