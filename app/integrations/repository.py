@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, delete, func, or_, select, update
+from sqlalchemy import Select, and_, bindparam, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -33,39 +34,54 @@ _EARLIER = aliased(Delivery, name="earlier")
 
 # The webhook's hot path runs these on every delivery: built once, with bound parameters, they
 # cost no Python to construct and their cache key is computed once (~0.1-0.2 ms a statement).
-_FOR_MESSAGE = (
-    select(Integration, WebhookReceipt.id, WebhookReceipt.restore_id, _RESTORE_OF_TICKET.id)
-    .outerjoin(
-        WebhookReceipt,
-        and_(
-            WebhookReceipt.integration_id == Integration.id,
-            WebhookReceipt.message_id == bindparam("message_id"),
-        ),
+# Built on first use, not at import: a foreign-key column takes its type from the column it
+# references only once that table is loaded, and a parameter compared with it before stays
+# untyped (SQLite then cannot bind a UUID).
+
+
+@functools.cache
+def _for_message() -> Select[tuple[Integration, uuid.UUID, uuid.UUID | None, uuid.UUID]]:
+    return (
+        select(Integration, WebhookReceipt.id, WebhookReceipt.restore_id, _RESTORE_OF_TICKET.id)
+        .outerjoin(
+            WebhookReceipt,
+            and_(
+                WebhookReceipt.integration_id == Integration.id,
+                WebhookReceipt.message_id == bindparam("message_id"),
+            ),
+        )
+        .outerjoin(
+            _RESTORE_OF_TICKET,
+            and_(
+                _RESTORE_OF_TICKET.integration_id == Integration.id,
+                _RESTORE_OF_TICKET.ticket_id == bindparam("ticket_id"),
+            ),
+        )
+        .where(Integration.id == bindparam("integration_id"))
     )
-    .outerjoin(
-        _RESTORE_OF_TICKET,
-        and_(
-            _RESTORE_OF_TICKET.integration_id == Integration.id,
-            _RESTORE_OF_TICKET.ticket_id == bindparam("ticket_id"),
-        ),
-    )
-    .where(Integration.id == bindparam("integration_id"))
-)
-_POINT_OF_VM = POINT_WITH_VM.where(
-    RestorePoint.id == bindparam("point_id"),
-    RestorePoint.vm_id == bindparam("vm_id"),
-    RestorePoint.tenant_id == bindparam("tenant_id"),
-)
-_POINT_AT = (
-    POINT_WITH_VM.where(
+
+
+@functools.cache
+def _point_of_vm() -> Select[tuple[RestorePoint, VirtualMachine]]:
+    return POINT_WITH_VM.where(
+        RestorePoint.id == bindparam("point_id"),
         RestorePoint.vm_id == bindparam("vm_id"),
         RestorePoint.tenant_id == bindparam("tenant_id"),
-        RestorePoint.kind == bindparam("kind"),
-        RestorePoint.created_at <= bindparam("at"),
     )
-    .order_by(RestorePoint.created_at.desc(), RestorePoint.id)
-    .limit(1)
-)
+
+
+@functools.cache
+def _point_at() -> Select[tuple[RestorePoint, VirtualMachine]]:
+    return (
+        POINT_WITH_VM.where(
+            RestorePoint.vm_id == bindparam("vm_id"),
+            RestorePoint.tenant_id == bindparam("tenant_id"),
+            RestorePoint.kind == bindparam("kind"),
+            RestorePoint.created_at <= bindparam("at"),
+        )
+        .order_by(RestorePoint.created_at.desc(), RestorePoint.id)
+        .limit(1)
+    )
 
 
 def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
@@ -143,7 +159,7 @@ class IntegrationRepository:
         returned), and the restore of this ticket if there is one: one round trip on the
         webhook's hot path (ids only; the restore is loaded when one is to be returned)."""
         params = {"integration_id": integration_id, "message_id": message_id, "ticket_id": ticket_id or ""}
-        row = (await self.session.execute(_FOR_MESSAGE, params)).tuples().first()
+        row = (await self.session.execute(_for_message(), params)).tuples().first()
         if row is None:
             return None
         integration, receipt_id, receipt_restore_id, ticket_restore_id = row
@@ -175,7 +191,7 @@ class IntegrationRepository:
     ) -> tuple[RestorePoint, VirtualMachine] | None:
         """The point and its VM, if it is one of this tenant's VM's."""
         params = {"tenant_id": tenant_id, "vm_id": vm_id, "point_id": point_id}
-        row = (await self.session.execute(_POINT_OF_VM, params)).tuples().first()
+        row = (await self.session.execute(_point_of_vm(), params)).tuples().first()
         return (row[0], row[1]) if row is not None else None
 
     async def point_at(
@@ -183,7 +199,7 @@ class IntegrationRepository:
     ) -> tuple[RestorePoint, VirtualMachine] | None:
         """This tenant's VM's latest point of ``kind`` taken at or before ``at``, and the VM."""
         params = {"tenant_id": tenant_id, "vm_id": vm_id, "kind": kind, "at": at}
-        row = (await self.session.execute(_POINT_AT, params)).tuples().first()
+        row = (await self.session.execute(_point_at(), params)).tuples().first()
         return (row[0], row[1]) if row is not None else None
 
     # -- outbound: what to emit -------------------------------------------------------------------

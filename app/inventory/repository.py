@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -19,15 +20,21 @@ from app.pagination import PageRequest
 from app.policies.models import Policy
 from app.proxies.models import Proxy, proxy_hosts
 
-# A restore to a new location checks its host and datastore together: one round trip, built once.
-_HOST_AND_DATASTORE = (
-    select(Host, Datastore)
-    .outerjoin(
-        Datastore,
-        and_(Datastore.id == bindparam("datastore_id"), Datastore.tenant_id == bindparam("tenant_id")),
+
+@functools.cache
+def _host_and_datastore() -> Select[tuple[Host, Datastore]]:
+    """A restore to a new location checks its host and datastore together: one round trip,
+    built once. Built on first use, not at import: a foreign-key column takes its type from the
+    column it references only once that table is loaded, and a bound parameter compared with it
+    earlier stays untyped (SQLite then cannot bind a UUID)."""
+    return (
+        select(Host, Datastore)
+        .outerjoin(
+            Datastore,
+            and_(Datastore.id == bindparam("datastore_id"), Datastore.tenant_id == bindparam("tenant_id")),
+        )
+        .where(Host.id == bindparam("host_id"), Host.tenant_id == bindparam("tenant_id"))
     )
-    .where(Host.id == bindparam("host_id"), Host.tenant_id == bindparam("tenant_id"))
-)
 
 
 @dataclass(frozen=True)
@@ -122,7 +129,7 @@ class InventoryRepository:
     ) -> tuple[Host | None, Datastore | None]:
         """This tenant's host and datastore; (None, None) when the host is not the tenant's."""
         params = {"host_id": host_id, "datastore_id": datastore_id, "tenant_id": tenant_id}
-        row = (await self.session.execute(_HOST_AND_DATASTORE, params)).tuples().first()
+        row = (await self.session.execute(_host_and_datastore(), params)).tuples().first()
         return (row[0], row[1]) if row is not None else (None, None)
 
     async def hosts_by_ids(self, host_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Host]:
