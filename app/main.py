@@ -215,24 +215,19 @@ def _freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def _build_route_tables(app: FastAPI) -> None:
+def _build_route_tables(app: FastAPI, paths: list[str]) -> None:
     """Have every router build its lookup tables now rather than on the first request.
 
     FastAPI builds an included router's table of effective routes lazily, on the first request
     that reaches it: ~120 ms for ours, paid by whichever request comes first to each process (a
     new replica behind a load balancer answered its first requests 100-300 ms late). A path that
-    no route serves walks them all.
+    no route serves walks every router it gets past; a router that turns away paths outside its
+    prefix (PrefixRouter) needs one such path under its prefix.
     """
-    scope = {
-        "type": "http",
-        "method": "GET",
-        "path": "/\x00",
-        "root_path": "",
-        "headers": [],
-        "query_string": b"",
-    }
-    for route in app.router.routes:
-        route.matches({**scope, "app": app})
+    scope = {"type": "http", "method": "GET", "root_path": "", "headers": [], "query_string": b""}
+    for path in paths:
+        for route in app.router.routes:
+            route.matches({**scope, "path": path, "app": app})
 
 
 def create_app(settings: Settings | None = None, ctx: AppContext | None = None) -> FastAPI:
@@ -257,7 +252,7 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
             tasks.append(embedded_task)
             tasks.append(asyncio.create_task(_stop_on_drain(app, embedded), name="drain-watch"))
         if own_ctx:  # a server process (tests that bring their own context share theirs)
-            _build_route_tables(app)
+            _build_route_tables(app, warm_up_paths)
             _freeze_startup_objects()
         try:
             yield
@@ -292,28 +287,34 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
     # Records mutating requests and 401s, and gives every response an X-Request-ID.
     app.add_middleware(AuditMiddleware)
     api = PrefixRouter(prefix=API_PREFIX, mount="")
-    for module in (
-        tenants,
-        api_keys,
-        vcenters,
-        inventory,
-        policies,
-        proxies,
-        guest_agents,
-        jobs,
-        restore_points,
-        restores,
-        change_requests,
-        compliance,
-        events,
-        audit,
-        alerts,
-        integrations,
-        webhooks,
-        agent,
-    ):
-        api.include_router(module.router)
+    routers = [
+        module.router
+        for module in (
+            tenants,
+            api_keys,
+            vcenters,
+            inventory,
+            policies,
+            proxies,
+            guest_agents,
+            jobs,
+            restore_points,
+            restores,
+            change_requests,
+            compliance,
+            events,
+            audit,
+            alerts,
+            integrations,
+            webhooks,
+            agent,
+        )
+    ]
+    for router in routers:
+        api.include_router(router)
     app.include_router(api)
+    # A path under each router that no route serves (the lifespan warms the route tables with them).
+    warm_up_paths = ["/\x00", *(f"{r.gate}/\x00" for r in [api, *routers] if isinstance(r, PrefixRouter))]
     app.include_router(health.router)
     app.include_router(metrics.router)
     return app

@@ -27,7 +27,8 @@ class PrefixRouter(APIRouter):
         super().__init__(**kwargs)
         if not self.prefix:
             raise ValueError("a PrefixRouter needs a prefix to turn paths away by")
-        self._gate = mount + self.prefix
+        #: What every path this router serves starts with (the mount and the prefix).
+        self.gate = mount + self.prefix
 
     def add_api_route(self, path: str, *args: Any, **kwargs: Any) -> None:
         if path and not path.startswith("/"):
@@ -38,7 +39,7 @@ class PrefixRouter(APIRouter):
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         path: str = scope["path"]
-        gate = self._gate
+        gate = self.gate
         if path != gate and not path.startswith(gate + "/"):
             return Match.NONE, {}
         return super().matches(scope)
