@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+import anyio
+import anyio.lowlevel
 from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -47,6 +49,7 @@ from app.context import AppContext
 from app.crypto import SecretBox, load_or_create_server_key
 from app.db.engine import create_engine, create_sessionmaker
 from app.db.migrate import upgrade_to_head_async
+from app.db.warmup import warm_pool
 from app.integrations.deliverer import DeliveryLoop
 from app.integrations.emitter import EventEmitterLoop
 from app.proxies.service import ensure_embedded_proxy
@@ -252,6 +255,10 @@ def create_app(settings: Settings | None = None, ctx: AppContext | None = None) 
             tasks.append(embedded_task)
             tasks.append(asyncio.create_task(_stop_on_drain(app, embedded), name="drain-watch"))
         if own_ctx:  # a server process (tests that bring their own context share theirs)
+            await warm_pool(context.engine)
+            # Imports anyio's asyncio backend, which FastAPI's dependencies use: 20-35 ms that
+            # the first request would otherwise wait for, with the event loop blocked.
+            await anyio.lowlevel.checkpoint()
             _build_route_tables(app, warm_up_paths)
             _freeze_startup_objects()
         try:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import aliased
 
 from app.compliance.models import RestoreSla
 from app.db.dialect import insert_ignoring_conflicts, lock_for_claim
+from app.db.warmup import hot_statement
 from app.integrations.models import Delivery, Integration, WebhookReceipt
 from app.inventory.models import VirtualMachine
 from app.pagination import PageRequest
@@ -39,6 +40,7 @@ _EARLIER = aliased(Delivery, name="earlier")
 # untyped (SQLite then cannot bind a UUID).
 
 
+@hot_statement
 @functools.cache
 def _for_message() -> Select[tuple[Integration, uuid.UUID, uuid.UUID | None, uuid.UUID]]:
     return (
@@ -61,6 +63,7 @@ def _for_message() -> Select[tuple[Integration, uuid.UUID, uuid.UUID | None, uui
     )
 
 
+@hot_statement
 @functools.cache
 def _point_of_vm() -> Select[tuple[RestorePoint, VirtualMachine]]:
     return POINT_WITH_VM.where(
@@ -70,6 +73,7 @@ def _point_of_vm() -> Select[tuple[RestorePoint, VirtualMachine]]:
     )
 
 
+@hot_statement
 @functools.cache
 def _point_at() -> Select[tuple[RestorePoint, VirtualMachine]]:
     return (

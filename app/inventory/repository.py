@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Select, and_, bindparam, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.warmup import hot_statement
 from app.domain.protection import tag_matches
 from app.inventory.models import Datastore, Host, VirtualMachine, vm_datastores
 from app.jobs.models import Job
@@ -21,6 +22,7 @@ from app.policies.models import Policy
 from app.proxies.models import Proxy, proxy_hosts
 
 
+@hot_statement
 @functools.cache
 def _host_and_datastore() -> Select[tuple[Host, Datastore]]:
     """A restore to a new location checks its host and datastore together: one round trip,
