@@ -120,14 +120,21 @@ class AgentChannel:
         if proxy.kind == AgentKind.GUEST.value:
             return await self._reserve_for_guest(proxy, capacity, now)
         await serialize_claims(self.session)
-        free = min(capacity, proxy.max_concurrent_jobs - await self.jobs.running_for_proxy(proxy.id, now))
+        own, running_backups = await self.jobs.running_load(proxy.id, now)
+        free = min(capacity, proxy.max_concurrent_jobs - own)
         if free <= 0:
             return []
         candidates = await self.jobs.claimable(proxy, now, free * 4 + 16)
         if not candidates:
             return []
-        usage = await self._usage(now)
-        placement = await self.jobs.placement([j.vm_id for j in candidates if j.kind == JobKind.BACKUP.value])
+        # One look-up places the running backups (what the limits count) and the candidates.
+        placement = await self.jobs.placement(
+            [*running_backups, *(j.vm_id for j in candidates if j.kind == JobKind.BACKUP.value)]
+        )
+        usage = Usage(self.limits)
+        for vm_id in dict.fromkeys(running_backups):
+            if vm_id in placement:
+                usage.add(*placement[vm_id])
         chosen: list[ClaimCandidate] = []
         for job in candidates:
             if len(chosen) >= free:
@@ -172,13 +179,6 @@ class AgentChannel:
                 assignments.append(assignment)
         await self.session.flush()
         return assignments
-
-    async def _usage(self, now: datetime) -> Usage:
-        running = await self.jobs.running_backup_vm_ids(now)
-        usage = Usage(self.limits)
-        for host_id, datastore_ids in (await self.jobs.placement(running)).values():
-            usage.add(host_id, datastore_ids)
-        return usage
 
     async def _assignment(self, job: Job, proxy: Proxy) -> JobAssignment | None:
         try:

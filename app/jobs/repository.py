@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Select, and_, func, select, update
+from sqlalchemy import Select, Update, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.dialect import lock_for_claim
 from app.domain.jobs import (
     GUEST_JOB_KINDS,
     PRIORITY,
@@ -84,6 +84,143 @@ class ClaimCandidate(NamedTuple):
 
 _CANDIDATE_COLUMNS = (Job.id, Job.kind, Job.vm_id, Job.restore_id, Job.priority, Job.created_at)
 
+# The agent channel's statements are built once, with bound parameters, on first use: a claim
+# or a completion runs a dozen of them, and building one and computing its cache key cost more
+# CPU than PostgreSQL spends running it (docs/benchmarks.md, scheduler, sixth round). Not at
+# import: a foreign-key column takes its type from the column it references only once that
+# table is loaded, and a parameter compared with it earlier stays untyped (SQLite then cannot
+# bind a UUID).
+
+
+@functools.cache
+def _job_by_id(scoped: bool) -> Select[tuple[Job]]:
+    stmt = select(Job).where(Job.id == bindparam("job_id"))
+    return stmt.where(Job.tenant_id == bindparam("scope")) if scoped else stmt
+
+
+@functools.cache
+def _jobs_by_ids() -> Select[tuple[Job]]:
+    return (
+        select(Job)
+        .where(Job.id.in_(bindparam("job_ids", expanding=True)))
+        .execution_options(populate_existing=True)
+    )
+
+
+@functools.cache
+def _running_on_proxy() -> Select[tuple[int]]:
+    return select(func.count()).where(
+        Job.proxy_id == bindparam("proxy_id"),
+        Job.state == JobState.RUNNING.value,
+        Job.lease_expires_at >= bindparam("now"),
+    )
+
+
+@functools.cache
+def _running_load() -> Select[tuple[uuid.UUID, str, uuid.UUID | None]]:
+    return select(Job.vm_id, Job.kind, Job.proxy_id).where(
+        Job.state == JobState.RUNNING.value,
+        Job.lease_expires_at >= bindparam("now"),
+        or_(Job.kind == JobKind.BACKUP.value, Job.proxy_id == bindparam("proxy_id")),
+    )
+
+
+@functools.cache
+def _claimable(scope: str, columns: str) -> Select[Any]:
+    """What a proxy may take now, most urgent first (see :meth:`JobRepository.claimable`).
+
+    ``scope``: ``guest`` (an agent's own VM), ``all`` (a proxy of every host) or ``hosts`` (the
+    proxy's hosts). ``columns``: ``peek`` (ids, no locks) or ``claim`` (candidate columns,
+    row-locked, skip locked; SQLite renders no lock, its write lock serialises claims).
+    Parameters: ``now``, ``limit``, and ``vm_id`` or ``proxy_id`` by scope.
+    """
+    due = and_(
+        Job.state == JobState.QUEUED.value,
+        Job.not_before <= bindparam("now"),
+        Job.cancel_requested.is_(False),
+    )
+    guest_kinds = [k.value for k in GUEST_JOB_KINDS]
+    if scope == "guest":
+        # A guest agent works for its own VM only (by ix_jobs_vm_state), and only on guest jobs.
+        where = and_(due, Job.vm_id == bindparam("vm_id"), Job.kind.in_(guest_kinds))
+    elif scope == "all":
+        where = and_(due, Job.kind.not_in(guest_kinds))
+    else:
+        served = select(proxy_hosts.c.host_id).where(proxy_hosts.c.proxy_id == bindparam("proxy_id"))
+        where = and_(due, Job.kind.not_in(guest_kinds), Job.dispatch_host_id.in_(served))
+    stmt = (
+        select(*(_CANDIDATE_COLUMNS if columns == "claim" else (Job.id,)))
+        .where(where)
+        .order_by(Job.priority, Job.created_at, Job.id)
+        .limit(bindparam("limit"))
+    )
+    return stmt.with_for_update(skip_locked=True, of=Job) if columns == "claim" else stmt
+
+
+@functools.cache
+def _start_claimed() -> Update:
+    assert can_transition(JobState.QUEUED, JobState.RUNNING)
+    return (
+        update(Job)
+        .where(Job.id.in_(bindparam("job_ids", expanding=True)), Job.state == JobState.QUEUED.value)
+        .values(
+            state=JobState.RUNNING.value,
+            proxy_id=bindparam("to_proxy"),
+            lease_expires_at=bindparam("lease_until"),
+            started_at=func.coalesce(Job.started_at, bindparam("at")),
+            attempt=Job.attempt + 1,
+            progress_at=bindparam("at"),
+            phase="claimed",
+        )
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _transition(current: str, target: str, expect_proxy: bool, columns: tuple[str, ...]) -> Update:
+    """A compare-and-set of a job's state, by the columns it sets (few combinations: one per call
+    site). Parameters: ``job_id``, ``from_attempt``, ``expect_proxy`` and ``set_<column>``."""
+    stmt = update(Job).where(
+        Job.id == bindparam("job_id"), Job.state == current, Job.attempt == bindparam("from_attempt")
+    )
+    if expect_proxy:
+        stmt = stmt.where(Job.proxy_id == bindparam("expect_proxy"))
+    # RETURNING the row refreshes the job in place (populate_existing): no SELECT after.
+    return (
+        stmt.values(state=target, **{c: bindparam(f"set_{c}") for c in columns})
+        .returning(Job)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _progress(columns: tuple[str, ...]) -> Update:
+    return (
+        update(Job)
+        .where(
+            Job.id == bindparam("job_id"),
+            Job.proxy_id == bindparam("on_proxy"),
+            Job.state == JobState.RUNNING.value,
+        )
+        .values({c: bindparam(f"set_{c}") for c in columns})
+        .execution_options(synchronize_session=False)
+    )
+
+
+@functools.cache
+def _vm_hosts() -> Select[tuple[uuid.UUID, uuid.UUID | None]]:
+    return select(VirtualMachine.id, VirtualMachine.host_id).where(
+        VirtualMachine.id.in_(bindparam("vm_ids", expanding=True))
+    )
+
+
+@functools.cache
+def _vm_datastores() -> Select[tuple[uuid.UUID, uuid.UUID]]:
+    return select(vm_datastores.c.vm_id, vm_datastores.c.datastore_id).where(
+        vm_datastores.c.vm_id.in_(bindparam("vm_ids", expanding=True))
+    )
+
 
 class JobRepository:
     def __init__(self, session: AsyncSession) -> None:
@@ -94,10 +231,8 @@ class JobRepository:
         await self.session.flush()
 
     async def get(self, job_id: uuid.UUID, scope: uuid.UUID | None = None) -> Job | None:
-        stmt = select(Job).where(Job.id == job_id)
-        if scope is not None:
-            stmt = stmt.where(Job.tenant_id == scope)
-        return (await self.session.execute(stmt)).scalar_one_or_none()
+        params = {"job_id": job_id, "scope": scope}
+        return (await self.session.execute(_job_by_id(scope is not None), params)).scalar_one_or_none()
 
     async def list_page(
         self, scope: uuid.UUID | None, f: JobFilter, page: PageRequest
@@ -129,37 +264,35 @@ class JobRepository:
 
     async def running_for_proxy(self, proxy_id: uuid.UUID, now: datetime) -> int:
         """Jobs holding a live lease on this proxy (a lapsed one is not running anywhere)."""
-        stmt = select(func.count()).where(
-            Job.proxy_id == proxy_id, Job.state == JobState.RUNNING.value, Job.lease_expires_at >= now
-        )
-        return int((await self.session.execute(stmt)).scalar_one())
+        params = {"proxy_id": proxy_id, "now": now}
+        return int((await self.session.execute(_running_on_proxy(), params)).scalar_one())
 
-    def _claimable_queries(self, proxy: Proxy, now: datetime, limit: int) -> list[Select[tuple[Job]]]:
-        """The queries whose union is what ``proxy`` may take now, each most urgent first.
+    async def running_load(self, proxy_id: uuid.UUID, now: datetime) -> tuple[int, list[uuid.UUID]]:
+        """What a claim counts, in one statement: jobs holding a live lease on this proxy, and the
+        VMs of every backup holding one anywhere (per host and datastore limits)."""
+        rows = await self.session.execute(_running_load(), {"proxy_id": proxy_id, "now": now})
+        own, backups = 0, []
+        for vm_id, kind, on_proxy in rows.tuples():
+            own += on_proxy == proxy_id
+            if kind == JobKind.BACKUP.value:
+                backups.append(vm_id)
+        return own, backups
+
+    @staticmethod
+    def _claim_scope(proxy: Proxy) -> tuple[str, dict[str, Any]]:
+        """Which of :func:`_claimable`'s searches is the proxy's, and its parameters.
 
         A job's host is decided at claim time (VMs move): the restore target host, else the host
-        the VM runs on now. For a proxy of some hosts the search starts from those hosts (their
-        VMs by ``vms.host_id``, then each VM's queued jobs by ``ix_jobs_vm_state``), so its cost
-        follows the proxy's share of the queue, not the queue's length. Jobs whose lease lapsed
-        come back through the reaper, which re-queues them.
+        the VM runs on now (``dispatch_host_id``, kept current by inventory syncs). For a proxy
+        of some hosts the search starts from those hosts, so its cost follows the proxy's share
+        of the queue, not the queue's length. Jobs whose lease lapsed come back through the
+        reaper, which re-queues them.
         """
-        due = and_(Job.state == JobState.QUEUED.value, Job.not_before <= now, Job.cancel_requested.is_(False))
-        urgent_first = (Job.priority, Job.created_at, Job.id)
-        guest_kinds = [k.value for k in GUEST_JOB_KINDS]
         if proxy.kind == AgentKind.GUEST.value:
-            # A guest agent works for its own VM only (by ix_jobs_vm_state), and only on guest jobs.
-            mine = select(Job).where(due, Job.vm_id == proxy.vm_id, Job.kind.in_(guest_kinds))
-            return [mine.order_by(*urgent_first).limit(limit)]
-        due = and_(due, Job.kind.not_in(guest_kinds))
+            return "guest", {"vm_id": proxy.vm_id}
         if proxy.serves_all_hosts:
-            return [select(Job).where(due).order_by(*urgent_first).limit(limit)]
-        served_hosts = select(proxy_hosts.c.host_id).where(proxy_hosts.c.proxy_id == proxy.id)
-        return [
-            select(Job)
-            .where(due, Job.dispatch_host_id.in_(served_hosts))
-            .order_by(*urgent_first)
-            .limit(limit)
-        ]
+            return "all", {}
+        return "hosts", {"proxy_id": proxy.id}
 
     async def refresh_dispatch_hosts(
         self, vm_ids: Sequence[uuid.UUID] | None = None, *, vcenter_id: uuid.UUID | None = None
@@ -191,29 +324,21 @@ class JobRepository:
             )
         return int(getattr(await self.session.execute(stmt), "rowcount", 0) or 0)
 
-    async def claimable(
-        self, proxy: Proxy, now: datetime, limit: int, *, lock: bool = True
-    ) -> list[ClaimCandidate]:
-        """Jobs this proxy may take now, most urgent first; row-locked (skip locked) when ``lock``.
+    async def claimable(self, proxy: Proxy, now: datetime, limit: int) -> list[ClaimCandidate]:
+        """Jobs this proxy may take now, most urgent first, row-locked (skip locked).
 
         Plain rows of the few columns a claim decides on, not ORM objects: a claim looks at up to
         ``free * 4 + 16`` candidates and takes one or two (each object cost as much CPU as a
         statement)."""
-        found: list[ClaimCandidate] = []
-        for stmt in self._claimable_queries(proxy, now, limit):
-            rows = stmt.with_only_columns(*_CANDIDATE_COLUMNS)
-            if lock:
-                rows = lock_for_claim(rows, self.session, Job)
-            found.extend(ClaimCandidate(*row) for row in (await self.session.execute(rows)).tuples())
-        found.sort(key=lambda j: (j.priority, j.created_at, j.id))
-        return found[:limit]
+        scope, params = self._claim_scope(proxy)
+        rows = await self.session.execute(_claimable(scope, "claim"), {**params, "now": now, "limit": limit})
+        return [ClaimCandidate(*row) for row in rows.tuples()]
 
     async def any_claimable(self, proxy: Proxy, now: datetime) -> bool:
         """A lock-free peek, so that an idle long-poll never queues for the claim lock."""
-        for stmt in self._claimable_queries(proxy, now, 1):
-            if (await self.session.execute(stmt.with_only_columns(Job.id))).first() is not None:
-                return True
-        return False
+        scope, params = self._claim_scope(proxy)
+        rows = await self.session.execute(_claimable(scope, "peek"), {**params, "now": now, "limit": 1})
+        return rows.first() is not None
 
     async def start_claimed(
         self, job_ids: list[uuid.UUID], proxy_id: uuid.UUID, now: datetime, lease_expires_at: datetime
@@ -224,23 +349,8 @@ class JobRepository:
         """
         if not job_ids:
             return []
-        assert can_transition(JobState.QUEUED, JobState.RUNNING)
-        stmt = (
-            update(Job)
-            .where(Job.id.in_(job_ids), Job.state == JobState.QUEUED.value)
-            .values(
-                state=JobState.RUNNING.value,
-                proxy_id=proxy_id,
-                lease_expires_at=lease_expires_at,
-                started_at=func.coalesce(Job.started_at, now),
-                attempt=Job.attempt + 1,
-                progress_at=now,
-                phase="claimed",
-            )
-            .returning(Job.id)
-            .execution_options(synchronize_session=False)
-        )
-        return list((await self.session.execute(stmt)).scalars())
+        params = {"job_ids": job_ids, "to_proxy": proxy_id, "lease_until": lease_expires_at, "at": now}
+        return list((await self.session.execute(_start_claimed(), params)).scalars())
 
     async def vm_host(self, vm_id: uuid.UUID) -> uuid.UUID | None:
         """The host a VM runs on now (a new proxy job's dispatch host)."""
@@ -250,21 +360,9 @@ class JobRepository:
     async def get_many(self, job_ids: list[uuid.UUID]) -> list[Job]:
         if not job_ids:
             return []
-        rows = await self.session.execute(
-            select(Job).where(Job.id.in_(job_ids)).execution_options(populate_existing=True)
-        )
+        rows = await self.session.execute(_jobs_by_ids(), {"job_ids": job_ids})
         by_id = {job.id: job for job in rows.scalars()}
         return [by_id[i] for i in job_ids if i in by_id]
-
-    async def running_backup_vm_ids(self, now: datetime) -> list[uuid.UUID]:
-        rows = await self.session.execute(
-            select(Job.vm_id).where(
-                Job.kind == JobKind.BACKUP.value,
-                Job.state == JobState.RUNNING.value,
-                Job.lease_expires_at >= now,
-            )
-        )
-        return list(rows.scalars())
 
     async def placement(
         self, vm_ids: list[uuid.UUID]
@@ -272,18 +370,12 @@ class JobRepository:
         """Where VMs run now: their host and datastores (what concurrency limits count)."""
         if not vm_ids:
             return {}
-        unique = set(vm_ids)
-        hosts = await self.session.execute(
-            select(VirtualMachine.id, VirtualMachine.host_id).where(VirtualMachine.id.in_(unique))
-        )
+        params = {"vm_ids": list(set(vm_ids))}
+        hosts = await self.session.execute(_vm_hosts(), params)
         out: dict[uuid.UUID, tuple[uuid.UUID | None, set[uuid.UUID]]] = {
             vm_id: (host_id, set()) for vm_id, host_id in hosts.tuples()
         }
-        stores = await self.session.execute(
-            select(vm_datastores.c.vm_id, vm_datastores.c.datastore_id).where(
-                vm_datastores.c.vm_id.in_(unique)
-            )
-        )
+        stores = await self.session.execute(_vm_datastores(), params)
         for vm_id, datastore_id in stores.tuples():
             if vm_id in out:
                 out[vm_id][1].add(datastore_id)
@@ -305,22 +397,18 @@ class JobRepository:
         current = JobState(job.state)
         if not can_transition(current, target):
             return False
-        stmt = update(Job).where(Job.id == job.id, Job.state == current.value, Job.attempt == job.attempt)
-        if expect_proxy is not None:
-            stmt = stmt.where(Job.proxy_id == expect_proxy)
-        # RETURNING the row refreshes ``job`` in place (populate_existing): no SELECT after.
-        stmt = (
-            stmt.values(state=target.value, **values)
-            .returning(Job)
-            .execution_options(synchronize_session=False, populate_existing=True)
-        )
-        return (await self.session.execute(stmt)).scalar_one_or_none() is not None
+        columns = tuple(sorted(values))
+        stmt = _transition(current.value, target.value, expect_proxy is not None, columns)
+        params = {
+            "job_id": job.id,
+            "from_attempt": job.attempt,
+            "expect_proxy": expect_proxy,
+            **{f"set_{c}": values[c] for c in columns},
+        }
+        return (await self.session.execute(stmt, params)).scalar_one_or_none() is not None
 
     async def update_progress(self, job_id: uuid.UUID, proxy_id: uuid.UUID, **values: Any) -> bool:
-        result = await self.session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.proxy_id == proxy_id, Job.state == JobState.RUNNING.value)
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
+        columns = tuple(sorted(values))
+        params = {"job_id": job_id, "on_proxy": proxy_id, **{f"set_{c}": values[c] for c in columns}}
+        result = await self.session.execute(_progress(columns), params)
         return bool(getattr(result, "rowcount", 0) == 1)

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import Select, bindparam, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.domain.jobs import AgentKind
 from app.inventory.models import Host
 from app.pagination import PageRequest
 from app.proxies.models import Proxy, proxy_hosts
+
+
+@functools.cache
+def _by_token_lookup() -> Select[tuple[Proxy]]:
+    return select(Proxy).where(Proxy.token_lookup_id == bindparam("lookup_id"))
 
 
 class ProxyRepository:
@@ -26,8 +32,9 @@ class ProxyRepository:
         return (await self.session.execute(select(Proxy).where(Proxy.name == name))).scalar_one_or_none()
 
     async def get_by_token_lookup(self, lookup_id: str) -> Proxy | None:
-        stmt = select(Proxy).where(Proxy.token_lookup_id == lookup_id)
-        return (await self.session.execute(stmt)).scalar_one_or_none()
+        """Every agent request authenticates through here: the statement is built once."""
+        stmt = _by_token_lookup()
+        return (await self.session.execute(stmt, {"lookup_id": lookup_id})).scalar_one_or_none()
 
     async def list_page(
         self, page: PageRequest, host_id: uuid.UUID | None, name_contains: str | None
