@@ -39,6 +39,18 @@ def _host_and_datastore() -> Select[tuple[Host, Datastore]]:
     )
 
 
+@functools.cache
+def _vm_by_id(scoped: bool) -> Select[tuple[VirtualMachine]]:
+    """A VM by id (every job assignment reads its VM's): built once, like the statements above."""
+    stmt = select(VirtualMachine).where(VirtualMachine.id == bindparam("vm_id"))
+    return stmt.where(VirtualMachine.tenant_id == bindparam("scope")) if scoped else stmt
+
+
+@functools.cache
+def _vm_name() -> Select[tuple[str]]:
+    return select(VirtualMachine.name).where(VirtualMachine.id == bindparam("vm_id"))
+
+
 @dataclass(frozen=True)
 class HostFilter:
     vcenter_id: uuid.UUID | None = None
@@ -263,10 +275,12 @@ class InventoryRepository:
         return await self._page(stmt, (VirtualMachine.name, VirtualMachine.id), page)
 
     async def get_vm(self, vm_id: uuid.UUID, scope: uuid.UUID | None) -> VirtualMachine | None:
-        stmt = select(VirtualMachine).where(VirtualMachine.id == vm_id)
-        if scope is not None:
-            stmt = stmt.where(VirtualMachine.tenant_id == scope)
-        return (await self.session.execute(stmt)).scalar_one_or_none()
+        params = {"vm_id": vm_id, "scope": scope}
+        return (await self.session.execute(_vm_by_id(scope is not None), params)).scalar_one_or_none()
+
+    async def vm_name(self, vm_id: uuid.UUID) -> str | None:
+        """Only the name (a restore point keeps it), not the whole row."""
+        return (await self.session.execute(_vm_name(), {"vm_id": vm_id})).scalar_one_or_none()
 
     async def policy_names(self, policy_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
         if not policy_ids:

@@ -125,8 +125,7 @@ class JobResults:
             )
 
     async def _vm_name(self, job: Job) -> str:
-        vm = await self.inventory.get_vm(job.vm_id, None)
-        return vm.name if vm else ""
+        return await self.inventory.vm_name(job.vm_id) or ""
 
 
 async def queue_copy(jobs: JobRepository, point: RestorePoint, now: datetime) -> None:

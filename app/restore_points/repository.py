@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.inventory.models import VirtualMachine
@@ -26,6 +27,17 @@ class RestorePointFilter:
     created_after: datetime | None = None
     created_before: datetime | None = None
     kind: str | None = None
+
+
+@functools.cache
+def _latest_for_vm() -> Select[tuple[RestorePoint]]:
+    """Built once, on first use (every backup's assignment reads its VM's previous point)."""
+    return (
+        select(RestorePoint)
+        .where(RestorePoint.vm_id == bindparam("vm_id"), RestorePoint.kind == bindparam("kind"))
+        .order_by(RestorePoint.created_at.desc(), RestorePoint.id)
+        .limit(1)
+    )
 
 
 class RestorePointRepository:
@@ -54,13 +66,8 @@ class RestorePointRepository:
 
     async def latest_for_vm(self, vm_id: uuid.UUID, kind: str = "image") -> RestorePoint | None:
         """The VM's newest point of ``kind`` (image points chain CBT, application points chunking)."""
-        stmt = (
-            select(RestorePoint)
-            .where(RestorePoint.vm_id == vm_id, RestorePoint.kind == kind)
-            .order_by(RestorePoint.created_at.desc(), RestorePoint.id)
-            .limit(1)
-        )
-        return (await self.session.execute(stmt)).scalar_one_or_none()
+        params = {"vm_id": vm_id, "kind": kind}
+        return (await self.session.execute(_latest_for_vm(), params)).scalar_one_or_none()
 
     async def list_page(
         self, scope: uuid.UUID | None, f: RestorePointFilter, page: PageRequest
