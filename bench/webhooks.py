@@ -209,7 +209,7 @@ async def post_ticket(
 
 
 async def idle(server: Server, tickets: Tickets, n: int) -> dict[str, Any]:
-    latencies = []
+    latencies: list[float] = []
     first: list[float] = []  # the process's first tickets: what it has yet to compile and open
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
         for i in range(n + 3):
@@ -238,7 +238,8 @@ async def open_loop(
 
     target = f"{TICKETS}?integration={tickets.integration['id']}"
 
-    async def one(client: RawClient, kind: str, message_id: str, body: bytes, due: float) -> None:
+    async def one(replica: int, kind: str, message_id: str, body: bytes, due: float) -> None:
+        client = replicas.clients[replica]
         sent = loop.time()
         try:
             status, _ = await asyncio.wait_for(
@@ -253,6 +254,7 @@ async def open_loop(
         results.append(
             {
                 "kind": kind,
+                "replica": replica,
                 "status": status,
                 "ok": status == expected[kind],
                 "error": error,
@@ -277,7 +279,8 @@ async def open_loop(
             if delay > 0:
                 await asyncio.sleep(delay)
             kind, message_id, body = tickets.pick(args.retries)
-            tasks.append(asyncio.create_task(one(replicas.next(), kind, message_id, body, due)))
+            replicas.next()
+            tasks.append(asyncio.create_task(one(replicas.turn, kind, message_id, body, due)))
         await asyncio.gather(*tasks)
         elapsed = loop.time() - start
         cpu = meter.stop()
@@ -314,12 +317,21 @@ def _slow_seconds(ok: list[dict[str, Any]], over_s: float = 0.050) -> list[dict[
     tail spread over the run is queueing, one bunched in a second or two is a stall."""
     slow: dict[int, list[float]] = {}
     lag: dict[int, float] = {}
+    replicas: dict[int, Counter[int]] = {}
     for r in ok:
         if r["latency_s"] > over_s:
-            slow.setdefault(int(r["at_s"]), []).append(r["latency_s"])
-            lag[int(r["at_s"])] = max(lag.get(int(r["at_s"]), 0.0), r["lag_s"])
+            sec = int(r["at_s"])
+            slow.setdefault(sec, []).append(r["latency_s"])
+            lag[sec] = max(lag.get(sec, 0.0), r["lag_s"])
+            replicas.setdefault(sec, Counter())[r["replica"]] += 1
     return [
-        {"second": sec, "slow": len(v), "max_s": max(v), "max_send_lag_s": lag[sec]}
+        {
+            "second": sec,
+            "slow": len(v),
+            "max_s": max(v),
+            "max_send_lag_s": lag[sec],
+            "by_replica": dict(sorted(replicas[sec].items())),
+        }
         for sec, v in sorted(slow.items(), key=lambda kv: -max(kv[1]))
     ]
 
@@ -394,13 +406,20 @@ def report(results: dict[str, Any]) -> str:
         )
     )
     slow = last.get("slow_seconds", [])
+    replicas = int(results["args"]["replicas"])
     parts.append(
         f"Headline run: answers over 50 ms fell in {len(slow)} of its {last['duration_s']:g} seconds"
         + (
             "; worst: "
             + ", ".join(
                 f"second {s['second']} ({s['slow']} slow, max {ms(s['max_s'])} ms, "
-                f"sent up to {ms(s['max_send_lag_s'])} ms late)"
+                f"sent up to {ms(s['max_send_lag_s'])} ms late"
+                + (
+                    ", by replica " + "/".join(str(s["by_replica"].get(n, 0)) for n in range(replicas))
+                    if replicas > 1
+                    else ""
+                )
+                + ")"
                 for s in slow[:5]
             )
             if slow
