@@ -31,7 +31,7 @@ HOT_STATEMENTS: list[Callable[[], Select[Any]]] = []
 
 def hot_statement(builder: StatementBuilder) -> StatementBuilder:
     """Register a statement builder (a ``functools.cache``'d function of no arguments returning a
-    SELECT) for the start-up warm-up. Run with every parameter NULL, it matches no row."""
+    SELECT) for the start-up warm-up. Run with its unset parameters NULL, it matches no row."""
     HOT_STATEMENTS.append(builder)
     return builder
 
