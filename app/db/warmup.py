@@ -12,6 +12,7 @@ cannot run without rows to write.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
@@ -36,21 +37,22 @@ def hot_statement(builder: StatementBuilder) -> StatementBuilder:
     return builder
 
 
-async def warm_pool(engine: AsyncEngine) -> int:
+async def warm_pool(engine: AsyncEngine, timeout_s: float = 10.0) -> int:
     """Open the pool's steady connections and run each hot statement once on each; returns how
-    many connections were opened.
+    many connections were opened (0 when the warm-up failed).
 
     Every connection is held until all are open (else the pool would hand back the same one),
     and its transaction is rolled back at once, so that SQLite's write lock (BEGIN IMMEDIATE) is
-    not held across the loop. A failure is logged, not raised: the process still starts and
-    ``/readyz`` says what is wrong with the catalog.
+    not held across the loop. A failure, or a catalog that does not answer within ``timeout_s``
+    (the driver's own connect timeout is a minute), is logged, not raised: the process still
+    starts at once and ``/readyz`` says what is wrong with the catalog.
     """
     pool = engine.sync_engine.pool
     size = pool.size() if isinstance(pool, QueuePool) else 1
     statements = [builder() for builder in HOT_STATEMENTS]
     params = [s.compile(dialect=engine.dialect).params for s in statements]  # unset: None
     try:
-        async with contextlib.AsyncExitStack() as held:
+        async with asyncio.timeout(timeout_s), contextlib.AsyncExitStack() as held:
             for _ in range(size):
                 conn = await held.enter_async_context(engine.connect())
                 async with AsyncSession(bind=conn) as session:
@@ -59,6 +61,7 @@ async def warm_pool(engine: AsyncEngine) -> int:
                         await session.execute(statement, values)
                 await conn.rollback()
     except Exception as exc:  # start anyway: readiness reports the catalog
-        log.warning("could not prepare the catalog's connections at start-up: %s", exc)
+        reason = f"no answer in {timeout_s:g} s" if isinstance(exc, TimeoutError) else str(exc)
+        log.warning("could not prepare the catalog's connections at start-up: %s", reason)
         return 0
     return size

@@ -3,6 +3,8 @@ has run on each before the first request, and a catalog that fails it does not s
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,6 +16,7 @@ from sqlalchemy.pool import QueuePool
 
 import app.integrations.repository as integrations
 import app.inventory.repository as inventory
+from app.db.engine import create_engine
 from app.db.warmup import HOT_STATEMENTS, hot_statement, warm_pool
 
 
@@ -72,3 +75,30 @@ async def test_a_failing_warm_up_is_logged_and_the_catalog_still_serves(
     assert engine.sync_engine.pool.checkedout() == 0
     async with engine.connect() as conn:
         assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
+
+
+async def test_a_catalog_that_does_not_answer_delays_the_start_only_until_the_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A real socket that accepts and never speaks (a server stuck, or a firewall that drops):
+    the driver alone would wait a minute before the process could listen."""
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    engine = create_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{port}/test")
+    try:
+        started = time.monotonic()
+        assert await warm_pool(engine, timeout_s=0.5) == 0
+        assert time.monotonic() - started < 5
+    finally:
+        await engine.dispose()
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert accepted  # it did try the catalog
+    assert "no answer in 0.5 s" in caplog.text
