@@ -14,7 +14,8 @@ signature checks. What it does (it reports what it reaches and asserts nothing):
    database (restore jobs stay queued: the measurement is the webhook's, not the restores'),
    requests spread round-robin as a load balancer would, and creates the tenant's integration
    through ``POST /api/v1/integrations`` (inbound only: no URL).
-3. **Idle**: ``--idle`` tickets one at a time (service time without queueing).
+3. **Idle**: ``--idle`` tickets one at a time (service time without queueing), after three
+   reported apart: the process's first, which pay for what it has yet to compile and open.
 4. **Open loop**: tickets at ``--rate`` per second for ``--duration`` s, each sent at its scheduled
    instant whatever the previous answers (latency counts from that instant, so a slow server is
    not hidden by a slow sender). Each is signed (Standard Webhooks: HMAC-SHA256 over id,
