@@ -438,8 +438,9 @@ class ComplianceRepository:
         # Two steps, each materialized: inlined, each use of a VM column in the status expression
         # would run its correlated subquery (latest point, open span) again, and each count by
         # status below would derive the status again (the whole query ten times slower). The
-        # second step carries only what the groups need: copying every column of 10,000 rows
-        # from one step to the next cost more than deriving the anchor twice in the status.
+        # second step carries only what the groups need, and derives the anchor inside the
+        # status: a third step that copied every column of 10,000 rows once more, for the anchor
+        # alone, made the query 10-20% slower (docs/benchmarks.md, scheduler, sixth round).
         vms = self._vm_period_select(f, lo, hi).cte("report_vms").prefix_with("MATERIALIZED")
         v = vms.c
         per_vm = (
