@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-import anyio
 import anyio.lowlevel
 from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
