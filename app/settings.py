@@ -13,6 +13,8 @@ from pathlib import Path
 from pydantic import Field, IPvAnyNetwork, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.pagination import DEFAULT_COUNT_LIMIT
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="VMR_", extra="ignore")
@@ -73,6 +75,12 @@ class Settings(BaseSettings):
         description="Backups running at once on one datastore (snapshots hurt production I/O).",
     )
     limit_global: int = Field(default=100, ge=1, description="Backups running at once in the whole service.")
+    list_count_limit: int = Field(
+        default=DEFAULT_COUNT_LIMIT,
+        ge=1,
+        description="Matches a list counts for its total before it stops (a page then says "
+        "total_exact: false); callers may ask for the exact count with exact_total=true.",
+    )
     guest_freeze_timeout_s: float = Field(
         default=60.0,
         gt=0,

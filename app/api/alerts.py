@@ -28,6 +28,4 @@ async def list_alerts(
     tenant_id: uuid.UUID | None = None,
 ) -> Page[AlertRead]:
     items, total = await AlertService(session).list_page(principal, state, kind, tenant_id, page)
-    return Page(
-        items=[AlertRead.model_validate(a) for a in items], total=total, limit=page.limit, offset=page.offset
-    )
+    return Page.of([AlertRead.model_validate(a) for a in items], total, page)

@@ -29,9 +29,7 @@ async def list_keys(
     items, total = await ApiKeyService(session, ctx.clock).list_page(
         principal, page, tenant_id, role, include_revoked
     )
-    return Page(
-        items=[ApiKeyRead.model_validate(k) for k in items], total=total, limit=page.limit, offset=page.offset
-    )
+    return Page.of([ApiKeyRead.model_validate(k) for k in items], total, page)
 
 
 @router.post(

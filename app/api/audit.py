@@ -55,4 +55,4 @@ async def list_audit_events(
         outcome=outcome.value if outcome else None,
     )
     items, total = await AuditService(session).list_page(principal, f, page)
-    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+    return Page.of(items, total, page)

@@ -27,12 +27,7 @@ async def list_change_requests(
     state: Annotated[str | None, Query(pattern="^(pending|approved|rejected|cancelled)$")] = None,
 ) -> Page[ChangeRequestRead]:
     items, total = await ChangeRequestService(session, ctx.clock).list_page(principal, tenant_id, state, page)
-    return Page(
-        items=[ChangeRequestRead.model_validate(i) for i in items],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return Page.of([ChangeRequestRead.model_validate(i) for i in items], total, page)
 
 
 @router.post(

@@ -85,7 +85,7 @@ async def rpo_breaches(
         to=to,
         page=page,
     )
-    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+    return Page.of(items, total, page)
 
 
 @router.get(
@@ -127,12 +127,7 @@ async def restore_slas(
     _, items = await ComplianceService(session, ctx.clock).restore_slas(
         principal, tenant_id=tenant_id, vm_id=vm_id, policy_id=policy_id, status=status, from_=from_, to=to
     )
-    return Page(
-        items=items[page.offset : page.offset + page.limit],
-        total=len(items),
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return Page.of(items[page.offset : page.offset + page.limit], len(items), page, exact=True)
 
 
 @router.get(

@@ -105,10 +105,19 @@ PollingProxy = Annotated[Proxy, Depends(_polling_agent)]
 
 
 async def _page(
+    ctx: Ctx,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page.")] = 50,
     offset: Annotated[int, Query(ge=0, description="Items to skip.")] = 0,
+    exact_total: Annotated[
+        bool,
+        Query(
+            description="Count every match for total. By default the count stops at the service's "
+            "list count limit (10,000 unless configured) and total_exact says whether it did."
+        ),
+    ] = False,
 ) -> PageRequest:
-    return PageRequest(limit=limit, offset=offset)
+    count_limit = None if exact_total else ctx.settings.list_count_limit
+    return PageRequest(limit=limit, offset=offset, count_limit=count_limit)
 
 
 Pagination = Annotated[PageRequest, Depends(_page)]

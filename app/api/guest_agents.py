@@ -26,7 +26,7 @@ async def list_guest_agents(
 ) -> Page[GuestAgentRead]:
     service = _service(ctx, session)
     items, total = await service.list_page(principal, vm_id, page)
-    return Page(items=await service.to_read(items), total=total, limit=page.limit, offset=page.offset)
+    return Page.of(await service.to_read(items), total, page)
 
 
 @router.post(

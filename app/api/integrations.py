@@ -46,7 +46,7 @@ async def list_integrations(
 ) -> Page[IntegrationRead]:
     service = _service(ctx, session)
     items, total = await service.list_page(principal, tenant_id, page)
-    return Page(items=[service.to_read(i) for i in items], total=total, limit=page.limit, offset=page.offset)
+    return Page.of([service.to_read(i) for i in items], total, page)
 
 
 @router.post(
@@ -125,12 +125,7 @@ async def list_deliveries(
     state: Annotated[DeliveryState | None, Query(description="pending, delivered or failed")] = None,
 ) -> Page[DeliveryRead]:
     items, total = await _service(ctx, session).deliveries_page(principal, integration_id, state, page)
-    return Page(
-        items=[DeliveryRead.model_validate(d) for d in items],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return Page.of([DeliveryRead.model_validate(d) for d in items], total, page)
 
 
 @router.post(

@@ -44,7 +44,7 @@ async def list_hosts(
         include_gone=include_gone,
     )
     items, total = await InventoryService(session, ctx.liveness).list_hosts(principal, f, page)
-    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+    return Page.of(items, total, page)
 
 
 @router.get("/hosts/{host_id}", response_model=HostRead, responses=NOT_FOUND)
@@ -74,7 +74,7 @@ async def list_datastores(
         include_gone=include_gone,
     )
     items, total = await InventoryService(session, ctx.liveness).list_datastores(principal, f, page)
-    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+    return Page.of(items, total, page)
 
 
 @router.get("/datastores/{datastore_id}", response_model=DatastoreRead, responses=NOT_FOUND)
@@ -116,7 +116,7 @@ async def list_vms(
         include_gone=include_gone,
     )
     items, total = await InventoryService(session, ctx.liveness).list_vms(principal, f, page)
-    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+    return Page.of(items, total, page)
 
 
 @router.get("/vms/{vm_id}", response_model=VmRead, responses=NOT_FOUND)

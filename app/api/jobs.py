@@ -38,7 +38,7 @@ async def list_jobs(
     )
     items, total = await JobService(session, ctx.clock).list_page(principal, f, page)
     now = ctx.clock.now()
-    return Page(items=[job_read(j, now) for j in items], total=total, limit=page.limit, offset=page.offset)
+    return Page.of([job_read(j, now) for j in items], total, page)
 
 
 @router.post(

@@ -27,7 +27,7 @@ async def list_policies(
 ) -> Page[PolicyRead]:
     service = PolicyService(session, ctx.clock)
     items, total = await service.list_page(principal, page, tenant_id, enabled, q)
-    return Page(items=await service.to_read(items), total=total, limit=page.limit, offset=page.offset)
+    return Page.of(await service.to_read(items), total, page)
 
 
 @router.post(

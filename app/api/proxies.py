@@ -26,7 +26,7 @@ async def list_proxies(
 ) -> Page[ProxyRead]:
     service = ProxyService(session, ctx.clock, ctx.liveness)
     items, total = await service.list_page(principal, page, host_id, q)
-    return Page(items=await service.to_read(items), total=total, limit=page.limit, offset=page.offset)
+    return Page.of(await service.to_read(items), total, page)
 
 
 @router.post(

@@ -39,9 +39,7 @@ async def list_restore_points(
         kind=kind,
     )
     items, total = await RestorePointService(session).list_page(principal, f, page)
-    return Page(
-        items=[restore_point_read(p) for p in items], total=total, limit=page.limit, offset=page.offset
-    )
+    return Page.of([restore_point_read(p) for p in items], total, page)
 
 
 @router.get("/{restore_point_id}", response_model=RestorePointRead, responses=NOT_FOUND)

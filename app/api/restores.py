@@ -30,7 +30,7 @@ async def list_restores(
 ) -> Page[RestoreRead]:
     service = RestoreService(session, ctx.clock, ctx.box, ctx.files)
     items, total = await service.list_page(principal, vm_id, state.value if state else None, page)
-    return Page(items=await service.to_read(items), total=total, limit=page.limit, offset=page.offset)
+    return Page.of(await service.to_read(items), total, page)
 
 
 @router.post(

@@ -24,9 +24,7 @@ async def list_tenants(
     q: Annotated[str | None, Query(max_length=200, description="Name contains")] = None,
 ) -> Page[TenantRead]:
     items, total = await TenantService(session, ctx.clock).list_page(principal, page, q)
-    return Page(
-        items=[TenantRead.model_validate(t) for t in items], total=total, limit=page.limit, offset=page.offset
-    )
+    return Page.of([TenantRead.model_validate(t) for t in items], total, page)
 
 
 @router.post(

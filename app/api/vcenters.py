@@ -27,12 +27,7 @@ async def list_vcenters(
     items, total = await VCenterService(session, ctx.clock, ctx.box).list_page(
         principal, page, tenant_id, connection_status
     )
-    return Page(
-        items=[VCenterRead.model_validate(v) for v in items],
-        total=total,
-        limit=page.limit,
-        offset=page.offset,
-    )
+    return Page.of([VCenterRead.model_validate(v) for v in items], total, page)
 
 
 @router.post(

@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.models import AuditEvent
 from app.audit.schemas import AuditFilter
+from app.db.paging import count_matches
 from app.pagination import PageRequest
 
 
@@ -42,7 +43,7 @@ class AuditRepository:
             stmt = stmt.where(AuditEvent.at >= f.since)
         if f.until is not None:
             stmt = stmt.where(AuditEvent.at < f.until)
-        total = (await self.session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
+        total = await count_matches(self.session, stmt, page)
         rows = await self.session.execute(
             stmt.order_by(AuditEvent.at.desc(), AuditEvent.id.desc()).limit(page.limit).offset(page.offset)
         )

@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import ApiKey
+from app.db.paging import count_matches
 from app.pagination import PageRequest
 
 
@@ -43,7 +44,7 @@ class ApiKeyRepository:
             stmt = stmt.where(ApiKey.role == role)
         if not include_revoked:
             stmt = stmt.where(ApiKey.revoked_at.is_(None))
-        total = (await self.session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
+        total = await count_matches(self.session, stmt, page)
         rows = await self.session.execute(
             stmt.order_by(ApiKey.created_at, ApiKey.id).limit(page.limit).offset(page.offset)
         )

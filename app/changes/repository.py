@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.changes.models import ChangeRequest
+from app.db.paging import count_matches
 from app.pagination import PageRequest
 
 
@@ -43,7 +44,7 @@ class ChangeRequestRepository:
         ):
             if value is not None:
                 stmt = stmt.where(column == value)
-        total = (await self.session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
+        total = await count_matches(self.session, stmt, page)
         rows = await self.session.execute(
             stmt.order_by(ChangeRequest.created_at.desc(), ChangeRequest.id)
             .limit(page.limit)

@@ -15,11 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.compliance.models import ProtectionSpan, RestoreSla, RpoBreach
 from app.compliance.sql import TimeSql
 from app.db.dialect import insert_ignoring_conflicts
+from app.db.paging import count_matches
 from app.db.types import UTCDateTime
 from app.domain.compliance import AT_RISK_FRACTION, RpoStatus
 from app.domain.jobs import JobKind
 from app.inventory.models import Datastore, VirtualMachine, vm_datastores
 from app.jobs.models import Job
+from app.pagination import PageRequest
 from app.policies.models import Policy
 from app.proxies.models import Proxy, proxy_hosts
 from app.restore_points.models import RestorePoint
@@ -643,8 +645,7 @@ class ComplianceRepository:
         hi: datetime,
         cause: str | None,
         open_only: bool | None,
-        limit: int,
-        offset: int,
+        page: PageRequest,
     ) -> tuple[list[tuple[RpoBreach, str]], int]:
         stmt = (
             select(RpoBreach, VirtualMachine.name)
@@ -662,9 +663,9 @@ class ComplianceRepository:
                 stmt = stmt.where(column == value)
         if open_only is not None:
             stmt = stmt.where(RpoBreach.ended_at.is_(None) if open_only else RpoBreach.ended_at.is_not(None))
-        total = (await self.session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
+        total = await count_matches(self.session, stmt, page)
         rows = await self.session.execute(
-            stmt.order_by(RpoBreach.started_at.desc(), RpoBreach.id).limit(limit).offset(offset)
+            stmt.order_by(RpoBreach.started_at.desc(), RpoBreach.id).limit(page.limit).offset(page.offset)
         )
         return [(b, name) for b, name in rows.tuples()], total
 

@@ -330,8 +330,7 @@ class ComplianceService:
             bounds.hi,
             cause,
             open_only,
-            page.limit,
-            page.offset,
+            page,
         )
         return (
             Period(from_=bounds.lo, to=bounds.asked_to),

@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import ColumnElement, func, select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.paging import count_matches
 from app.domain.jobs import AgentKind
 from app.inventory.models import VirtualMachine
 from app.pagination import PageRequest
@@ -46,7 +47,7 @@ class GuestAgentRepository:
         stmt = select(Proxy).where(*self._guests(scope))
         if vm_id is not None:
             stmt = stmt.where(Proxy.vm_id == vm_id)
-        total = (await self.session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
+        total = await count_matches(self.session, stmt, page)
         rows = await self.session.execute(
             stmt.order_by(Proxy.created_at, Proxy.id).limit(page.limit).offset(page.offset)
         )

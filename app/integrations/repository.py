@@ -15,6 +15,7 @@ from sqlalchemy.orm import aliased
 
 from app.compliance.models import RestoreSla
 from app.db.dialect import insert_ignoring_conflicts, lock_for_claim
+from app.db.paging import count_matches
 from app.db.warmup import hot_statement
 from app.integrations.models import Delivery, Integration, WebhookReceipt
 from app.inventory.models import VirtualMachine
@@ -137,7 +138,7 @@ class IntegrationRepository:
         for value in (scope, tenant_id):
             if value is not None:
                 stmt = stmt.where(Integration.tenant_id == value)
-        total = (await self.session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
+        total = await count_matches(self.session, stmt, page)
         rows = await self.session.execute(
             stmt.order_by(Integration.created_at, Integration.id).limit(page.limit).offset(page.offset)
         )
@@ -351,7 +352,7 @@ class DeliveryRepository:
         stmt = select(Delivery).where(Delivery.integration_id == integration_id)
         if state is not None:
             stmt = stmt.where(Delivery.state == state)
-        total = (await self.session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
+        total = await count_matches(self.session, stmt, page)
         rows = await self.session.execute(
             stmt.order_by(Delivery.created_at.desc(), Delivery.sequence.desc(), Delivery.id)
             .limit(page.limit)

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Select, Update, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.paging import count_matches
 from app.domain.jobs import (
     GUEST_JOB_KINDS,
     PRIORITY,
@@ -248,7 +249,7 @@ class JobRepository:
         ):
             if value is not None:
                 stmt = stmt.where(column == value)
-        total = (await self.session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
+        total = await count_matches(self.session, stmt, page)
         rows = await self.session.execute(
             stmt.order_by(Job.created_at.desc(), Job.id).limit(page.limit).offset(page.offset)
         )

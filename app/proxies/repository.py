@@ -7,9 +7,10 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 
-from sqlalchemy import Select, bindparam, delete, func, insert, select
+from sqlalchemy import Select, bindparam, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.paging import count_matches
 from app.domain.jobs import AgentKind
 from app.inventory.models import Host
 from app.pagination import PageRequest
@@ -46,7 +47,7 @@ class ProxyRepository:
             )
         if name_contains:
             stmt = stmt.where(Proxy.name.icontains(name_contains, autoescape=True))
-        total = (await self.session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
+        total = await count_matches(self.session, stmt, page)
         rows = await self.session.execute(
             stmt.order_by(Proxy.name, Proxy.id).limit(page.limit).offset(page.offset)
         )

@@ -7,9 +7,10 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Select, bindparam, func, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.paging import count_matches
 from app.inventory.models import VirtualMachine
 from app.pagination import PageRequest
 from app.restore_points.models import RestorePoint
@@ -85,7 +86,7 @@ class RestorePointRepository:
             stmt = stmt.where(RestorePoint.created_at >= f.created_after)
         if f.created_before is not None:
             stmt = stmt.where(RestorePoint.created_at < f.created_before)
-        total = (await self.session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
+        total = await count_matches(self.session, stmt, page)
         rows = await self.session.execute(
             stmt.order_by(RestorePoint.created_at.desc(), RestorePoint.id)
             .limit(page.limit)

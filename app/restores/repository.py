@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.paging import count_matches
 from app.jobs.models import Job
 from app.pagination import PageRequest
 from app.restores.models import Restore
@@ -34,7 +35,7 @@ class RestoreRepository:
         for column, value in ((Restore.tenant_id, scope), (Restore.vm_id, vm_id), (Restore.state, state)):
             if value is not None:
                 stmt = stmt.where(column == value)
-        total = (await self.session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
+        total = await count_matches(self.session, stmt, page)
         rows = await self.session.execute(
             stmt.order_by(Restore.requested_at.desc(), Restore.id).limit(page.limit).offset(page.offset)
         )

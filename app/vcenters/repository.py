@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.paging import count_matches
 from app.pagination import PageRequest
 from app.vcenters.models import VCenter
 
@@ -40,7 +41,7 @@ class VCenterRepository:
             stmt = stmt.where(VCenter.tenant_id == tenant_id)
         if connection_status is not None:
             stmt = stmt.where(VCenter.connection_status == connection_status)
-        total = (await self.session.execute(select(func.count()).select_from(stmt.subquery()))).scalar_one()
+        total = await count_matches(self.session, stmt, page)
         rows = await self.session.execute(
             stmt.order_by(VCenter.name, VCenter.id).limit(page.limit).offset(page.offset)
         )
