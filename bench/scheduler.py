@@ -191,9 +191,58 @@ def _postgres_cpu() -> float:
 
 
 def _machine_busy() -> tuple[float, float]:
-    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    values = _cpu_times()
     idle = values[3] + values[4]
     return (sum(values) - idle) / CLK_TCK, sum(values) / CLK_TCK
+
+
+def _cpu_times() -> list[int]:
+    """The machine's cpu line of /proc/stat: user nice system idle iowait irq softirq steal ..."""
+    return [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+
+
+class StealSampler:
+    """The machine's CPU use and steal (time the hypervisor gave this VM's CPUs to others) in each
+    second of a run, so that a slow second can be told apart: our own work, or a host that took
+    the CPUs away."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, list[int]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, at: float) -> None:
+        """Sample at ``at`` (the run's start on the loop's clock) and every second after it."""
+        self._task = asyncio.create_task(self._run(at))
+
+    async def _run(self, at: float) -> None:
+        loop = asyncio.get_running_loop()
+        k = 0
+        while True:
+            delay = at + k - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self.samples.append((loop.time() - at, _cpu_times()))
+            k += 1
+
+    async def stop(self) -> list[dict[str, float]]:
+        """Per second: ``steal_pct`` and ``busy_pct`` (neither idle nor stolen) of all CPUs."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        out = []
+        for (t0, a), (_, b) in zip(self.samples, self.samples[1:], strict=False):
+            d = [y - x for x, y in zip(a, b, strict=False)]
+            total = sum(d[:8]) or 1
+            steal, idle = d[7], d[3] + d[4]
+            out.append(
+                {
+                    "second": round(t0),
+                    "steal_pct": 100 * steal / total,
+                    "busy_pct": 100 * (total - idle - steal) / total,
+                }
+            )
+        return out
 
 
 class CpuMeter:

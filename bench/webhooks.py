@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import random
 import sys
@@ -61,6 +62,7 @@ from bench.scheduler import (  # noqa: E402
     SECRET_KEY,
     CpuMeter,
     Server,
+    StealSampler,
     drop_database,
     log,
     migrate,
@@ -270,9 +272,11 @@ async def open_loop(
         args.db, {"serve": [s.proc.pid for s in servers], "sender (this process)": [os.getpid()]}
     )
     replicas = Replicas([s.url for s in servers])
+    machine = StealSampler()
     try:
         meter.start()
         start = loop.time() + 0.05
+        machine.start(start)
         tasks = []
         for i in range(int(rate * duration)):
             due = start + i / rate
@@ -286,6 +290,7 @@ async def open_loop(
         elapsed = loop.time() - start
         cpu = meter.stop()
     finally:
+        seconds = await machine.stop()
         await replicas.close()
     ok = [r for r in results if r["ok"]]
     latencies = [r["latency_s"] for r in ok]
@@ -308,14 +313,19 @@ async def open_loop(
         "service_p99_s": pct([r["service_s"] for r in ok], 99),
         "send_lag_p99_s": pct([r["lag_s"] for r in results], 99),
         "by_kind": by_kind,
-        "slow_seconds": _slow_seconds(ok),
+        "slow_seconds": _slow_seconds(ok, seconds),
+        "machine_seconds": seconds,
         "cpu": cpu,
     }
 
 
-def _slow_seconds(ok: list[dict[str, Any]], over_s: float = 0.050) -> list[dict[str, Any]]:
+def _slow_seconds(
+    ok: list[dict[str, Any]], machine: list[dict[str, float]], over_s: float = 0.050
+) -> list[dict[str, Any]]:
     """The seconds of the run in which an answer took longer than ``over_s``, worst first: a
-    tail spread over the run is queueing, one bunched in a second or two is a stall."""
+    tail spread over the run is queueing, one bunched in a second or two is a stall; the
+    machine's steal in that second tells whether the host took the CPUs away."""
+    steal = {m["second"]: m["steal_pct"] for m in machine}
     slow: dict[int, list[float]] = {}
     lag: dict[int, float] = {}
     replicas: dict[int, Counter[int]] = {}
@@ -332,9 +342,21 @@ def _slow_seconds(ok: list[dict[str, Any]], over_s: float = 0.050) -> list[dict[
             "max_s": max(v),
             "max_send_lag_s": lag[sec],
             "by_replica": dict(sorted(replicas[sec].items())),
+            "steal_pct": steal.get(sec, math.nan),
         }
         for sec, v in sorted(slow.items(), key=lambda kv: -max(kv[1]))
     ]
+
+
+def _steal_line(machine: list[dict[str, float]]) -> str:
+    if not machine:
+        return ""
+    steals = sorted(m["steal_pct"] for m in machine)
+    worst = max(machine, key=lambda m: m["steal_pct"])
+    return (
+        f" CPU steal per second over the run: median {steals[len(steals) // 2]:.0f}%, "
+        f"max {worst['steal_pct']:.0f}% (second {worst['second']})."
+    )
 
 
 def report(results: dict[str, Any]) -> str:
@@ -414,7 +436,7 @@ def report(results: dict[str, Any]) -> str:
             "; worst: "
             + ", ".join(
                 f"second {s['second']} ({s['slow']} slow, max {ms(s['max_s'])} ms, "
-                f"sent up to {ms(s['max_send_lag_s'])} ms late"
+                f"sent up to {ms(s['max_send_lag_s'])} ms late, CPU steal {s['steal_pct']:.0f}%"
                 + (
                     ", by replica " + "/".join(str(s["by_replica"].get(n, 0)) for n in range(replicas))
                     if replicas > 1
@@ -427,6 +449,7 @@ def report(results: dict[str, Any]) -> str:
             else ""
         )
         + "."
+        + _steal_line(last.get("machine_seconds", []))
     )
     check = results["catalog"]
     parts.append(
