@@ -27,7 +27,8 @@ What it does (the figures of the scale issue; it reports what it reaches and ass
 5. **RPO report**: ``GET /api/v1/compliance/rpo?tenant_id=...`` for the whole tenant, sequentially,
    with the default page, ``limit=500`` and ``group_by=policy``; p50/p95/p99.
 6. **Mixed reads**: an open-loop generator (``bench/scheduler_load.py reads``) at ``--rate``
-   requests/s for ``--duration`` s of list/detail reads; p50/p95/p99 and errors.
+   requests/s for ``--duration`` s of list/detail reads, spread round-robin over every replica
+   still running (as a load balancer would); p50/p95/p99 and errors.
 
 Everything runs on this machine against loopback; every process is bounded in time and stopped
 at the end, and the scratch database is dropped unless ``--keep-db``. Results are printed as
@@ -782,17 +783,29 @@ async def rpo_in_process(engine: AsyncEngine, timer: SqlTimer, tenant_id: Any) -
 
 
 async def mixed_reads(
-    args: argparse.Namespace, server: Server, ids: dict[str, Any], rate: float, duration: float, profile: bool
+    args: argparse.Namespace,
+    servers: list[Server],
+    ids: dict[str, Any],
+    rate: float,
+    duration: float,
+    profile: bool,
 ) -> dict[str, Any]:
+    """Open-loop reads spread round-robin over ``servers`` (a load balancer's simplest policy)."""
+    server = servers[0]
     ids_file = args.workdir / "ids.json"
     ids_file.write_text(json.dumps(ids))
     out = args.workdir / f"reads-{rate:g}.json"
     spy = Spy(server.proc.pid, args.workdir / f"spy-reads-{rate:g}.txt", args.spy_rate) if profile else None
-    options = {"--server": server.url, "--ids": ids_file, "--rate": rate, "--duration": duration}
+    options = {
+        "--server": ",".join(s.url for s in servers),
+        "--ids": ids_file,
+        "--rate": rate,
+        "--duration": duration,
+    }
     options["--exclude"] = args.exclude
     gen = spawn_load("reads", {**options, "--out": out})
     # The generator has exited by stop(): its CPU is counted as a reaped child.
-    meter = CpuMeter(args.db, {"serve": [server.proc.pid]})
+    meter = CpuMeter(args.db, {"serve": [s.proc.pid for s in servers]})
     meter.start()
     try:
         await asyncio.to_thread(gen.wait, duration + 90)
@@ -810,6 +823,7 @@ async def mixed_reads(
     latencies = [r["latency_s"] for r in ok]
     return {
         "rate": rate,
+        "replicas": len(servers),
         "duration_s": duration,
         "sent": data["sent"],
         "answered": len(results),
@@ -978,7 +992,7 @@ def report(results: dict[str, Any]) -> str:
     for reads in [r for r in [*results.get("reads_sweep", []), results.get("reads")] if r]:
         rows.append(
             [
-                f"{reads['rate']:g}/s for {reads['duration_s']:g} s",
+                f"{reads['rate']:g}/s for {reads['duration_s']:g} s, {reads.get('replicas', 1)} replica(s)",
                 reads["sent"],
                 reads["ok"],
                 reads["sent"] - reads["answered"],
@@ -1098,11 +1112,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 for rate in [float(r) for r in args.sweep.split(",") if r]:
                     log(f"mixed reads at {rate:g}/s for {args.sweep_duration:g} s")
                     results["reads_sweep"].append(
-                        await mixed_reads(args, servers[0], ids, rate, args.sweep_duration, profile=False)
+                        await mixed_reads(args, servers, ids, rate, args.sweep_duration, profile=False)
                     )
                 log(f"mixed reads at {args.rate:g}/s for {args.duration:g} s")
                 results["reads"] = await mixed_reads(
-                    args, servers[0], ids, args.rate, args.duration, args.profile
+                    args, servers, ids, args.rate, args.duration, args.profile
                 )
         results["machine"]["loadavg_end"] = os.getloadavg()
         results["machine"]["cpu_probe_s_end"] = cpu_probe()

@@ -57,6 +57,7 @@ sys.path.insert(0, str(ROOT))
 
 from app.crypto import SecretBox  # noqa: E402
 from app.integrations.signing import sign  # noqa: E402
+from bench.rawhttp import Replicas  # noqa: E402
 from bench.scheduler import (  # noqa: E402
     PG,
     SECRET_KEY,
@@ -124,77 +125,6 @@ class Tickets:
         return "new", message_id, body
 
 
-class RawClient:
-    """A minimal HTTP/1.1 client over kept-alive loopback connections (one request at a time per
-    connection; a new connection when all are busy). The sender shares the 2 cores with the
-    server and PostgreSQL: httpx costs a few ms of CPU per request here, this a fraction of it."""
-
-    #: Connections idle longer than this are not reused (uvicorn closes them after 5 s).
-    KEEP_IDLE_S = 3.0
-
-    def __init__(self, url: str) -> None:
-        parsed = httpx.URL(url)
-        self.host, self.port = parsed.host, parsed.port or 80
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
-
-    async def _connection(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bool]:
-        now = time.monotonic()
-        while self.idle:
-            reader, writer, since = self.idle.pop()
-            if now - since < self.KEEP_IDLE_S and not reader.at_eof():
-                return reader, writer, True
-            writer.close()
-        reader, writer = await asyncio.open_connection(self.host, self.port)
-        return reader, writer, False
-
-    async def post(self, target: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
-        request = "\r\n".join(
-            [f"POST {target} HTTP/1.1", f"host: {self.host}:{self.port}", f"content-length: {len(body)}"]
-            + [f"{k}: {v}" for k, v in headers.items()]
-        )
-        for _ in range(2):
-            reader, writer, reused = await self._connection()
-            try:
-                writer.write(request.encode() + b"\r\n\r\n" + body)
-                head = await reader.readuntil(b"\r\n\r\n")
-            except (ConnectionError, asyncio.IncompleteReadError):
-                writer.close()
-                if reused:
-                    continue  # the server closed the kept-alive connection first: a new one
-                raise
-            status = int(head.split(b" ", 2)[1])
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            payload = await reader.readexactly(length) if length else b""
-            self.idle.append((reader, writer, time.monotonic()))
-            return status, payload
-        raise ConnectionError("no connection to the server")
-
-    async def close(self) -> None:
-        for _, writer, _ in self.idle:
-            writer.close()
-        self.idle.clear()
-
-
-class Replicas:
-    """Round-robin over the replicas' clients (a load balancer's simplest policy)."""
-
-    def __init__(self, urls: list[str]) -> None:
-        self.clients = [RawClient(u) for u in urls]
-        self.turn = 0
-
-    def next(self) -> RawClient:
-        self.turn = (self.turn + 1) % len(self.clients)
-        return self.clients[self.turn]
-
-    async def close(self) -> None:
-        for client in self.clients:
-            await client.close()
-
-
 def ticket_headers(integration: dict[str, Any], message_id: str, body: bytes) -> dict[str, str]:
     return {
         **sign(integration["secret"], message_id, datetime.now(UTC), body),
@@ -246,7 +176,8 @@ async def open_loop(
         sent = loop.time()
         try:
             status, _ = await asyncio.wait_for(
-                client.post(target, ticket_headers(tickets.integration, message_id, body), body), 30
+                client.request("POST", target, ticket_headers(tickets.integration, message_id, body), body),
+                30,
             )
             error = None
         except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
