@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.alerts.models import Alert
 from app.compliance.models import RpoBreach
 from app.db.dialect import insert_ignoring_conflicts
-from app.db.paging import count_matches
+from app.db.paging import fetch_page
 from app.domain.jobs import JobKind, JobState
 from app.domain.protection import ProtectionStatus
 from app.inventory.models import Datastore, VirtualMachine
@@ -91,11 +91,7 @@ class AlertRepository:
         for column, value in ((Alert.tenant_id, scope), (Alert.tenant_id, tenant_id), (Alert.kind, kind)):
             if value is not None:
                 stmt = stmt.where(column == value)
-        total = await count_matches(self.session, stmt, page)
-        rows = await self.session.execute(
-            stmt.order_by(Alert.opened_at.desc(), Alert.id.desc()).limit(page.limit).offset(page.offset)
-        )
-        return list(rows.scalars()), total
+        return await fetch_page(self.session, stmt, (Alert.opened_at.desc(), Alert.id.desc()), page)
 
 
 @dataclass(frozen=True)

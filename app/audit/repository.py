@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.audit.models import AuditEvent
 from app.audit.schemas import AuditFilter
-from app.db.paging import count_matches
+from app.db.paging import fetch_page
 from app.pagination import PageRequest
 
 
@@ -43,8 +43,4 @@ class AuditRepository:
             stmt = stmt.where(AuditEvent.at >= f.since)
         if f.until is not None:
             stmt = stmt.where(AuditEvent.at < f.until)
-        total = await count_matches(self.session, stmt, page)
-        rows = await self.session.execute(
-            stmt.order_by(AuditEvent.at.desc(), AuditEvent.id.desc()).limit(page.limit).offset(page.offset)
-        )
-        return list(rows.scalars()), total
+        return await fetch_page(self.session, stmt, (AuditEvent.at.desc(), AuditEvent.id.desc()), page)

@@ -9,7 +9,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import ApiKey
-from app.db.paging import count_matches
+from app.db.paging import fetch_page
 from app.pagination import PageRequest
 
 
@@ -44,11 +44,7 @@ class ApiKeyRepository:
             stmt = stmt.where(ApiKey.role == role)
         if not include_revoked:
             stmt = stmt.where(ApiKey.revoked_at.is_(None))
-        total = await count_matches(self.session, stmt, page)
-        rows = await self.session.execute(
-            stmt.order_by(ApiKey.created_at, ApiKey.id).limit(page.limit).offset(page.offset)
-        )
-        return list(rows.scalars()), total
+        return await fetch_page(self.session, stmt, (ApiKey.created_at, ApiKey.id), page)
 
     async def add(self, key: ApiKey) -> None:
         self.session.add(key)

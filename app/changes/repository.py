@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.changes.models import ChangeRequest
-from app.db.paging import count_matches
+from app.db.paging import fetch_page
 from app.pagination import PageRequest
 
 
@@ -44,10 +44,4 @@ class ChangeRequestRepository:
         ):
             if value is not None:
                 stmt = stmt.where(column == value)
-        total = await count_matches(self.session, stmt, page)
-        rows = await self.session.execute(
-            stmt.order_by(ChangeRequest.created_at.desc(), ChangeRequest.id)
-            .limit(page.limit)
-            .offset(page.offset)
-        )
-        return list(rows.scalars()), total
+        return await fetch_page(self.session, stmt, (ChangeRequest.created_at.desc(), ChangeRequest.id), page)

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.compliance.models import ProtectionSpan, RestoreSla, RpoBreach
 from app.compliance.sql import TimeSql
 from app.db.dialect import insert_ignoring_conflicts
-from app.db.paging import count_matches
+from app.db.paging import total_for_page
 from app.db.types import UTCDateTime
 from app.domain.compliance import AT_RISK_FRACTION, RpoStatus
 from app.domain.jobs import JobKind
@@ -663,11 +663,11 @@ class ComplianceRepository:
                 stmt = stmt.where(column == value)
         if open_only is not None:
             stmt = stmt.where(RpoBreach.ended_at.is_(None) if open_only else RpoBreach.ended_at.is_not(None))
-        total = await count_matches(self.session, stmt, page)
         rows = await self.session.execute(
             stmt.order_by(RpoBreach.started_at.desc(), RpoBreach.id).limit(page.limit).offset(page.offset)
         )
-        return [(b, name) for b, name in rows.tuples()], total
+        found = [(b, name) for b, name in rows.tuples()]
+        return found, await total_for_page(self.session, stmt, page, len(found))
 
     # restore SLA
 

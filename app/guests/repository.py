@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.paging import count_matches
+from app.db.paging import fetch_page
 from app.domain.jobs import AgentKind
 from app.inventory.models import VirtualMachine
 from app.pagination import PageRequest
@@ -47,11 +47,7 @@ class GuestAgentRepository:
         stmt = select(Proxy).where(*self._guests(scope))
         if vm_id is not None:
             stmt = stmt.where(Proxy.vm_id == vm_id)
-        total = await count_matches(self.session, stmt, page)
-        rows = await self.session.execute(
-            stmt.order_by(Proxy.created_at, Proxy.id).limit(page.limit).offset(page.offset)
-        )
-        return list(rows.scalars()), total
+        return await fetch_page(self.session, stmt, (Proxy.created_at, Proxy.id), page)
 
     async def vm_names(self, vm_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, str]:
         if not vm_ids:

@@ -15,7 +15,7 @@ from sqlalchemy.orm import aliased
 
 from app.compliance.models import RestoreSla
 from app.db.dialect import insert_ignoring_conflicts, lock_for_claim
-from app.db.paging import count_matches
+from app.db.paging import fetch_page
 from app.db.warmup import hot_statement
 from app.integrations.models import Delivery, Integration, WebhookReceipt
 from app.inventory.models import VirtualMachine
@@ -138,11 +138,7 @@ class IntegrationRepository:
         for value in (scope, tenant_id):
             if value is not None:
                 stmt = stmt.where(Integration.tenant_id == value)
-        total = await count_matches(self.session, stmt, page)
-        rows = await self.session.execute(
-            stmt.order_by(Integration.created_at, Integration.id).limit(page.limit).offset(page.offset)
-        )
-        return list(rows.scalars()), total
+        return await fetch_page(self.session, stmt, (Integration.created_at, Integration.id), page)
 
     async def delete(self, integration: Integration) -> None:
         await self.session.execute(delete(Integration).where(Integration.id == integration.id))
@@ -352,13 +348,9 @@ class DeliveryRepository:
         stmt = select(Delivery).where(Delivery.integration_id == integration_id)
         if state is not None:
             stmt = stmt.where(Delivery.state == state)
-        total = await count_matches(self.session, stmt, page)
-        rows = await self.session.execute(
-            stmt.order_by(Delivery.created_at.desc(), Delivery.sequence.desc(), Delivery.id)
-            .limit(page.limit)
-            .offset(page.offset)
+        return await fetch_page(
+            self.session, stmt, (Delivery.created_at.desc(), Delivery.sequence.desc(), Delivery.id), page
         )
-        return list(rows.scalars()), total
 
     async def get(self, integration_id: uuid.UUID, delivery_id: uuid.UUID) -> Delivery | None:
         stmt = select(Delivery).where(

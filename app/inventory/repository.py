@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Select, and_, bindparam, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.paging import count_matches
+from app.db.paging import fetch_page
 from app.db.warmup import hot_statement
 from app.domain.protection import tag_matches
 from app.inventory.models import Datastore, Host, VirtualMachine, vm_datastores
@@ -94,9 +94,7 @@ class InventoryRepository:
     async def _page(
         self, stmt: Select[Any], order: Sequence[Any], page: PageRequest
     ) -> tuple[list[Any], int]:
-        total = await count_matches(self.session, stmt, page)
-        rows = await self.session.execute(stmt.order_by(*order).limit(page.limit).offset(page.offset))
-        return list(rows.scalars()), total
+        return await fetch_page(self.session, stmt, order, page)
 
     # hosts
 

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import Select, Update, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.paging import count_matches
+from app.db.paging import fetch_page
 from app.domain.jobs import (
     GUEST_JOB_KINDS,
     PRIORITY,
@@ -249,11 +249,7 @@ class JobRepository:
         ):
             if value is not None:
                 stmt = stmt.where(column == value)
-        total = await count_matches(self.session, stmt, page)
-        rows = await self.session.execute(
-            stmt.order_by(Job.created_at.desc(), Job.id).limit(page.limit).offset(page.offset)
-        )
-        return list(rows.scalars()), total
+        return await fetch_page(self.session, stmt, (Job.created_at.desc(), Job.id), page)
 
     async def active_backup(self, vm_id: uuid.UUID, kind: JobKind = JobKind.BACKUP) -> Job | None:
         stmt = select(Job).where(

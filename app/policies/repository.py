@@ -7,7 +7,7 @@ import uuid
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.paging import count_matches
+from app.db.paging import fetch_page
 from app.inventory.models import VirtualMachine
 from app.pagination import PageRequest
 from app.policies.models import Policy
@@ -44,11 +44,7 @@ class PolicyRepository:
             stmt = stmt.where(Policy.enabled == enabled)
         if name_contains:
             stmt = stmt.where(Policy.name.icontains(name_contains, autoescape=True))
-        total = await count_matches(self.session, stmt, page)
-        rows = await self.session.execute(
-            stmt.order_by(Policy.name, Policy.id).limit(page.limit).offset(page.offset)
-        )
-        return list(rows.scalars()), total
+        return await fetch_page(self.session, stmt, (Policy.name, Policy.id), page)
 
     async def for_tenant(self, tenant_id: uuid.UUID) -> list[Policy]:
         rows = await self.session.execute(

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from sqlalchemy import Select, bindparam, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.paging import count_matches
+from app.db.paging import fetch_page
 from app.domain.jobs import AgentKind
 from app.inventory.models import Host
 from app.pagination import PageRequest
@@ -47,11 +47,7 @@ class ProxyRepository:
             )
         if name_contains:
             stmt = stmt.where(Proxy.name.icontains(name_contains, autoescape=True))
-        total = await count_matches(self.session, stmt, page)
-        rows = await self.session.execute(
-            stmt.order_by(Proxy.name, Proxy.id).limit(page.limit).offset(page.offset)
-        )
-        return list(rows.scalars()), total
+        return await fetch_page(self.session, stmt, (Proxy.name, Proxy.id), page)
 
     async def add(self, proxy: Proxy) -> None:
         self.session.add(proxy)

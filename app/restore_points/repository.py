@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.paging import count_matches
+from app.db.paging import fetch_page
 from app.inventory.models import VirtualMachine
 from app.pagination import PageRequest
 from app.restore_points.models import RestorePoint
@@ -86,10 +86,4 @@ class RestorePointRepository:
             stmt = stmt.where(RestorePoint.created_at >= f.created_after)
         if f.created_before is not None:
             stmt = stmt.where(RestorePoint.created_at < f.created_before)
-        total = await count_matches(self.session, stmt, page)
-        rows = await self.session.execute(
-            stmt.order_by(RestorePoint.created_at.desc(), RestorePoint.id)
-            .limit(page.limit)
-            .offset(page.offset)
-        )
-        return list(rows.scalars()), total
+        return await fetch_page(self.session, stmt, (RestorePoint.created_at.desc(), RestorePoint.id), page)

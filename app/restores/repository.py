@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.paging import count_matches
+from app.db.paging import fetch_page
 from app.jobs.models import Job
 from app.pagination import PageRequest
 from app.restores.models import Restore
@@ -35,11 +35,7 @@ class RestoreRepository:
         for column, value in ((Restore.tenant_id, scope), (Restore.vm_id, vm_id), (Restore.state, state)):
             if value is not None:
                 stmt = stmt.where(column == value)
-        total = await count_matches(self.session, stmt, page)
-        rows = await self.session.execute(
-            stmt.order_by(Restore.requested_at.desc(), Restore.id).limit(page.limit).offset(page.offset)
-        )
-        return list(rows.scalars()), total
+        return await fetch_page(self.session, stmt, (Restore.requested_at.desc(), Restore.id), page)
 
     async def mark_initiated(self, restore_ids: list[uuid.UUID], state: str, now: datetime) -> None:
         """Work started on a proxy: the moment the initiation clock stops (kept from a first attempt)."""

@@ -8,7 +8,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.models import ApiKey
-from app.db.paging import count_matches
+from app.db.paging import fetch_page
 from app.pagination import PageRequest
 from app.policies.models import Policy
 from app.tenants.models import Tenant
@@ -36,11 +36,7 @@ class TenantRepository:
             stmt = stmt.where(Tenant.id == scope)
         if name_contains:
             stmt = stmt.where(Tenant.name.icontains(name_contains, autoescape=True))
-        total = await count_matches(self.session, stmt, page)
-        rows = await self.session.execute(
-            stmt.order_by(Tenant.name, Tenant.id).limit(page.limit).offset(page.offset)
-        )
-        return list(rows.scalars()), total
+        return await fetch_page(self.session, stmt, (Tenant.name, Tenant.id), page)
 
     async def add(self, tenant: Tenant) -> None:
         self.session.add(tenant)

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.db.paging import count_matches
+from app.db.paging import fetch_page
 from app.pagination import PageRequest
 from app.vcenters.models import VCenter
 
@@ -41,11 +41,7 @@ class VCenterRepository:
             stmt = stmt.where(VCenter.tenant_id == tenant_id)
         if connection_status is not None:
             stmt = stmt.where(VCenter.connection_status == connection_status)
-        total = await count_matches(self.session, stmt, page)
-        rows = await self.session.execute(
-            stmt.order_by(VCenter.name, VCenter.id).limit(page.limit).offset(page.offset)
-        )
-        return list(rows.scalars()), total
+        return await fetch_page(self.session, stmt, (VCenter.name, VCenter.id), page)
 
     async def add(self, vcenter: VCenter) -> None:
         self.session.add(vcenter)

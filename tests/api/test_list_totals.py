@@ -4,11 +4,15 @@ enough to tell whether the requested page has a next one."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event
 
+from app.context import AppContext
 from app.settings import Settings
 from tests.support.app import CustomerFactory
 
@@ -90,3 +94,39 @@ async def test_a_bad_exact_total_is_a_422_problem(operator: httpx.AsyncClient) -
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
     assert "exact_total" in response.text
+
+
+@contextmanager
+def counted_statements(ctx: AppContext) -> Iterator[list[str]]:
+    """The SELECT count(...) statements the catalog runs inside the block."""
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT COUNT("):
+            seen.append(statement)
+
+    event.listen(ctx.engine.sync_engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(ctx.engine.sync_engine, "before_cursor_execute", record)
+
+
+async def test_a_page_that_is_not_full_tells_its_total_without_a_count(
+    ctx: AppContext, operator: httpx.AsyncClient
+) -> None:
+    for name in ("alpha", "beta", "gamma"):
+        assert (await operator.post("/api/v1/tenants", json={"name": name})).status_code == 201
+    with counted_statements(ctx) as counts:
+        short = await page(operator, "/api/v1/tenants", limit=10)
+        tail = await page(operator, "/api/v1/tenants", limit=2, offset=2)
+    assert (short["total"], short["total_exact"], len(short["items"])) == (3, True, 3)
+    assert (tail["total"], tail["total_exact"], [t["name"] for t in tail["items"]]) == (3, True, ["gamma"])
+    assert counts == []
+
+    with counted_statements(ctx) as counts:
+        full = await page(operator, "/api/v1/tenants", limit=3)
+        past_the_end = await page(operator, "/api/v1/tenants", limit=2, offset=10)
+    assert (full["total"], full["total_exact"], len(full["items"])) == (3, True, 3)
+    assert (past_the_end["total"], past_the_end["total_exact"], past_the_end["items"]) == (3, True, [])
+    assert len(counts) == 2
