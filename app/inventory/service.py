@@ -10,8 +10,15 @@ from app.auth.principal import Principal
 from app.domain.proxy_status import ProxyStatus
 from app.domain.space import SpaceStatus
 from app.errors import NotFound
-from app.inventory.models import Datastore, Host, VirtualMachine
-from app.inventory.repository import DatastoreFilter, HostFilter, InventoryRepository, VmFilter
+from app.inventory.models import Host, VirtualMachine
+from app.inventory.repository import (
+    DatastoreBrief,
+    DatastoreFilter,
+    HostBrief,
+    HostFilter,
+    InventoryRepository,
+    VmFilter,
+)
 from app.inventory.schemas import (
     DatastoreRead,
     DatastoreRef,
@@ -137,7 +144,7 @@ class InventoryService:
 
 
 def vm_warnings(
-    vm: VirtualMachine, host: Host | None, proxy_state: str, datastores: list[Datastore]
+    vm: VirtualMachine, host: HostBrief | None, proxy_state: str, datastores: list[DatastoreBrief]
 ) -> list[str]:
     """What stands between this VM and a successful backup, in words a user can act on."""
     warnings: list[str] = []
