@@ -22,8 +22,9 @@ class Job(IdMixin, Base):
         Index("ix_jobs_dispatch", "state", "dispatch_host_id", "priority", "created_at"),
         Index("ix_jobs_vm_state", "vm_id", "state"),
         # Lists are newest first, often per tenant: without these, a page sorts the whole table.
+        # Both end with id, the order's tie-break: a tick queues thousands of jobs at one instant.
         Index("ix_jobs_created", "created_at", "id"),
-        Index("ix_jobs_tenant_created", "tenant_id", "created_at"),
+        Index("ix_jobs_tenant_created", "tenant_id", "created_at", "id"),
         # One scheduled job per VM, kind and schedule slot, whatever the number of planners.
         Index("uq_jobs_vm_kind_slot", "vm_id", "kind", "scheduled_for", unique=True),
         # At most one active backup per VM: a double click or a racing planner cannot queue two.
@@ -47,7 +48,7 @@ class Job(IdMixin, Base):
     state: Mapped[str] = mapped_column(String(20))
     trigger: Mapped[str] = mapped_column(String(20))
     priority: Mapped[int] = mapped_column(Integer)
-    # No index of its own: ix_jobs_tenant_created (tenant_id, created_at) serves every lookup by tenant.
+    # No index of its own: ix_jobs_tenant_created (tenant_id, created_at, id) serves every lookup by tenant.
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id"))
     vm_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("vms.id"))
     policy_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("policies.id", ondelete="SET NULL"))

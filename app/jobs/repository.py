@@ -249,7 +249,8 @@ class JobRepository:
         ):
             if value is not None:
                 stmt = stmt.where(column == value)
-        return await fetch_page(self.session, stmt, (Job.created_at.desc(), Job.id), page)
+        # Both keys descending: the list indexes end with (created_at, id), read backwards.
+        return await fetch_page(self.session, stmt, (Job.created_at.desc(), Job.id.desc()), page)
 
     async def active_backup(self, vm_id: uuid.UUID, kind: JobKind = JobKind.BACKUP) -> Job | None:
         stmt = select(Job).where(
