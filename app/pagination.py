@@ -1,7 +1,7 @@
 """Limit/offset pagination shared by every list endpoint.
 
 A list's ``total`` is counted up to a cap (``VMR_LIST_COUNT_LIMIT``, 10,000 by default) unless the
-caller asks for the exact figure: counting 900,000 jobs exactly costs PostgreSQL ~70 ms on every
+caller asks for the exact figure: counting 900,000 jobs exactly costs PostgreSQL 40-100 ms on every
 page, which is most of what a portal's job list costs, while "10,000 or more" is all a pager
 needs. The cap always reaches past the requested page, so ``total > offset + limit`` still tells
 whether a next page exists.

@@ -1108,16 +1108,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "policy_ids": [str(p) for p in cat.policy_ids],
                 }
                 results["idle_latency"] = await idle_latency(servers[0], ids)
-                results["reads_sweep"] = []
-                for rate in [float(r) for r in args.sweep.split(",") if r]:
-                    log(f"mixed reads at {rate:g}/s for {args.sweep_duration:g} s")
-                    results["reads_sweep"].append(
-                        await mixed_reads(args, servers, ids, rate, args.sweep_duration, profile=False)
-                    )
-                log(f"mixed reads at {args.rate:g}/s for {args.duration:g} s")
-                results["reads"] = await mixed_reads(
-                    args, servers, ids, args.rate, args.duration, args.profile
-                )
+        # The reads come last, spread over every replica started for the dispatches.
+        results["reads_sweep"] = []
+        for rate in [float(r) for r in args.sweep.split(",") if r]:
+            log(f"mixed reads at {rate:g}/s for {args.sweep_duration:g} s over {len(servers)} replica(s)")
+            results["reads_sweep"].append(
+                await mixed_reads(args, servers, ids, rate, args.sweep_duration, profile=False)
+            )
+        log(f"mixed reads at {args.rate:g}/s for {args.duration:g} s over {len(servers)} replica(s)")
+        results["reads"] = await mixed_reads(args, servers, ids, args.rate, args.duration, args.profile)
         results["machine"]["loadavg_end"] = os.getloadavg()
         results["machine"]["cpu_probe_s_end"] = cpu_probe()
         results["table_counts"] = {
