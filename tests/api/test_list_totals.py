@@ -4,19 +4,21 @@ enough to tell whether the requested page has a next one."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event
 
 from app.context import AppContext
 from app.settings import Settings
 from tests.support.app import CustomerFactory
+from tests.support.sql import statements_sent
 
 LIMIT = 5
+
+
+def is_count(sql: str) -> bool:
+    return sql.lstrip().upper().startswith("SELECT COUNT(")
 
 
 @pytest.fixture
@@ -96,35 +98,19 @@ async def test_a_bad_exact_total_is_a_422_problem(operator: httpx.AsyncClient) -
     assert "exact_total" in response.text
 
 
-@contextmanager
-def counted_statements(ctx: AppContext) -> Iterator[list[str]]:
-    """The SELECT count(...) statements the catalog runs inside the block."""
-    seen: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT COUNT("):
-            seen.append(statement)
-
-    event.listen(ctx.engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(ctx.engine.sync_engine, "before_cursor_execute", record)
-
-
 async def test_a_page_that_is_not_full_tells_its_total_without_a_count(
     ctx: AppContext, operator: httpx.AsyncClient
 ) -> None:
     for name in ("alpha", "beta", "gamma"):
         assert (await operator.post("/api/v1/tenants", json={"name": name})).status_code == 201
-    with counted_statements(ctx) as counts:
+    with statements_sent(ctx.engine, where=is_count) as counts:
         short = await page(operator, "/api/v1/tenants", limit=10)
         tail = await page(operator, "/api/v1/tenants", limit=2, offset=2)
     assert (short["total"], short["total_exact"], len(short["items"])) == (3, True, 3)
     assert (tail["total"], tail["total_exact"], [t["name"] for t in tail["items"]]) == (3, True, ["gamma"])
     assert counts == []
 
-    with counted_statements(ctx) as counts:
+    with statements_sent(ctx.engine, where=is_count) as counts:
         full = await page(operator, "/api/v1/tenants", limit=3)
         past_the_end = await page(operator, "/api/v1/tenants", limit=2, offset=10)
     assert (full["total"], full["total_exact"], len(full["items"])) == (3, True, 3)

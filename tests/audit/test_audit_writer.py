@@ -4,18 +4,17 @@ INSERT, each returns only once its own row is committed, and a failed write reac
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from app.audit.models import AuditEvent
 from app.audit.schemas import Actor, AuditEntry
 from app.audit.service import AuditService
 from app.audit.writer import AuditWriter
 from app.context import AppContext
+from tests.support.sql import statements_sent
 
 
 def entry(ctx: AppContext, n: int, **fields: Any) -> AuditEntry:
@@ -29,22 +28,6 @@ def entry(ctx: AppContext, n: int, **fields: Any) -> AuditEntry:
     )
 
 
-@contextmanager
-def audit_inserts(ctx: AppContext) -> Iterator[list[str]]:
-    """The INSERT INTO audit_events statements sent (one per executemany or multi-row INSERT)."""
-    seen: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, params: Any, context: Any, executemany: bool) -> None:
-        if statement.startswith("INSERT INTO audit_events"):
-            seen.append(statement)
-
-    event.listen(ctx.engine.sync_engine, "before_cursor_execute", count)
-    try:
-        yield seen
-    finally:
-        event.remove(ctx.engine.sync_engine, "before_cursor_execute", count)
-
-
 async def stored(ctx: AppContext) -> list[str]:
     async with ctx.sessionmaker() as session:
         rows = await session.execute(select(AuditEvent.request_id).order_by(AuditEvent.at, AuditEvent.id))
@@ -53,7 +36,7 @@ async def stored(ctx: AppContext) -> list[str]:
 
 async def test_requests_ending_together_share_one_insert_and_keep_their_order(ctx: AppContext) -> None:
     writer = AuditWriter(ctx.sessionmaker)
-    with audit_inserts(ctx) as inserts:
+    with statements_sent(ctx.engine, where=lambda sql: sql.startswith("INSERT INTO audit_events")) as inserts:
         await writer.write(entry(ctx, 0))  # alone: written at once
         assert await stored(ctx) == ["req-000"]
         # Fields missing in some rows (no key, no object) must not split the batch.

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event, update
+from sqlalchemy import update
 
 from app.clock import ManualClock
 from app.context import AppContext
@@ -27,6 +27,7 @@ from tests.compliance.helpers import (
     table_rows,
 )
 from tests.support.app import CustomerFactory
+from tests.support.sql import statements_sent
 from tests.support.vcsim import VcsimServer
 
 pytestmark = pytest.mark.vcsim
@@ -281,20 +282,12 @@ async def test_report_queries_do_not_grow_with_the_number_of_vms(
     await rpo_recorder(ctx).run_once()
     # A warm-up request: the key's first use of the minute records it (one UPDATE), later ones do not.
     await operator.get(RPO)
-    statements: list[str] = []
-
-    def count(*args: object) -> None:
-        statements.append(str(args[2]))
-
-    event.listen(ctx.engine.sync_engine, "before_cursor_execute", count)
-    try:
+    with statements_sent(ctx.engine) as statements:
         small = await operator.get(RPO, params={"policy_id": one["id"]})
         n_small = len(statements)
         statements.clear()
         large = await operator.get(RPO)
         n_large = len(statements)
-    finally:
-        event.remove(ctx.engine.sync_engine, "before_cursor_execute", count)
     assert small.json()["total"] == 1 and large.json()["total"] == len(vms)
     assert n_small == n_large
 

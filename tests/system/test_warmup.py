@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import pytest
-from sqlalchemy import event, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool
 
@@ -18,21 +15,7 @@ import app.integrations.repository as integrations
 import app.inventory.repository as inventory
 from app.db.engine import create_engine
 from app.db.warmup import HOT_STATEMENTS, hot_statement, warm_pool
-
-
-@contextmanager
-def statements_sent(engine: AsyncEngine) -> Iterator[list[tuple[int, str]]]:
-    """(connection, SQL) of every statement the engine sends while the block runs."""
-    seen: list[tuple[int, str]] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        seen.append((id(conn.connection.dbapi_connection), statement))
-
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
+from tests.support.sql import statements_sent
 
 
 def test_the_ticket_paths_statements_are_registered() -> None:
