@@ -63,13 +63,20 @@ class RawClient:
                 if reused:
                     continue  # the server closed the kept-alive connection first: a new one
                 raise
+            except BaseException:
+                writer.close()  # cancelled (a caller's timeout) mid-request: out of step, not reused
+                raise
             status = int(head.split(b" ", 2)[1])
             length = 0
             for line in head.split(b"\r\n")[1:]:
                 name, _, value = line.partition(b":")
                 if name.strip().lower() == b"content-length":
                     length = int(value)
-            payload = await reader.readexactly(length) if length else b""
+            try:
+                payload = await reader.readexactly(length) if length else b""
+            except BaseException:
+                writer.close()
+                raise
             self.idle.append((reader, writer, time.monotonic()))
             return status, payload
         raise ConnectionError("no connection to the server")
