@@ -115,11 +115,6 @@ class InventoryRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def _page(
-        self, stmt: Select[Any], order: Sequence[Any], page: PageRequest
-    ) -> tuple[list[Any], int]:
-        return await fetch_page(self.session, stmt, order, page)
-
     # hosts
 
     def _online_proxy_exists(self, online_since: datetime) -> Any:
@@ -153,7 +148,7 @@ class InventoryRepository:
         if f.has_online_proxy is not None:
             online = self._online_proxy_exists(online_since)
             stmt = stmt.where(online if f.has_online_proxy else ~online)
-        return await self._page(stmt, (Host.name, Host.id), page)
+        return await fetch_page(self.session, stmt, (Host.name, Host.id), page)
 
     async def get_host(self, host_id: uuid.UUID, scope: uuid.UUID | None) -> Host | None:
         stmt = select(Host).where(Host.id == host_id)
@@ -233,7 +228,7 @@ class InventoryRepository:
             stmt = stmt.where(Datastore.name.icontains(f.name_contains, autoescape=True))
         if not f.include_gone:
             stmt = stmt.where(Datastore.gone_at.is_(None))
-        return await self._page(stmt, (Datastore.name, Datastore.id), page)
+        return await fetch_page(self.session, stmt, (Datastore.name, Datastore.id), page)
 
     async def get_datastore(self, datastore_id: uuid.UUID, scope: uuid.UUID | None) -> Datastore | None:
         stmt = select(Datastore).where(Datastore.id == datastore_id)
@@ -305,7 +300,7 @@ class InventoryRepository:
             ).scalars()
             matching = [vm for vm in rows if tag_matches(f.tag, vm.tags or [])]
             return matching[page.offset : page.offset + page.limit], len(matching)
-        return await self._page(stmt, (VirtualMachine.name, VirtualMachine.id), page)
+        return await fetch_page(self.session, stmt, (VirtualMachine.name, VirtualMachine.id), page)
 
     async def get_vm(self, vm_id: uuid.UUID, scope: uuid.UUID | None) -> VirtualMachine | None:
         params = {"vm_id": vm_id, "scope": scope}
