@@ -29,6 +29,7 @@ from app.db.dialect import serialize_claims
 from app.domain.jobs import JOB_TO_RESTORE_STATE, AgentKind, JobKind, JobState
 from app.errors import Conflict, NotFound
 from app.inventory.repository import InventoryRepository
+from app.jobs.agent_scope import agent_may_know
 from app.jobs.job_params import GUEST_FREEZE_TIMEOUT_S, AssignmentBuilder, JobNotRunnable, snapshot_prefix
 from app.jobs.job_results import JobResults, result_of
 from app.jobs.models import Job
@@ -192,7 +193,7 @@ class AgentChannel:
 
     async def _owned_running(self, proxy: Proxy, job_id: uuid.UUID) -> Job:
         job = await self.jobs.get(job_id)
-        if job is None:
+        if job is None or not agent_may_know(proxy, job):
             raise NotFound(f"Job {job_id} does not exist.")
         if job.proxy_id != proxy.id or job.state != JobState.RUNNING.value:
             raise Conflict(

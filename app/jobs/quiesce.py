@@ -20,6 +20,7 @@ from app.clock import Clock
 from app.contracts.agent import QuiesceResult, QuiesceStatus
 from app.domain.jobs import PRIORITY, JobKind, JobState, JobTrigger
 from app.errors import Conflict, NotFound
+from app.jobs.agent_scope import agent_may_know
 from app.jobs.models import Job
 from app.jobs.repository import JobRepository
 from app.proxies.models import Proxy
@@ -35,7 +36,7 @@ class QuiesceCoordinator:
 
     async def _backup(self, proxy: Proxy, backup_job_id: uuid.UUID) -> Job:
         job = await self.jobs.get(backup_job_id)
-        if job is None or job.kind != JobKind.BACKUP.value:
+        if job is None or job.kind != JobKind.BACKUP.value or not agent_may_know(proxy, job):
             raise NotFound(f"Backup job {backup_job_id} does not exist.")
         if job.proxy_id != proxy.id or job.state != JobState.RUNNING.value:
             raise Conflict(f"Job {backup_job_id} is not running on this proxy any more; stop it.")

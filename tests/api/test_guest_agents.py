@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -199,3 +200,16 @@ async def test_quiesce_is_asked_by_the_proxy_frozen_by_the_guest_and_released(
     other = make_client((await register_proxy(operator, "other", [hosts[0]["id"]]))["token"])
     assert (await other.get(base)).status_code == 409
     assert (await guest.post(base)).status_code in (404, 409)
+
+    # A guest agent in another tenant's VM cannot tell these jobs from ids that do not exist.
+    other_customer, _, other_vms = await synced_tenant(operator, customer_of, vcsim, "Other")
+    stranger = make_client((await register_guest(other_customer, other_vms[0]["id"]))["token"])
+    for job_id in (backup["job_id"], quiesce["job_id"], str(uuid.uuid4())):
+        answers = [
+            await stranger.post(f"/api/v1/agent/jobs/{job_id}/progress", json={"phase": "x"}),
+            await stranger.post(f"/api/v1/agent/jobs/{job_id}/complete", json={"outcome": "failed"}),
+            await stranger.get(f"/api/v1/agent/jobs/{job_id}/quiesce"),
+            await stranger.post(f"/api/v1/agent/jobs/{job_id}/quiesce"),
+            await stranger.post(f"/api/v1/agent/jobs/{job_id}/quiesce/release"),
+        ]
+        assert [a.status_code for a in answers] == [404] * 5, [a.text for a in answers]
