@@ -126,19 +126,22 @@ class Pruner:
         orphan_ids = [mid for mid in manifest_ids if mid not in known]
         if not orphan_ids:
             return 0
-        by_vm: dict[uuid.UUID, list[PointTime[str]]] = defaultdict(list)
+        # Image and application points are judged apart, each against its own kind's catalog
+        # points and retention, as retention counts them.
+        by_vm: dict[tuple[uuid.UUID, str], list[PointTime[str]]] = defaultdict(list)
         for facts in await self.onsite.read_facts(orphan_ids):
             try:
                 vm_id = uuid.UUID(str(facts.metadata.get("vm_id")))
             except ValueError:
                 continue  # not written by a backup job of ours
-            by_vm[vm_id].append(PointTime(facts.id, facts.created_at))
+            kind = "application" if facts.metadata.get("kind") == "application" else "image"
+            by_vm[(vm_id, kind)].append(PointTime(facts.id, facts.created_at))
         deleted = 0
-        for vm_id, orphans in sorted(by_vm.items(), key=lambda item: str(item[0])):
+        for (vm_id, kind), orphans in sorted(by_vm.items(), key=lambda item: (str(item[0][0]), item[0][1])):
             if vm_id in busy:
                 continue
             async with self.sessionmaker() as session:
-                doomed = await RetentionService(session).orphans_to_remove(vm_id, orphans)
+                doomed = await RetentionService(session).orphans_to_remove(vm_id, orphans, kind)
             if doomed:
                 removed = await self.onsite.delete_restore_points(doomed)
                 deleted += len(removed)

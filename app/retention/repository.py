@@ -22,6 +22,8 @@ ACTIVE_RESTORE_STATES = (
     RestoreState.RUNNING.value,
 )
 ACTIVE_JOB_STATES = (JobState.QUEUED.value, JobState.RUNNING.value)
+#: Jobs that write a restore point into the onsite repository.
+POINT_WRITING_KINDS = (JobKind.BACKUP.value, JobKind.APP_BACKUP.value)
 
 
 class RetentionRepository:
@@ -95,8 +97,10 @@ class RetentionRepository:
         return sorted(rows.scalars(), key=str)
 
     async def vms_with_active_backups(self) -> set[uuid.UUID]:
+        """VMs with a job that may be writing a restore point: an image backup or a guest agent's
+        application backup, queued or running (its manifest may be committed before its row)."""
         rows = await self.session.execute(
-            select(Job.vm_id).where(Job.kind == JobKind.BACKUP.value, Job.state.in_(ACTIVE_JOB_STATES))
+            select(Job.vm_id).where(Job.kind.in_(POINT_WRITING_KINDS), Job.state.in_(ACTIVE_JOB_STATES))
         )
         return set(rows.scalars())
 

@@ -125,21 +125,25 @@ class RetentionService:
         marked, deleted = await self.repo.remove_offsite(point_ids)
         return [*marked, *deleted]
 
-    async def orphans_to_remove(self, vm_id: uuid.UUID, orphans: list[PointTime[str]]) -> list[str]:
-        """Manifests of this VM that have no catalog row and that retention would prune.
+    async def orphans_to_remove(
+        self, vm_id: uuid.UUID, orphans: list[PointTime[str]], kind: str = "image"
+    ) -> list[str]:
+        """Manifests of this VM, of ``kind``, that have no catalog row and that retention would prune.
 
-        Only orphans older than the VM's latest catalog point are candidates: a backup whose
-        manifest is committed but not yet recorded is newer than every recorded point.
+        Only orphans older than the VM's latest catalog point of the same kind are candidates: a
+        backup whose manifest is committed but not yet recorded is newer than every recorded
+        point of its kind. (An application backup is judged against application points only: one
+        that started before the latest image backup is still newer than the latest dump.)
         """
         policy = await self.repo.retention_policy(vm_id)
-        rows = await self.repo.point_times(vm_id, "image")
+        rows = await self.repo.point_times(vm_id, kind)
         if policy is None or not rows:
             return []
         latest = max(at for _, at in rows)
         references = await self.repo.restore_references(vm_id)
         in_use = {str(pid) for pid, active in references.items() if active}
         points = [PointTime(str(pid), at) for pid, at in rows] + orphans
-        keep = select_keep(points, retention_of(policy), load_timezone(policy.timezone), in_use=in_use)
+        keep = select_keep(points, retention_of(policy, kind), load_timezone(policy.timezone), in_use=in_use)
         return [o.id for o in orphans if o.id not in keep and o.created_at < latest]
 
     async def vms(self, policy_id: uuid.UUID | None = None) -> list[uuid.UUID]:

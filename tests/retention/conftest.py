@@ -92,11 +92,14 @@ class World:
         return uuid.UUID(response.json()["id"])
 
     def write_manifest(
-        self, point_id: uuid.UUID, vm_id: uuid.UUID, created_at: datetime, data: bytes
+        self, point_id: uuid.UUID, vm_id: uuid.UUID, created_at: datetime, data: bytes, kind: str = "image"
     ) -> None:
+        """A committed manifest, with the metadata the backup of ``kind`` writes (guest agents
+        mark their application points)."""
         result = backup_disk(self.repo, BytesReader(data), len(data), workers=1)
+        metadata = {"vm_id": str(vm_id), **({"kind": "application"} if kind == "application" else {})}
         writer = self.repo.begin_restore_point(
-            str(point_id), vm_config={}, metadata={"vm_id": str(vm_id)}, created_at=created_at
+            str(point_id), vm_config={}, metadata=metadata, created_at=created_at
         )
         writer.add_disk(key="2000", label="Hard disk 1", index=result.index)
         writer.commit()
@@ -113,7 +116,7 @@ class World:
         """A restore point in the repository and the catalog (and, with ``job``, its backup job)."""
         point_id = uuid.uuid4()
         data = disk_for(point_id)
-        self.write_manifest(point_id, vm_id, created_at, data)
+        self.write_manifest(point_id, vm_id, created_at, data, kind)
         self.disks[point_id] = data
         async with self.ctx.sessionmaker.begin() as session:
             job_id = None

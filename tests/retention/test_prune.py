@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from app.chunkstore import gc, verify
 from app.clock import ManualClock
 from app.domain.retention import KeepReason
+from app.jobs.models import Job
 from app.restore_points.models import RestorePoint
 from app.restores.models import Restore
 from app.retention.loop import RetentionLoop
@@ -201,6 +202,32 @@ async def test_full_pass_removes_orphan_manifests_that_retention_prunes(world: W
     assert report.points_deleted == 1 and report.orphans_deleted == 1  # a2, and orphan a1
     assert set(world.repo.list_restore_points()) == ids([a3, in_flight, stranger, b1, busy_orphan])
     assert await catalog(world, a) == ids([a3])
+
+
+async def test_orphan_application_manifests_are_judged_as_application_points(world: World) -> None:
+    a = await world.vm("a")
+    policy = await world.policy([a], daily=1, weekly=0, monthly=0)
+    image = await world.point(a, day(1), policy)
+    dump = await world.point(a, day(2), policy, kind="application")
+    # A dump whose manifest is committed and whose row is not recorded yet. It started before the
+    # latest image backup, but it is newer than every recorded dump: it is not an orphan to judge.
+    in_flight = uuid.uuid4()
+    world.write_manifest(in_flight, a, day(1) - timedelta(minutes=10), disk_for(in_flight), "application")
+    # An older dump without a row, which retention prunes.
+    stale = uuid.uuid4()
+    world.write_manifest(stale, a, day(3), disk_for(stale), "application")
+    # While a guest agent's application backup of the VM is active, none of its orphans go.
+    job = backup_job(uuid.uuid4(), world.tenant_id, a, world.ctx.clock.now(), "running")
+    job.kind = "app_backup"
+    async with world.ctx.sessionmaker.begin() as session:
+        session.add(job)
+    assert (await pruner(world).prune_all()).orphans_deleted == 0
+    assert set(world.repo.list_restore_points()) == ids([image, dump, in_flight, stale])
+
+    async with world.ctx.sessionmaker.begin() as session:
+        await session.execute(update(Job).where(Job.id == job.id).values(state="failed"))
+    assert (await pruner(world).prune_all()).orphans_deleted == 1
+    assert set(world.repo.list_restore_points()) == ids([image, dump, in_flight])
 
 
 async def test_a_vm_no_policy_protects_any_more_keeps_its_last_policys_retention(world: World) -> None:
