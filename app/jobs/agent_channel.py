@@ -34,6 +34,7 @@ from app.jobs.job_params import GUEST_FREEZE_TIMEOUT_S, AssignmentBuilder, JobNo
 from app.jobs.job_results import JobResults, result_of
 from app.jobs.models import Job
 from app.jobs.repository import ClaimCandidate, JobRepository
+from app.jobs.restore_sync import sync_restore
 from app.proxies.models import Proxy
 from app.restore_points.repository import RestorePointRepository
 from app.restores.repository import RestoreRepository
@@ -284,20 +285,7 @@ class AgentChannel:
         await self.results.record_success(job, request)
 
     async def _sync_restore(self, job: Job, request: CompleteRequest | None = None) -> None:
-        if job.restore_id is None:
-            return
-        restore = await self.restores.get(job.restore_id)
-        if restore is None:
-            return
-        state = JOB_TO_RESTORE_STATE[JobState(job.state)]
-        restore.state = state.value
-        if JobState(job.state) in (JobState.SUCCEEDED, JobState.FAILED, JobState.SKIPPED, JobState.CANCELLED):
-            restore.completed_at = job.finished_at
-            restore.error = job.error
-            if request is not None:
-                restore.result = result_of(request)
-            # Guest credentials of a file restore are needed only while it runs.
-            restore.secrets_encrypted = None
+        await sync_restore(self.session, job, result_of(request) if request is not None else None)
 
     async def cleanup_targets(self, proxy: Proxy) -> CleanupTargets:
         """The vCenters of the hosts this proxy serves, for removing snapshots it left behind."""

@@ -13,6 +13,7 @@ from app.errors import Conflict, InvalidInput, NotFound
 from app.inventory.repository import InventoryRepository
 from app.jobs.models import Job
 from app.jobs.repository import JobFilter, JobRepository
+from app.jobs.restore_sync import sync_restore
 from app.pagination import PageRequest
 from app.policies.repository import PolicyRepository
 
@@ -104,6 +105,7 @@ class JobService:
             if await self.repo.transition(
                 job, JobState.CANCELLED, finished_at=self.clock.now(), error="cancelled before it started"
             ):
+                await sync_restore(self.session, job)
                 return job
             job = await self.get(principal, job_id)
             state = JobState(job.state)

@@ -23,6 +23,7 @@ from app.jobs.job_params import snapshot_name
 from app.jobs.job_results import JobResults
 from app.jobs.models import Job
 from app.jobs.repository import JobRepository, queued_job_row
+from app.jobs.restore_sync import sync_restore
 from app.scheduler.loop import LoopService
 
 log = logging.getLogger(__name__)
@@ -117,14 +118,8 @@ class ReaperLoop(LoopService):
             report.failed += int(won)
             if won:
                 await JobResults(session).copy_ended(job)
-            if won and job.restore_id is not None:
-                from app.restores.repository import RestoreRepository
-
-                restore = await RestoreRepository(session).get(job.restore_id)
-                if restore is not None:
-                    restore.state = "failed"
-                    restore.completed_at = now
-                    restore.error = job.error
+            if won:
+                await sync_restore(session, job)
         if won and job.state == JobState.QUEUED.value:
             await jobs.refresh_dispatch_hosts([job.vm_id])  # the VM may have moved meanwhile
         if won and job.kind == JobKind.BACKUP.value and lost_proxy is not None:

@@ -97,3 +97,25 @@ async def test_rejected_with_a_reason_and_waived_per_tenant(
     point2 = await a_point(ctx, operator, vms[1])
     direct = (await customer.post("/api/v1/restores", json={**original, "restore_point_id": point2})).json()
     assert direct["state"] == "requested" and direct["job_id"] is not None
+
+
+async def test_cancelling_a_restores_queued_job_ends_the_restore(
+    ctx: AppContext, operator: httpx.AsyncClient, customer_of: CustomerFactory, vcsim: VcsimServer
+) -> None:
+    customer, _, vms = await synced_tenant(operator, customer_of, vcsim)
+    point = await a_point(ctx, operator, vms[0])
+    new_vm = {"name": "copy", "host_id": vms[0]["host"]["id"], "datastore_id": vms[0]["datastores"][0]["id"]}
+    body = {"restore_point_id": point, "target": "new", "new_vm": new_vm}
+    asked = await customer.post("/api/v1/restores", json=body)
+    assert asked.status_code == 202, asked.text
+    restore = asked.json()
+    assert restore["state"] == "requested" and restore["job_id"] is not None
+
+    cancelled = await operator.post(f"/api/v1/jobs/{restore['job_id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+    ended = (await customer.get(f"/api/v1/restores/{restore['id']}")).json()
+    assert ended["state"] == "cancelled" and ended["completed_at"] is not None
+    assert "cancelled" in ended["error"]
+    # The VM is free for the next restore.
+    again = await customer.post("/api/v1/restores", json=body)
+    assert again.status_code == 202, again.text
