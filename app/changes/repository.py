@@ -27,10 +27,13 @@ class ChangeRequestRepository:
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def get_for_update(self, request_id: uuid.UUID) -> ChangeRequest | None:
-        """Locked (PostgreSQL) so that two operators deciding at once take turns."""
+        """Locked (PostgreSQL) so that two operators deciding at once take turns, and read afresh:
+        the session may hold the row from before the lock, and without ``populate_existing`` it
+        would keep that state instead of the one the other decision committed."""
         stmt = select(ChangeRequest).where(ChangeRequest.id == request_id)
         if self.session.get_bind().dialect.name == "postgresql":
             stmt = stmt.with_for_update()
+        stmt = stmt.execution_options(populate_existing=True)
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
     async def list_page(

@@ -28,6 +28,15 @@ class RestoreRepository:
             stmt = stmt.where(Restore.tenant_id == scope)
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
+    async def get_for_update(self, restore_id: uuid.UUID) -> Restore | None:
+        """Locked (PostgreSQL) and read afresh, for a decision on it: two operators approving or
+        rejecting at once take turns, and the second sees the first's outcome."""
+        stmt = select(Restore).where(Restore.id == restore_id)
+        if self.session.get_bind().dialect.name == "postgresql":
+            stmt = stmt.with_for_update()
+        stmt = stmt.execution_options(populate_existing=True)
+        return (await self.session.execute(stmt)).scalar_one_or_none()
+
     async def list_page(
         self, scope: uuid.UUID | None, vm_id: uuid.UUID | None, state: str | None, page: PageRequest
     ) -> tuple[list[Restore], int]:

@@ -411,7 +411,10 @@ class RestoreService:
         return restore
 
     async def _awaiting(self, principal: Principal, restore_id: uuid.UUID) -> Restore:
-        restore = await self.get(principal, restore_id)
+        scoped = await self.get(principal, restore_id)  # tenant scope: 404 for another tenant's
+        restore = await self.repo.get_for_update(scoped.id)
+        if restore is None:
+            raise NotFound(f"Restore {restore_id} does not exist.")
         if restore.state != RestoreState.AWAITING_APPROVAL.value:
             raise Conflict(f"Restore {restore_id} is {restore.state}, not awaiting approval.")
         return restore

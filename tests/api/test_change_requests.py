@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -114,3 +116,26 @@ async def test_rejections_cancellations_and_validation(
     refused = await operator.post(f"{URL}/{rename['id']}/approve")
     assert refused.status_code == 409 and "Reject it instead" in refused.json()["detail"]
     assert (await customer.get(f"{URL}/{rename['id']}")).json()["state"] == "pending"
+
+
+async def test_two_operators_deciding_at_once_take_turns(
+    operator: httpx.AsyncClient, customer_of: CustomerFactory, vcsim: VcsimServer
+) -> None:
+    customer, tenant_id, vms = await synced_tenant(operator, customer_of, vcsim)
+    policy = await create_policy(operator, tenant_id, name="gold", selection={"vm_ids": [vms[0]["id"]]})
+    for rival in ("approve", "reject"):
+        asked = await customer.post(
+            URL, json={"kind": "policy_update", "policy_id": policy["id"], "changes": {"rpo_hours": 12}}
+        )
+        request = asked.json()
+        first, second = await asyncio.gather(
+            operator.post(f"{URL}/{request['id']}/approve"),
+            operator.post(f"{URL}/{request['id']}/{rival}", json={"reason": "change freeze"}),
+        )
+        assert sorted([first.status_code, second.status_code]) == [200, 409], (first.text, second.text)
+        final = (await operator.get(f"{URL}/{request['id']}")).json()
+        applied = (await operator.get(f"/api/v1/policies/{policy['id']}")).json()["rpo_hours"] == 12
+        assert applied == (final["state"] == "approved")
+        if applied:
+            reset = await operator.patch(f"/api/v1/policies/{policy['id']}", json={"rpo_hours": 24})
+            assert reset.status_code == 200

@@ -3,6 +3,7 @@ against the SLA clocks (they run from the request)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -119,3 +120,27 @@ async def test_cancelling_a_restores_queued_job_ends_the_restore(
     # The VM is free for the next restore.
     again = await customer.post("/api/v1/restores", json=body)
     assert again.status_code == 202, again.text
+
+
+async def test_two_operators_deciding_at_once_take_turns(
+    ctx: AppContext, operator: httpx.AsyncClient, customer_of: CustomerFactory, vcsim: VcsimServer
+) -> None:
+    customer, _, vms = await synced_tenant(operator, customer_of, vcsim)
+    point = await a_point(ctx, operator, vms[0])
+    original = {"restore_point_id": point, "target": "original", "force": True}
+    for rival in ("approve", "reject"):
+        restore = (await customer.post("/api/v1/restores", json=original)).json()
+        first, second = await asyncio.gather(
+            operator.post(f"/api/v1/restores/{restore['id']}/approve"),
+            operator.post(f"/api/v1/restores/{restore['id']}/{rival}", json={"reason": "change freeze"}),
+        )
+        assert sorted([first.status_code, second.status_code]) == [200, 409], (first.text, second.text)
+        final = (await operator.get(f"/api/v1/restores/{restore['id']}")).json()
+        jobs = [
+            j
+            for j in await all_items(operator, "/api/v1/jobs", kind="restore")
+            if j["restore_id"] == restore["id"]
+        ]
+        assert len(jobs) == (1 if final["state"] == "requested" else 0)
+        if jobs:  # let the VM take the next restore
+            assert (await operator.post(f"/api/v1/jobs/{jobs[0]['id']}/cancel")).status_code == 200
