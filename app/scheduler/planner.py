@@ -32,6 +32,7 @@ from app.jobs.repository import queued_job_row
 from app.policies.models import Policy
 from app.policies.service import application_protection, latest_app_slot, latest_slot
 from app.scheduler.loop import LoopService
+from app.scheduler.reaper import miss_overdue
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,10 @@ class PlannerLoop(LoopService):
         )
         if getattr(won, "rowcount", 0) != 1:
             return None  # another replica planned this slot
+        # After downtime the previous slot's jobs may still be queued past their window (the
+        # reaper has not run yet): they would hold their VMs' places and this slot's jobs, the
+        # catch-up ones included, would be skipped as duplicates.
+        await miss_overdue(session, now, Job.policy_id == policy.id, Job.kind == plan.kind.value)
         tz = sched.load_timezone(policy.timezone)
         window = plan.window
         window_end = sched.window_end_for(

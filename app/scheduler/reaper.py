@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.clock import Clock
@@ -37,6 +37,32 @@ class ReapReport:
     failed: int = 0
     missed: int = 0
     cleanups: int = 0
+
+
+async def miss_overdue(session: AsyncSession, now: datetime, *where: ColumnElement[bool]) -> int:
+    """End as ``missed`` the queued jobs (those ``where`` selects) whose window has passed.
+
+    The reaper runs it every few seconds; the planner runs it for a policy's jobs before it
+    queues a new slot's, because an overdue job still queued holds its VM's one active-backup
+    place (``uq_jobs_active_backup``) and the new slot's job would be skipped as a duplicate.
+    """
+    jobs = JobRepository(session)
+    overdue = (
+        await session.execute(
+            select(Job).where(Job.state == JobState.QUEUED.value, Job.window_end < now, *where).limit(5000)
+        )
+    ).scalars()
+    missed = 0
+    for job in list(overdue):
+        reason = job.waiting_reason or "no proxy took it in time"
+        missed += await jobs.transition(
+            job,
+            JobState.MISSED,
+            finished_at=now,
+            error=f"not started by the end of its backup window ({reason})",
+            error_kind="permanent",
+        )
+    return missed
 
 
 class ReaperLoop(LoopService):
@@ -64,21 +90,7 @@ class ReaperLoop(LoopService):
             ).scalars()
             for job in list(lapsed):
                 await self._lapsed(session, jobs, job, report)
-            overdue = (
-                await session.execute(
-                    select(Job).where(Job.state == JobState.QUEUED.value, Job.window_end < now).limit(5000)
-                )
-            ).scalars()
-            for job in list(overdue):
-                reason = job.waiting_reason or "no proxy took it in time"
-                if await jobs.transition(
-                    job,
-                    JobState.MISSED,
-                    finished_at=now,
-                    error=f"not started by the end of its backup window ({reason})",
-                    error_kind="permanent",
-                ):
-                    report.missed += 1
+            report.missed += await miss_overdue(session, now)
         self.last_report = report
         if report.requeued or report.failed or report.missed:
             log.info(

@@ -84,6 +84,29 @@ async def test_one_job_per_vm_and_slot_then_missed_then_one_catch_up(
     assert len(await jobs_of(operator, state="queued")) == len(vms)
 
 
+async def test_after_downtime_the_planner_queues_the_catch_up_even_before_the_reaper_runs(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    clock: ManualClock,
+) -> None:
+    """Both loops start together, so either may tick first after a restart."""
+    vms, _ = await protected_setup(operator, customer_of, vcsim, clock)
+    planner = PlannerLoop(ctx.sessionmaker, clock)
+    clock.set(MONDAY_2100 + timedelta(hours=1, seconds=30))
+    await planner.run_once()
+    assert len(await jobs_of(operator, state="queued")) == len(vms)
+
+    clock.set(MONDAY_2100 + timedelta(days=3, hours=10))
+    await planner.run_once()  # the last slot's jobs are still queued, their window long gone
+    assert len(await jobs_of(operator, state="missed")) == len(vms)
+    catch_up = await jobs_of(operator, state="queued")
+    assert len(catch_up) == len(vms) and {j["trigger"] for j in catch_up} == {"catch-up"}
+    await ReaperLoop(ctx.sessionmaker, clock).run_once()
+    assert len(await jobs_of(operator, state="queued")) == len(vms)
+
+
 async def test_three_racing_planners_create_each_job_once(
     ctx: AppContext,
     db_url: str,
