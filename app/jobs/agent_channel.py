@@ -33,7 +33,7 @@ from app.jobs.agent_scope import agent_may_know
 from app.jobs.job_params import GUEST_FREEZE_TIMEOUT_S, AssignmentBuilder, JobNotRunnable, snapshot_prefix
 from app.jobs.job_results import JobResults, result_of
 from app.jobs.models import Job
-from app.jobs.repository import ClaimCandidate, JobRepository
+from app.jobs.repository import ClaimCandidate, JobRepository, Saturation
 from app.jobs.restore_sync import sync_restore
 from app.proxies.models import Proxy
 from app.restore_points.repository import RestorePointRepository
@@ -52,6 +52,10 @@ class Limits:
     per_host: int = 2
     per_datastore: int = 2
     total: int = 100
+
+
+#: How many more windows of candidates a claim reads past one that the limits refused whole.
+MORE_CANDIDATE_PAGES = 3
 
 
 class Usage:
@@ -76,6 +80,14 @@ class Usage:
             self.hosts[host_id] += 1
         for datastore_id in datastore_ids:
             self.datastores[datastore_id] += 1
+
+    def full(self) -> Saturation:
+        """What admits no further backup now: the service, and which hosts and datastores."""
+        return Saturation(
+            everything=self.total >= self.limits.total,
+            hosts={h for h, n in self.hosts.items() if n >= self.limits.per_host},
+            datastores={d for d, n in self.datastores.items() if n >= self.limits.per_datastore},
+        )
 
 
 class AgentChannel:
@@ -126,7 +138,8 @@ class AgentChannel:
         free = min(capacity, proxy.max_concurrent_jobs - own)
         if free <= 0:
             return []
-        candidates = await self.jobs.claimable(proxy, now, free * 4 + 16)
+        window = free * 4 + 16
+        candidates = await self.jobs.claimable(proxy, now, window)
         if not candidates:
             return []
         # One look-up places the running backups (what the limits count) and the candidates.
@@ -138,15 +151,20 @@ class AgentChannel:
             if vm_id in placement:
                 usage.add(*placement[vm_id])
         chosen: list[ClaimCandidate] = []
-        for job in candidates:
-            if len(chosen) >= free:
+        skipped = self._admit(candidates, placement, usage, chosen, free)
+        seen = [j.id for j in candidates]
+        # The window was full of backups the limits refuse (one busy host's queue, say): look
+        # past it, leaving out what is saturated, or the other hosts' jobs would wait behind
+        # that queue until their windows end.
+        for _ in range(MORE_CANDIDATE_PAGES):
+            if len(chosen) >= free or not skipped or len(candidates) < window:
                 break
-            where = placement.get(job.vm_id) if job.kind == JobKind.BACKUP.value else None
-            if where is not None:
-                if not usage.admits(*where):
-                    continue
-                usage.add(*where)
-            chosen.append(job)
+            candidates = await self.jobs.claimable_beyond(proxy, now, window, seen, usage.full())
+            seen += [j.id for j in candidates]
+            placement |= await self.jobs.placement(
+                [j.vm_id for j in candidates if j.kind == JobKind.BACKUP.value and j.vm_id not in placement]
+            )
+            skipped = self._admit(candidates, placement, usage, chosen, free)
         started = set(await self.jobs.start_claimed([j.id for j in chosen], proxy.id, now, now + self.lease))
         await self.restores.mark_initiated(
             [j.restore_id for j in chosen if j.id in started and j.restore_id is not None],
@@ -154,6 +172,28 @@ class AgentChannel:
             now,
         )
         return [j.id for j in chosen if j.id in started]
+
+    @staticmethod
+    def _admit(
+        candidates: list[ClaimCandidate],
+        placement: dict[uuid.UUID, tuple[uuid.UUID | None, set[uuid.UUID]]],
+        usage: Usage,
+        chosen: list[ClaimCandidate],
+        free: int,
+    ) -> int:
+        """Add to ``chosen``, in order, the candidates the limits admit; return how many they refused."""
+        refused = 0
+        for job in candidates:
+            if len(chosen) >= free:
+                break
+            where = placement.get(job.vm_id) if job.kind == JobKind.BACKUP.value else None
+            if where is not None:
+                if not usage.admits(*where):
+                    refused += 1
+                    continue
+                usage.add(*where)
+            chosen.append(job)
+        return refused
 
     async def _reserve_for_guest(self, agent: Proxy, capacity: int, now: datetime) -> list[uuid.UUID]:
         """A guest agent takes its own VM's jobs: no shared limits, so no claim lock (rows are still

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import Select, Update, and_, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, Select, Update, and_, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.paging import fetch_page
@@ -70,6 +70,15 @@ class JobFilter:
     policy_id: uuid.UUID | None = None
     kind: str | None = None
     state: str | None = None
+
+
+@dataclass(frozen=True)
+class Saturation:
+    """What the concurrency limits admit no further backup on, during a claim."""
+
+    everything: bool
+    hosts: set[uuid.UUID]
+    datastores: set[uuid.UUID]
 
 
 class ClaimCandidate(NamedTuple):
@@ -330,6 +339,30 @@ class JobRepository:
         statement)."""
         scope, params = self._claim_scope(proxy)
         rows = await self.session.execute(_claimable(scope, "claim"), {**params, "now": now, "limit": limit})
+        return [ClaimCandidate(*row) for row in rows.tuples()]
+
+    async def claimable_beyond(
+        self, proxy: Proxy, now: datetime, limit: int, seen: list[uuid.UUID], full: Saturation
+    ) -> list[ClaimCandidate]:
+        """More of what :meth:`claimable` gives, past the ``seen`` candidates, without the backups
+        ``full`` says the limits would refuse. Rare (a window the limits refused whole), so built
+        per call."""
+        scope, params = self._claim_scope(proxy)
+        is_backup = Job.kind == JobKind.BACKUP.value
+        where: list[ColumnElement[bool]] = [Job.id.not_in(seen)]
+        if full.everything:
+            where.append(~is_backup)
+        if full.hosts:
+            where.append(or_(~is_backup, Job.dispatch_host_id.not_in(full.hosts)))
+        if full.datastores:
+            on_full = (
+                select(vm_datastores.c.vm_id)
+                .where(vm_datastores.c.vm_id == Job.vm_id, vm_datastores.c.datastore_id.in_(full.datastores))
+                .exists()
+            )
+            where.append(or_(~is_backup, ~on_full))
+        stmt = _claimable(scope, "claim").where(*where)
+        rows = await self.session.execute(stmt, {**params, "now": now, "limit": limit})
         return [ClaimCandidate(*row) for row in rows.tuples()]
 
     async def any_claimable(self, proxy: Proxy, now: datetime) -> bool:

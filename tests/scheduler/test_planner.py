@@ -18,7 +18,7 @@ from app.scheduler.dispatch_watch import DispatchWatchLoop
 from app.scheduler.planner import PlannerLoop
 from app.scheduler.reaper import ReaperLoop
 from tests.api.test_inventory import all_items
-from tests.api.test_jobs import claim
+from tests.api.test_jobs import CLAIM, claim
 from tests.api.test_policies import create_policy, synced_tenant
 from tests.api.test_proxies import BEAT, register_proxy
 from tests.support.app import ClientFactory, CustomerFactory
@@ -186,6 +186,40 @@ async def test_concurrency_limits_per_datastore_and_host(
     assert len(claimed_hosts) == len(set(claimed_hosts))  # at most one per host
     ctx.settings.limit_global = 1
     ctx.settings.limit_per_host = 10
+    assert await claim(agent) == []
+
+
+async def test_a_saturated_hosts_queue_does_not_hold_back_another_hosts_jobs(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim_factory: Any,
+    clock: ManualClock,
+    make_client: ClientFactory,
+) -> None:
+    server = vcsim_factory(extra_args=["-vm", "40"])
+    _, _, vms = await synced_tenant(operator, customer_of, server)
+    by_host: dict[str, list[dict[str, Any]]] = {}
+    for vm in vms:
+        by_host.setdefault(vm["host"]["id"], []).append(vm)
+    busy_host, busy = max(by_host.items(), key=lambda item: len(item[1]))
+    assert len(busy) > 4 * CLAIM["capacity"] + 16  # more than one window of candidates
+    other = next(vm for host, host_vms in by_host.items() if host != busy_host for vm in host_vms)
+    proxy = await register_proxy(
+        operator, "all", [h["id"] for h in await all_items(operator, "/api/v1/hosts")]
+    )
+    await operator.patch(f"/api/v1/proxies/{proxy['id']}", json={"max_concurrent_jobs": 8})
+    agent = make_client(proxy["token"])
+    ctx.settings.limit_per_datastore = 1000
+    ctx.settings.limit_per_host = 1
+    assert (
+        await operator.post("/api/v1/jobs", json={"vm_ids": [vm["id"] for vm in busy]})
+    ).status_code == 201
+    clock.advance(timedelta(seconds=1))
+    assert (await operator.post("/api/v1/jobs", json={"vm_ids": [other["id"]]})).status_code == 201
+
+    taken = [job["vm"]["id"] for job in await claim(agent)]
+    assert len(taken) == 2 and other["id"] in taken  # one of the busy host's, and the other host's
     assert await claim(agent) == []
 
 
