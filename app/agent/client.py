@@ -105,13 +105,15 @@ class AgentClient:
         assert response is not None
         return response.jobs
 
-    async def progress(self, job_id: uuid.UUID, report: ProgressReport) -> ProgressAck:
-        ack = await self._call("POST", f"/jobs/{job_id}/progress", report, ProgressAck)
+    async def progress(
+        self, job_id: uuid.UUID, report: ProgressReport, attempt: int | None = None
+    ) -> ProgressAck:
+        ack = await self._call("POST", f"/jobs/{job_id}/progress{_attempt(attempt)}", report, ProgressAck)
         assert ack is not None
         return ack
 
-    async def complete(self, job_id: uuid.UUID, request: CompleteRequest) -> None:
-        await self._call("POST", f"/jobs/{job_id}/complete", request, None)
+    async def complete(self, job_id: uuid.UUID, request: CompleteRequest, attempt: int | None = None) -> None:
+        await self._call("POST", f"/jobs/{job_id}/complete{_attempt(attempt)}", request, None)
 
     async def quiesce(self, job_id: uuid.UUID, action: str) -> QuiesceStatus:
         """``request``, ``status`` or ``release`` the guest freeze of a running backup."""
@@ -138,3 +140,9 @@ def _detail(response: httpx.Response) -> str:
     if isinstance(body, dict) and "detail" in body:
         return str(body["detail"])
     return str(body)[:300]
+
+
+def _attempt(attempt: int | None) -> str:
+    """The query that names the attempt a report belongs to: the service refuses (409) a report
+    of an attempt that a later one superseded (the job was re-queued and claimed again)."""
+    return "" if attempt is None else f"?attempt={attempt}"

@@ -255,7 +255,9 @@ class ProxyAgent:
                 return
             wake.clear()
             try:
-                ack = await self.client.progress(runtime.assignment.job_id, runtime.latest())
+                ack = await self.client.progress(
+                    runtime.assignment.job_id, runtime.latest(), runtime.assignment.attempt
+                )
             except LeaseLost:
                 runtime.request_cancel(CancelReason.LEASE_LOST)
                 return
@@ -271,7 +273,7 @@ class ProxyAgent:
         delay = 1.0
         for _ in range(8):
             try:
-                await self.client.complete(assignment.job_id, result)
+                await self.client.complete(assignment.job_id, result, assignment.attempt)
                 log.info("job %s: %s", assignment.job_id, result.outcome)
                 return
             except LeaseLost as exc:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Query, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.api.deps import Ctx, CurrentProxy, PollingProxy, Session
@@ -55,6 +56,17 @@ def _channel(ctx: AppContext, session: AsyncSession) -> AgentChannel:
     )
 
 
+Attempt = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        description="The attempt the report is about (the assignment's attempt). A report of an "
+        "attempt that a later one superseded is refused with 409; without it, the job's current "
+        "attempt is assumed.",
+    ),
+]
+
+
 @router.post("/heartbeat", response_model=HeartbeatAck, summary="A proxy says it is alive")
 async def heartbeat(
     ctx: Ctx, session: Session, proxy: CurrentProxy, body: Heartbeat, request: Request
@@ -100,18 +112,28 @@ async def claim(ctx: Ctx, proxy: PollingProxy, body: ClaimRequest, request: Requ
     summary="Report progress; extends the lease and says whether to cancel",
 )
 async def progress(
-    ctx: Ctx, session: Session, proxy: CurrentProxy, job_id: uuid.UUID, body: ProgressReport
+    ctx: Ctx,
+    session: Session,
+    proxy: CurrentProxy,
+    job_id: uuid.UUID,
+    body: ProgressReport,
+    attempt: Attempt = None,
 ) -> ProgressAck:
-    return await _channel(ctx, session).progress(proxy, job_id, body)
+    return await _channel(ctx, session).progress(proxy, job_id, body, attempt)
 
 
 @router.post(
     "/jobs/{job_id}/complete", status_code=204, responses=CONFLICT, summary="Report the job's outcome"
 )
 async def complete(
-    ctx: Ctx, session: Session, proxy: CurrentProxy, job_id: uuid.UUID, body: CompleteRequest
+    ctx: Ctx,
+    session: Session,
+    proxy: CurrentProxy,
+    job_id: uuid.UUID,
+    body: CompleteRequest,
+    attempt: Attempt = None,
 ) -> None:
-    await _channel(ctx, session).complete(proxy, job_id, body)
+    await _channel(ctx, session).complete(proxy, job_id, body, attempt)
 
 
 @router.post(

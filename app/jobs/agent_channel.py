@@ -232,7 +232,8 @@ class AgentChannel:
             await self._sync_restore(job)  # a restore must not stay "requested" with its clocks running
             return None
 
-    async def _owned_running(self, proxy: Proxy, job_id: uuid.UUID) -> Job:
+    async def _owned_running(self, proxy: Proxy, job_id: uuid.UUID, attempt: int | None = None) -> Job:
+        """The job, if it runs on ``proxy`` (in ``attempt``, when the agent names it)."""
         job = await self.jobs.get(job_id)
         if job is None or not agent_may_know(proxy, job):
             raise NotFound(f"Job {job_id} does not exist.")
@@ -240,10 +241,18 @@ class AgentChannel:
             raise Conflict(
                 f"Job {job_id} is not running on this proxy any more (lease lost or job ended); stop it."
             )
+        if attempt is not None and attempt != job.attempt:
+            # The lease lapsed and the same proxy claimed the job again: the old attempt's worker
+            # must neither extend the new attempt's lease nor end it.
+            raise Conflict(
+                f"Attempt {attempt} of job {job_id} was superseded by attempt {job.attempt}; stop it."
+            )
         return job
 
-    async def progress(self, proxy: Proxy, job_id: uuid.UUID, report: ProgressReport) -> ProgressAck:
-        job = await self._owned_running(proxy, job_id)
+    async def progress(
+        self, proxy: Proxy, job_id: uuid.UUID, report: ProgressReport, attempt: int | None = None
+    ) -> ProgressAck:
+        job = await self._owned_running(proxy, job_id, attempt)
         now = self.clock.now()
         lease = now + self.lease
         values: dict[str, object] = {
@@ -257,7 +266,7 @@ class AgentChannel:
         }
         if report.warnings:
             values["warnings"] = list(dict.fromkeys([*(job.warnings or []), *report.warnings]))
-        if not await self.jobs.update_progress(job.id, proxy.id, **values):
+        if not await self.jobs.update_progress(job.id, proxy.id, job.attempt, **values):
             raise Conflict(f"Job {job_id} is not running on this proxy any more; stop it.")
         return ProgressAck(
             lease_expires_at=lease,
@@ -265,8 +274,10 @@ class AgentChannel:
             release_requested=bool(job.params.get("release")),
         )
 
-    async def complete(self, proxy: Proxy, job_id: uuid.UUID, request: CompleteRequest) -> Job:
-        job = await self._owned_running(proxy, job_id)
+    async def complete(
+        self, proxy: Proxy, job_id: uuid.UUID, request: CompleteRequest, attempt: int | None = None
+    ) -> Job:
+        job = await self._owned_running(proxy, job_id, attempt)
         now = self.clock.now()
         warnings = list(dict.fromkeys([*(job.warnings or []), *request.warnings]))
         final: dict[str, object] = {}

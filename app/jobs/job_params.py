@@ -74,6 +74,22 @@ def snapshot_name(proxy_id: uuid.UUID, job_id: uuid.UUID, attempt: int) -> str:
     return f"{snapshot_prefix(proxy_id)}{job_id}-{attempt}"
 
 
+def _point_for_attempt(job: Job) -> None:
+    """Give each attempt of a backup job a restore point id of its own.
+
+    An earlier attempt's worker may still be alive (its proxy lost the service, not the
+    repository) and commit its point after the job was claimed again: with one id for both,
+    the new attempt would overwrite the committed point's indexes and then find its manifest
+    taken. Apart, the earlier point is an orphan that the full retention pass judges.
+    """
+    if job.params.get("restore_point_attempt") != job.attempt or "restore_point_id" not in job.params:
+        job.params = {
+            **job.params,
+            "restore_point_id": str(uuid.uuid4()),
+            "restore_point_attempt": job.attempt,
+        }
+
+
 class AssignmentBuilder:
     def __init__(
         self,
@@ -168,8 +184,7 @@ class AssignmentBuilder:
         )
 
     async def _backup(self, job: Job, vm: VirtualMachine, proxy: Proxy) -> BackupParams:
-        if "restore_point_id" not in job.params:
-            job.params = {**job.params, "restore_point_id": str(uuid.uuid4())}
+        _point_for_attempt(job)
         previous = await self.points.latest_for_vm(vm.id)
         quiesce = bool(job.params.get("quiesce"))
         guest = None
@@ -196,8 +211,8 @@ class AssignmentBuilder:
             if apps is None:
                 raise JobNotRunnable("the policy no longer protects applications")
             items = [item.model_dump(mode="json") for item in apps.items]
-        if "restore_point_id" not in job.params:
-            job.params = {**job.params, "restore_point_id": str(uuid.uuid4()), "items": items}
+        job.params = {**job.params, "items": items}
+        _point_for_attempt(job)
         previous = await self.points.latest_for_vm(vm.id, kind="application")
         return AppBackupParams(
             restore_point_id=uuid.UUID(job.params["restore_point_id"]),

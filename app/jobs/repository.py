@@ -212,6 +212,7 @@ def _progress(columns: tuple[str, ...]) -> Update:
             Job.id == bindparam("job_id"),
             Job.proxy_id == bindparam("on_proxy"),
             Job.state == JobState.RUNNING.value,
+            Job.attempt == bindparam("in_attempt"),
         )
         .values({c: bindparam(f"set_{c}") for c in columns})
         .execution_options(synchronize_session=False)
@@ -438,8 +439,16 @@ class JobRepository:
         }
         return (await self.session.execute(stmt, params)).scalar_one_or_none() is not None
 
-    async def update_progress(self, job_id: uuid.UUID, proxy_id: uuid.UUID, **values: Any) -> bool:
+    async def update_progress(
+        self, job_id: uuid.UUID, proxy_id: uuid.UUID, attempt: int, **values: Any
+    ) -> bool:
+        """Compare-and-set on the proxy, the running state and the attempt the caller read."""
         columns = tuple(sorted(values))
-        params = {"job_id": job_id, "on_proxy": proxy_id, **{f"set_{c}": values[c] for c in columns}}
+        params = {
+            "job_id": job_id,
+            "on_proxy": proxy_id,
+            "in_attempt": attempt,
+            **{f"set_{c}": values[c] for c in columns},
+        }
         result = await self.session.execute(_progress(columns), params)
         return bool(getattr(result, "rowcount", 0) == 1)

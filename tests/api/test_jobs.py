@@ -185,6 +185,48 @@ async def test_lapsed_lease_moves_the_job_and_the_old_proxy_is_refused(
     assert (await operator.get(f"/api/v1/jobs/{job['id']}")).json()["state"] == "failed"
 
 
+async def test_an_earlier_attempt_on_the_same_proxy_is_refused_and_writes_another_point(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    make_client: ClientFactory,
+    clock: ManualClock,
+) -> None:
+    """The only proxy of a host loses the service long enough for its lease to lapse, then claims
+    the job again while its first worker is still alive."""
+    _, _, vms = await synced_tenant(operator, customer_of, vcsim)
+    proxy = make_client((await register_proxy(operator, "only", [vms[0]["host"]["id"]]))["token"])
+    job = (await operator.post("/api/v1/jobs", json={"vm_ids": [vms[0]["id"]]})).json()[0]
+    [first] = await claim(proxy)
+    clock.advance(timedelta(seconds=121))
+    await ReaperLoop(ctx.sessionmaker, clock).run_once()
+    second = next(j for j in await claim(proxy) if j["kind"] == "backup")
+    assert (first["attempt"], second["attempt"]) == (1, 2)
+    assert first["backup"]["restore_point_id"] != second["backup"]["restore_point_id"]
+
+    base = f"/api/v1/agent/jobs/{job['id']}"
+    stale = await proxy.post(f"{base}/progress?attempt=1", json={"phase": "reading"})
+    assert stale.status_code == 409 and "superseded" in stale.json()["detail"]
+    stale_end = await proxy.post(
+        f"{base}/complete?attempt=1", json={"outcome": "failed", "error": "x", "error_kind": "permanent"}
+    )
+    assert stale_end.status_code == 409
+    assert (await operator.get(f"/api/v1/jobs/{job['id']}")).json()["state"] == "running"
+    current = await proxy.post(f"{base}/progress?attempt=2", json={"phase": "reading"})
+    assert current.status_code == 200, current.text
+    # The first attempt's point id is not the job's any more.
+    first_point = {
+        "restore_point_id": first["backup"]["restore_point_id"],
+        "created_at": "2026-01-01T00:00:00Z",
+    }
+    wrong = await proxy.post(
+        f"{base}/complete?attempt=2",
+        json={"outcome": "succeeded", "backup": {**first_point, "consistency": "crash", "disks": []}},
+    )
+    assert wrong.status_code == 422
+
+
 async def test_restore_requests_are_validated(
     ctx: AppContext, operator: httpx.AsyncClient, customer_of: CustomerFactory, vcsim: VcsimServer
 ) -> None:
