@@ -55,6 +55,7 @@ from app.proxies.service import ensure_embedded_proxy
 from app.retention.archives import ArchiveExpiryLoop
 from app.retention.loop import GcLoop, RetentionLoop
 from app.retention.offsite_loop import OffsiteLoop
+from app.retention.repository import OFFSITE_WRITING_KINDS
 from app.scheduler.dispatch_watch import DispatchWatchLoop
 from app.scheduler.inventory_refresh import InventoryRefreshLoop
 from app.scheduler.loop import LoopService
@@ -148,6 +149,7 @@ def offsite_loops(ctx: AppContext) -> list[LoopService]:
         ctx.clock,
         grace=timedelta(hours=settings.gc_grace_hours),
         every=timedelta(hours=settings.gc_interval_hours),
+        writers=OFFSITE_WRITING_KINDS,
     )
     gc_loop.name = "offsite-gc"
     return [OffsiteLoop(ctx.sessionmaker, ctx.offsite, ctx.clock), gc_loop]

@@ -78,8 +78,9 @@ def copy_restore_point(
         for batch in _batches(sorted(referenced), EXISTS_BATCH):
             check_cancel()
             keys = [chunk_key(c) for c in batch]
-            present = target.backend.exists_many(keys)
-            target.backend.touch_many(present)
+            # Present means touched: a chunk the target's GC deleted between the two calls is
+            # not touched, so it is copied again instead of being referenced while missing.
+            present = target.backend.touch_many(target.backend.exists_many(keys))
             for key in keys:
                 if key in present:
                     continue

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from sqlalchemy.exc import DBAPIError
@@ -28,7 +29,7 @@ from app.chunkstore import GcReport
 from app.clock import Clock
 from app.retention.onsite import OnsiteRepository
 from app.retention.pruner import Pruner, PruneReport
-from app.retention.repository import RetentionRepository
+from app.retention.repository import ONSITE_WRITING_KINDS, RetentionRepository
 from app.scheduler.loop import LoopService
 
 log = logging.getLogger(__name__)
@@ -117,10 +118,13 @@ class GcLoop(_QuietUntilMigrated):
         grace: timedelta = timedelta(hours=24),
         every: timedelta = timedelta(hours=24),
         interval_s: float = 300.0,
+        writers: Collection[str] = ONSITE_WRITING_KINDS,
     ) -> None:
         super().__init__(interval_s)
         self.sessionmaker = sessionmaker
         self.onsite = onsite
+        #: The job kinds that write into this repository: the collection waits while they run.
+        self.writers = tuple(writers)
         self.clock = clock
         self.grace = grace
         self.every = every
@@ -136,10 +140,10 @@ class GcLoop(_QuietUntilMigrated):
         if self._due_since is None:
             self._due_since = now
         async with self.sessionmaker() as session:
-            running = await RetentionRepository(session).running_backups(now)
+            running = await RetentionRepository(session).running_writers(now, self.writers)
         if running and now - self._due_since < self.every:
             self.deferred += 1
-            log.info("garbage collection waits: %d backup(s) running", running)
+            log.info("garbage collection waits: %d job(s) writing to the repository", running)
             return
         report = await self.onsite.gc(self.grace)
         self.last_gc_at = now

@@ -24,6 +24,10 @@ ACTIVE_RESTORE_STATES = (
 ACTIVE_JOB_STATES = (JobState.QUEUED.value, JobState.RUNNING.value)
 #: Jobs that write a restore point into the onsite repository.
 POINT_WRITING_KINDS = (JobKind.BACKUP.value, JobKind.APP_BACKUP.value)
+#: Jobs that write chunks into the onsite repository: restore points, and file restores' archives.
+ONSITE_WRITING_KINDS = (*POINT_WRITING_KINDS, JobKind.FILE_RESTORE.value)
+#: Jobs that write chunks into the offsite repository.
+OFFSITE_WRITING_KINDS = (JobKind.OFFSITE_COPY.value,)
 
 
 class RetentionRepository:
@@ -104,10 +108,11 @@ class RetentionRepository:
         )
         return set(rows.scalars())
 
-    async def running_backups(self, now: datetime) -> int:
+    async def running_writers(self, now: datetime, kinds: Collection[str]) -> int:
+        """How many jobs of ``kinds`` (those that write into a repository) run now."""
         rows = await self.session.execute(
             select(Job.id).where(
-                Job.kind == JobKind.BACKUP.value,
+                Job.kind.in_(list(kinds)),
                 Job.state == JobState.RUNNING.value,
                 Job.lease_expires_at >= now,
             )

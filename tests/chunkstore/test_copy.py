@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,10 @@ from app.chunkstore import (
     backup_disk,
     iter_disk,
     open_stream_backup,
+    verify,
 )
 from app.chunkstore.copy import copy_restore_point
+from app.chunkstore.ids import chunk_key
 from tests.chunkstore.conftest import (
     CHUNK,
     FAST_KDF,
@@ -134,3 +137,35 @@ def test_only_a_repository_sharing_the_keys_is_a_copy_target(tmp_path: Path) -> 
         copy_restore_point(source, stranger, "rp-1")
     with pytest.raises(RepositoryError):
         Repository.create_copy_target(FsBackend(tmp_path / "x"), new_repo(tmp_path / "plain"), passphrase="p")
+
+
+class GcBetweenCheckAndTouch(FsBackend):
+    """A real filesystem backend that deletes one chunk right after reporting it present, as the
+    target's garbage collection could between a copy's existence check and its touch (an
+    interleaving no test can time, hence made to happen here)."""
+
+    def __init__(self, root: Path, victim: str) -> None:
+        super().__init__(root, durable=False)
+        self.victim = victim
+
+    def exists_many(self, keys: Iterable[str]) -> set[str]:
+        present = super().exists_many(keys)
+        if self.victim in present:
+            self.delete(self.victim)
+        return present
+
+
+def test_a_chunk_the_target_lost_after_the_check_is_copied_again(tmp_path: Path) -> None:
+    source = new_repo(tmp_path / "onsite")
+    target = copy_target(source, tmp_path / "offsite", encrypted=False)
+    data = disk_bytes(12 * CHUNK, seed=5)
+    back_up(source, "rp-1", data)
+    copy_restore_point(source, target, "rp-1", workers=2)
+    target.delete_restore_point("rp-1")  # pruned offsite: its chunks are garbage now
+    victim = chunk_key(next(iter(target.chunk_ids())))
+
+    racing = Repository.open(GcBetweenCheckAndTouch(tmp_path / "offsite", victim))
+    stats = copy_restore_point(source, racing, "rp-1", workers=2)
+    assert stats.chunks_copied == 1  # the one the collection took; the others were touched
+    assert verify(racing).ok
+    assert restored(racing, "rp-1") == data

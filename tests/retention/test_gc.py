@@ -19,6 +19,7 @@ from app.clock import ManualClock
 from app.jobs.models import Job
 from app.retention.loop import GcLoop
 from app.retention.onsite import OnsiteRepository
+from app.retention.repository import OFFSITE_WRITING_KINDS, ONSITE_WRITING_KINDS
 from tests.retention.conftest import CHUNK, BytesReader, World, backup_job
 
 DATA = random.Random(3).randbytes(8 * CHUNK)
@@ -129,3 +130,29 @@ async def test_loops_wait_quietly_for_an_unmigrated_catalog(
         await engine.dispose()
     waiting = [r for r in caplog.records if "waits for the catalog to be migrated" in r.getMessage()]
     assert len(waiting) == 2 and all(r.exc_info is None for r in waiting)
+
+
+@pytest.mark.parametrize(
+    ("writers", "kind", "waits"),
+    [
+        (ONSITE_WRITING_KINDS, "app_backup", True),  # a guest agent's dumps
+        (ONSITE_WRITING_KINDS, "file_restore", True),  # an archive of restored files
+        (ONSITE_WRITING_KINDS, "offsite_copy", False),  # writes to the other repository
+        (OFFSITE_WRITING_KINDS, "offsite_copy", True),
+        (OFFSITE_WRITING_KINDS, "backup", False),
+    ],
+)
+async def test_each_collection_waits_for_the_jobs_that_write_into_its_repository(
+    world: World, writers: tuple[str, ...], kind: str, waits: bool
+) -> None:
+    clock = world.ctx.clock
+    assert isinstance(clock, ManualClock)
+    vm = await world.vm("web")
+    job = backup_job(uuid.uuid4(), world.tenant_id, vm, clock.now(), "running")
+    job.kind = kind
+    async with world.ctx.sessionmaker.begin() as session:
+        session.add(job)
+    loop = GcLoop(world.ctx.sessionmaker, OnsiteRepository(world.ctx.settings), clock, writers=writers)
+    await loop.run_once()
+    assert (loop.deferred == 1) is waits
+    assert (loop.last_report is None) is waits
