@@ -121,6 +121,15 @@ class TicketService:
                     f"Message {signed.headers.message_id} was accepted before, "
                     "but its restore no longer exists."
                 )
+            if first.ticket_id != ticket.ticket_id:
+                # The signature holds, so this is the sender's own mistake: a message id used for
+                # two tickets. Answering with the first ticket's restore would tell the sender the
+                # second ticket has one.
+                raise Conflict(
+                    f"Message {signed.headers.message_id} was accepted before for ticket "
+                    f"{first.ticket_id}; this delivery names ticket {ticket.ticket_id}. Give each "
+                    "message a webhook-id of its own."
+                )
             return first, False
         now = self.clock.now()
         if ticket.created_at > now + TOLERANCE:

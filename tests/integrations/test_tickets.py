@@ -119,6 +119,10 @@ async def test_replayed_messages_and_retried_tickets_return_the_first_restore(
     assert first.status_code == 202, first.text
     replay = await send_ticket(anonymous, integration, ticket, now, message_id="msg_first")
     assert replay.status_code == 200 and replay.json()["id"] == first.json()["id"]
+    # The same message id for another ticket is the sender's mistake, not a replay: 409.
+    other = new_vm_ticket(acme.vms[1], "INC-9", now, point_in_time=now.isoformat())
+    reused = await send_ticket(anonymous, integration, other, now, message_id="msg_first")
+    assert reused.status_code == 409 and "INC-7" in reused.json()["detail"], reused.text
     clock.advance(timedelta(minutes=1))  # the ticketing system retries later, as a new message
     retried = await send_ticket(anonymous, integration, ticket, clock.now(), message_id="msg_second")
     assert retried.status_code == 200 and retried.json()["id"] == first.json()["id"]
