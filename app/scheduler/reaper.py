@@ -4,7 +4,9 @@
   it has attempts left (the first retry at once: a crashed proxy is not the job's fault, later
   ones with backoff), else fails. For a backup, a clean-up job is queued to remove the
   snapshot the lost proxy may have left on the VM.
-- A queued backup not started by the end of its backup window ends as ``missed``.
+- A queued backup not started by the end of its backup window ends as ``missed``; so does a
+  retry that the window's end overtook (retries keep to the window that protects production
+  hours), with the failure that made it retry as its cause.
 """
 
 from __future__ import annotations
@@ -54,15 +56,22 @@ async def miss_overdue(session: AsyncSession, now: datetime, *where: ColumnEleme
     ).scalars()
     missed = 0
     for job in list(overdue):
-        reason = job.waiting_reason or "no proxy took it in time"
         missed += await jobs.transition(
-            job,
-            JobState.MISSED,
-            finished_at=now,
-            error=f"not started by the end of its backup window ({reason})",
-            error_kind="permanent",
+            job, JobState.MISSED, finished_at=now, error=_missed_because(job), error_kind="permanent"
         )
     return missed
+
+
+def _missed_because(job: Job) -> str:
+    """Why a job ends missed, as its user needs to read it: a retry that found the window closed
+    did start once, and what failed then is the cause to act on."""
+    if job.attempt > 0:
+        return (
+            f"attempt {job.attempt} of {job.max_attempts} failed ({job.error or 'no reason given'}); "
+            "no retry could start before the end of its backup window"
+        )
+    reason = job.waiting_reason or "no proxy took it in time"
+    return f"not started by the end of its backup window ({reason})"
 
 
 class ReaperLoop(LoopService):

@@ -107,6 +107,30 @@ async def test_after_downtime_the_planner_queues_the_catch_up_even_before_the_re
     assert len(await jobs_of(operator, state="queued")) == len(vms)
 
 
+async def test_a_retry_the_windows_end_overtakes_is_missed_with_its_failure_as_the_cause(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    clock: ManualClock,
+    make_client: ClientFactory,
+) -> None:
+    vms, _ = await protected_setup(operator, customer_of, vcsim, clock)
+    clock.set(MONDAY_2100 + timedelta(hours=1, seconds=30))
+    await PlannerLoop(ctx.sessionmaker, clock).run_once()
+    proxy = make_client((await register_proxy(operator, "p", [vms[0]["host"]["id"]]))["token"])
+    clock.set(MONDAY_2100 + timedelta(hours=8, minutes=58))  # the window ends at 06:00 UTC
+    job_id = (await claim(proxy))[0]["job_id"]
+    clock.advance(timedelta(minutes=3))  # the proxy died; its lease lapsed at 06:00
+    reaper = ReaperLoop(ctx.sessionmaker, clock)
+    await reaper.run_once()
+    assert reaper.last_report.requeued == 1 and reaper.last_report.missed == len(vms)
+    job = (await operator.get(f"/api/v1/jobs/{job_id}")).json()
+    assert job["state"] == "missed" and job["attempt"] == 1
+    assert job["error"].startswith("attempt 1 of ") and "lease" in job["error"]
+    assert "no retry could start before the end of its backup window" in job["error"]
+
+
 async def test_three_racing_planners_create_each_job_once(
     ctx: AppContext,
     db_url: str,
