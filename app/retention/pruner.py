@@ -1,13 +1,13 @@
 """Pruning: the catalog rows first, then the repository's manifests, and reconciling leftovers.
 
 Order and crash safety. A VM is pruned in its own transaction: the plan is made and the rows
-are deleted (a delete that a concurrent restore request races with fails on the foreign key and
-changes nothing), the transaction commits, and only then are the manifests (and their index
-objects) removed from the repository. A crash between the two leaves *orphan manifests*:
-restore points the repository holds but the catalog no longer lists. That is the harmless side:
-the catalog never shows a point that cannot be restored, the orphan's chunks stay referenced
-(GC keeps them) until the manifest goes. The opposite order could leave a catalog row whose
-manifest is gone, which a user could pick for a restore that then fails.
+are deleted (locked first, so a restore request racing with the prune either is seen and keeps
+its point, or waits and finds the point gone), the transaction commits, and only then are the
+manifests (and their index objects) removed from the repository. A crash between the two leaves
+*orphan manifests*: restore points the repository holds but the catalog no longer lists. That
+is the harmless side: the catalog never shows a point that cannot be restored, the orphan's
+chunks stay referenced (GC keeps them) until the manifest goes. The opposite order could leave a
+catalog row whose manifest is gone, which a user could pick for a restore that then fails.
 
 Orphan manifests are removed by :meth:`Pruner.reconcile`, part of every full pass: a manifest
 without a catalog row, whose metadata names a VM of the catalog, is removed when it is older

@@ -128,6 +128,21 @@ class RetentionRepository:
         rows = await self.session.execute(select(VirtualMachine.id).where(VirtualMachine.id.in_(vm_ids)))
         return set(rows.scalars())
 
+    async def _lock_points(self, point_ids: Collection[uuid.UUID]) -> None:
+        """Lock the points before checking which restores use them (PostgreSQL).
+
+        A restore request inserting a reference to one of them holds a key-share lock on it until
+        it commits; the lock waits for that, and the statement after it takes a fresh snapshot
+        that sees the new restore. Without it, the delete would wait on the same row lock and
+        then check the restores in its old snapshot, deleting a point a new restore uses (the
+        reference is ON DELETE SET NULL). A request that comes after the lock waits for the
+        prune's commit and then finds its point gone (409, then 404 on retry)."""
+        if self.session.get_bind().dialect.name != "postgresql":
+            return  # SQLite: transactions are serialised (BEGIN IMMEDIATE)
+        await self.session.execute(
+            select(RestorePoint.id).where(RestorePoint.id.in_(list(point_ids))).with_for_update()
+        )
+
     async def delete_points(self, point_ids: Collection[uuid.UUID]) -> list[uuid.UUID]:
         """Delete the rows no requested or running restore uses; return the ids deleted.
 
@@ -135,6 +150,7 @@ class RetentionRepository:
         """
         if not point_ids:
             return []
+        await self._lock_points(point_ids)
         referenced = exists().where(
             Restore.restore_point_id == RestorePoint.id, Restore.state.in_(ACTIVE_RESTORE_STATES)
         )
@@ -151,6 +167,7 @@ class RetentionRepository:
         (never while a restore reading onsite uses it); return the ids marked."""
         if not point_ids:
             return []
+        await self._lock_points(point_ids)
         reading_onsite = exists().where(
             Restore.restore_point_id == RestorePoint.id,
             Restore.state.in_(ACTIVE_RESTORE_STATES),

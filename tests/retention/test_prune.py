@@ -5,9 +5,11 @@ Runs on SQLite and PostgreSQL, with real restore points in a real repository.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from sqlalchemy import select, update
 
 from app.chunkstore import gc, verify
@@ -268,3 +270,39 @@ async def test_application_points_have_their_own_retention(world: World) -> None
     # Oldest first across both kinds.
     assert result.plan.prune == [images[5], dumps[5], images[4], dumps[4], images[2]]
     assert await catalog(world, vm) == ids([*images[:2], images[3], *dumps[:4]])
+
+
+async def test_a_restore_requested_while_the_prune_runs_keeps_its_point(world: World) -> None:
+    """PostgreSQL: the request's insert holds its point's row until it commits; the prune waits
+    for it and then sees the new restore (SQLite serialises the two transactions whole)."""
+    if world.ctx.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite runs one writing transaction at a time")
+    vm = await world.vm("web")
+    point = await world.point(vm, day(3))
+    async with world.ctx.sessionmaker.begin() as requesting:
+        requesting.add(
+            Restore(
+                id=uuid.uuid4(),
+                tenant_id=world.tenant_id,
+                vm_id=vm,
+                restore_point_id=point,
+                type="vm",
+                target="new",
+                target_params={},
+                state="requested",
+                source_location="onsite",
+                requested_at=world.ctx.clock.now(),
+                result={},
+            )
+        )
+        await requesting.flush()
+
+        async def prune() -> list[uuid.UUID]:
+            async with world.ctx.sessionmaker.begin() as session:
+                return await RetentionService(session).delete_rows([point])
+
+        pruning = asyncio.create_task(prune())
+        await asyncio.sleep(0.5)  # the prune now waits on the point's row
+        assert not pruning.done()
+    assert await pruning == []
+    assert str(point) in await catalog(world, vm)
