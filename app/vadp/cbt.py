@@ -14,6 +14,7 @@ fake tracker (``tests/vadp/fake_cbt.py``) and a fake of the one query function.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -23,6 +24,8 @@ from pyVmomi import vim, vmodl
 from app.vadp.errors import VCenterError, VCenterErrorKind
 from app.vadp.session import VCenterSession, fault_text
 from app.vadp.types import SnapshotHandle, VmHandle
+
+log = logging.getLogger(__name__)
 
 Extent = tuple[int, int]
 
@@ -131,9 +134,18 @@ class VimChangedBlockTracker:
             extents.extend(page.areas)
             end = page.start_offset + page.length
             if page.length <= 0 or end <= offset:
-                # A page that does not advance would loop forever; vCenter ends a disk this
-                # way only when nothing lies beyond (no more changed areas).
-                break
+                # An answer that covers nothing new before the disk's end cannot say the rest is
+                # unchanged: taking it so would copy that rest from the previous point, a stale
+                # backup that looks good. Read the whole disk instead (slower, never wrong).
+                log.warning(
+                    "QueryChangedDiskAreas of disk %s of VM %s stopped at offset %d of %d; "
+                    "reading the whole disk",
+                    disk_key,
+                    vm.moid,
+                    offset,
+                    disk_size,
+                )
+                return None
             offset = end
         return normalize(extents, disk_size)
 

@@ -90,10 +90,13 @@ def test_unavailable_cbt_means_read_everything() -> None:
     assert track(FakeQuery(), 10, change_id="") is None  # no baseline change id: nothing to ask
 
 
-def test_a_page_that_does_not_advance_ends_the_loop() -> None:
+def test_a_page_that_does_not_advance_means_read_everything() -> None:
+    """The rest of the disk is not known to be unchanged: never copy it from the previous point."""
     query = FakeQuery({0: DiskChangePage(0, 0, ((0, 4096),))})
-    assert track(query, GIB) == [(0, 4096)]
+    assert track(query, GIB) is None
     assert len(query.calls) == 1
+    stuck = FakeQuery({0: DiskChangePage(0, GIB, ((0, 4096),)), GIB: DiskChangePage(GIB, 0, ())})
+    assert track(stuck, 2 * GIB) is None
 
 
 def test_the_loop_is_bounded() -> None:
