@@ -66,10 +66,13 @@ class AlertRepository:
         )
         return bool(getattr(result, "rowcount", 0))
 
-    async def revise(self, alert_id: uuid.UUID, severity: str, message: str, detail: dict[str, Any]) -> bool:
+    async def revise(
+        self, alert_id: uuid.UUID, from_severity: str, severity: str, message: str, detail: dict[str, Any]
+    ) -> bool:
+        """Compare-and-set on the open alert and the severity it was read with."""
         result = await self.session.execute(
             update(Alert)
-            .where(Alert.id == alert_id, Alert.closed_at.is_(None))
+            .where(Alert.id == alert_id, Alert.closed_at.is_(None), Alert.severity == from_severity)
             .values(severity=severity, message=message, detail=detail)
             .execution_options(synchronize_session=False)
         )

@@ -80,13 +80,31 @@ class AlertService:
                 alert.message,
                 alert.detail,
             ):
-                # A datastore's alert follows its space; messages follow the latest cause. No
-                # message is sent for a revision (the integrations' events are opened/closed).
-                done.revised += int(
-                    await self.repo.revise(
-                        alert.id, condition.severity.value, condition.message, condition.detail
-                    )
+                # A datastore's alert follows its space; messages follow the latest cause. A
+                # change of severity is announced (a datastore gone below 10%: backups now stop);
+                # a new wording alone is not. The revision is a compare-and-set on the severity
+                # read, so of two evaluators at once only one announces it.
+                revised = await self.repo.revise(
+                    alert.id, alert.severity, condition.severity.value, condition.message, condition.detail
                 )
+                done.revised += int(revised)
+                if revised and condition.severity.value != alert.severity:
+                    changed = AlertRead.model_validate(alert).model_copy(
+                        update={
+                            "severity": condition.severity.value,
+                            "message": condition.message,
+                            "detail": condition.detail,
+                        }
+                    )
+                    await emit_alert_event(
+                        self.session,
+                        now,
+                        alert_id=alert.id,
+                        event_type="alert.severity_changed",
+                        data=changed.model_dump(mode="json"),
+                        occurred_at=now,
+                        event_key=f"alert.severity_changed:{condition.severity.value}:{now.isoformat()}",
+                    )
         rows = [_row(c, now) for key, c in wanted.items() if key not in current]
         for alert in await self.repo.open_new(rows):
             done.opened += 1

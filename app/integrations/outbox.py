@@ -87,14 +87,16 @@ async def emit_alert_event(
     event_type: str,
     data: dict[str, Any],
     occurred_at: datetime | None = None,
+    event_key: str | None = None,
 ) -> int:
-    """Queue an alert's change (``alert.opened``, ``alert.closed``) for every enabled operators'
-    integration with a URL whose filter admits it; returns the number of messages queued.
+    """Queue an alert's change (``alert.opened``, ``alert.severity_changed``, ``alert.closed``)
+    for every enabled operators' integration with a URL whose filter admits it; returns the
+    number of messages queued.
 
-    Call it in the transaction that opens or closes the alert: the message is then sent if and
-    only if the change is committed. Calling it again for the same alert and event does nothing
-    (one message per alert and event type), so a re-evaluated condition is never sent twice.
-    ``data`` must be JSON-serialisable (ids and times as strings).
+    Call it in the transaction that changes the alert: the message is then sent if and only if
+    the change is committed. Calling it again for the same alert and ``event_key`` (by default
+    the event type: one opening, one closing per alert) does nothing, so a re-evaluated
+    condition is never sent twice. ``data`` must be JSON-serialisable (ids and times as strings).
     """
     integrations = [
         i
@@ -107,11 +109,12 @@ async def emit_alert_event(
     subject = alert_subject(alert_id)
     emitted = await repo.emitted([i.id for i in integrations], [subject])
     at = (occurred_at or now).isoformat().replace("+00:00", "Z")
-    message = Message(event_type, event_type, {"type": event_type, "timestamp": at, "data": data})
+    key = event_key or event_type
+    message = Message(key, event_type, {"type": event_type, "timestamp": at, "data": data})
     written = 0
     for integration in integrations:
         already = emitted.get((integration.id, subject))
-        if already is not None and event_type in already.keys:
+        if already is not None and key in already.keys:
             continue
         written += await enqueue(
             repo, now, integration.id, subject, [message], already.last_sequence if already else 0

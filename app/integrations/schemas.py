@@ -22,7 +22,7 @@ RestoreEventType = Literal[
     "restore.sla_at_risk",
     "restore.sla_breached",
 ]
-AlertEventType = Literal["alert.opened", "alert.closed"]
+AlertEventType = Literal["alert.opened", "alert.severity_changed", "alert.closed"]
 EventType = Literal[RestoreEventType, AlertEventType]
 
 RESTORE_EVENTS: tuple[str, ...] = RestoreEventType.__args__  # type: ignore[attr-defined]

@@ -246,11 +246,14 @@ async def test_a_datastores_alert_follows_its_free_space_and_is_delivered_signed
         await deliverer.run_once()
         await deliverer.run_once()
         received = [r for r in receiver.requests if r.json["data"]["key"] == key]
-        assert [r.type for r in received] == ["alert.opened", "alert.closed"]
+        # The fall below 10% is announced: backups of the datastore's VMs stop from then on.
+        assert [r.type for r in received] == ["alert.opened", "alert.severity_changed", "alert.closed"]
         for message in received:
             check_signature(integration["secret"], message)
-        assert received[0].json["data"]["id"] == warning["id"]
-        assert received[1].json["data"]["closed_at"] is not None
+        assert {r.json["data"]["id"] for r in received} == {warning["id"]}
+        assert received[1].json["data"]["severity"] == "critical"
+        assert "below 10%" in received[1].json["data"]["message"]
+        assert received[2].json["data"]["closed_at"] is not None
     finally:
         receiver.stop()
 
