@@ -12,7 +12,7 @@ from app.api.openapi import CONFLICT, NOT_FOUND, Problem
 from app.api.routing import PrefixRouter
 from app.auth.principal import Principal
 from app.integrations.schemas import Ticket
-from app.integrations.tickets import SignedTicket, TicketService
+from app.integrations.tickets import SignedTicket, TicketService, WebhookRefused
 from app.restores.schemas import RestoreRead
 
 router = PrefixRouter(prefix="/webhooks", tags=["webhooks"])
@@ -38,9 +38,14 @@ async def _signed(
     ],
 ) -> SignedTicket:
     # A dependency runs before the body is validated: an unsigned message learns nothing more.
-    signed = await TicketService(session, ctx.clock, ctx.box).authenticate(
-        integration, await request.body(), request.headers
-    )
+    try:
+        signed = await TicketService(session, ctx.clock, ctx.box).authenticate(
+            integration, await request.body(), request.headers
+        )
+    except WebhookRefused as refused:
+        # The audit log names the integration the refused message was sent to, and its tenant.
+        request.state.refused_integration = (refused.integration_id, refused.tenant_id)
+        raise
     # The audit log attributes the request to the integration (not to an anonymous caller).
     request.state.principal = Principal.of_integration(signed.integration.id, signed.tenant_id)
     return signed

@@ -288,7 +288,12 @@ def _entry(
     elif isinstance(agent, Proxy):
         entry.actor = Actor.AGENT
         entry.key_id, entry.tenant_id = agent.id, agent.tenant_id
-    if template is not None:
+    refused = state.get("refused_integration")
+    if refused is not None:
+        # A signed webhook refused: anonymous, but against that integration (of that tenant).
+        entry.object_type, entry.object_id = "integration", str(refused[0])
+        entry.tenant_id = refused[1]
+    elif template is not None:
         entry.object_type, entry.object_id = _object_of(template, dict(scope.get("path_params") or {}))
     if entry.object_id is None and ids:
         entry.object_id = ids[0]

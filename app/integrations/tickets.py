@@ -40,6 +40,17 @@ from app.restores.service import FileChecker, RestoreService, TicketOrigin
 log = logging.getLogger(__name__)
 
 
+class WebhookRefused(Unauthorized):
+    """A message whose signature does not hold (401). It names the integration it was sent to and
+    that integration's tenant (None when no such integration exists) for the audit log, so that a
+    tenant sees the refused attempts against its own integration; the answer says neither."""
+
+    def __init__(self, message: str, *, integration_id: uuid.UUID, tenant_id: uuid.UUID | None) -> None:
+        super().__init__(message)
+        self.integration_id = integration_id
+        self.tenant_id = tenant_id
+
+
 @dataclass(frozen=True)
 class SignedTicket:
     """A message whose signature holds, from a tenant's integration, with what the catalog
@@ -80,7 +91,8 @@ class TicketService:
             integration_id, headers.get("webhook-id", ""), _raw_ticket_id(body)
         )
         if known is None or not known.integration.enabled:
-            self._refuse(integration_id, "no enabled integration has this id")
+            tenant_id = known.integration.tenant_id if known is not None else None
+            self._refuse(integration_id, "no enabled integration has this id", tenant_id)
         integration = known.integration
         try:
             secret = self.box.decrypt(integration.secret_encrypted).decode()
@@ -93,7 +105,7 @@ class TicketService:
         try:
             signed = verify(secret, body, headers, self.clock.now())
         except SignatureError as exc:
-            self._refuse(integration_id, str(exc))
+            self._refuse(integration_id, str(exc), integration.tenant_id)
         if integration.tenant_id is None:
             raise Forbidden(
                 f"Integration {integration.id} is an operators' integration (it receives alerts); "
@@ -102,12 +114,14 @@ class TicketService:
         return SignedTicket(integration, integration.tenant_id, signed, known)
 
     @staticmethod
-    def _refuse(integration_id: uuid.UUID, reason: str) -> NoReturn:
+    def _refuse(integration_id: uuid.UUID, reason: str, tenant_id: uuid.UUID | None) -> NoReturn:
         # Never the body or the secret: only which integration and why.
         log.warning("ticket webhook refused for integration %s: %s", integration_id, reason)
-        raise Unauthorized(
+        raise WebhookRefused(
             f"The webhook could not be authenticated: {reason}. Sign it with the integration's secret "
-            "(Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature)."
+            "(Standard Webhooks: webhook-id, webhook-timestamp, webhook-signature).",
+            integration_id=integration_id,
+            tenant_id=tenant_id,
         )
 
     async def receive(self, signed: SignedTicket, ticket: TicketFields) -> tuple[Restore, bool]:

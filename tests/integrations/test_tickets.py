@@ -209,6 +209,23 @@ async def test_refused_messages_are_401_logged_and_create_nothing(
     assert integration["secret"] not in caplog.text and other_secret not in caplog.text  # ...nor a secret
     assert await counts(ctx) == {"restores": 0, "webhook_receipts": 0, "webhook_deliveries": 0}
 
+    # The audit log names the integration each refused message was sent to; its tenant sees them.
+    refused = (
+        await operator.get(
+            "/api/v1/audit-events", params={"action": "POST /api/v1/webhooks/tickets", "limit": 100}
+        )
+    ).json()["items"]
+    assert len(refused) == len(cases) and {e["status"] for e in refused} == {401}
+    against = {e["object_id"] for e in refused if e["object_type"] == "integration"}
+    assert against == {integration["id"], disabled["id"], cases["unknown integration"][2]}
+    assert {e["tenant_id"] for e in refused if e["object_id"] != cases["unknown integration"][2]} == {
+        str(acme.tenant_id)
+    }
+    seen_by_customer = (
+        await acme.customer.get("/api/v1/audit-events", params={"action": "POST /api/v1/webhooks/tickets"})
+    ).json()
+    assert seen_by_customer["total"] == len(cases) - 1  # not the message for an unknown integration
+
     # A message within the tolerance either way is fine.
     later = signed(integration["secret"], body, now + timedelta(minutes=4))
     accepted = await anonymous.post(
