@@ -148,6 +148,9 @@ def _claimable(scope: str, columns: str) -> Select[Any]:
         Job.state == JobState.QUEUED.value,
         Job.not_before <= bindparam("now"),
         Job.cancel_requested.is_(False),
+        # A backup whose window has closed is not started, even in the seconds before the
+        # reaper ends it as missed.
+        or_(Job.window_end.is_(None), Job.window_end > bindparam("now")),
     )
     guest_kinds = [k.value for k in GUEST_JOB_KINDS]
     if scope == "guest":

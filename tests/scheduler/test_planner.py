@@ -131,6 +131,24 @@ async def test_a_retry_the_windows_end_overtakes_is_missed_with_its_failure_as_t
     assert "no retry could start before the end of its backup window" in job["error"]
 
 
+async def test_a_job_whose_window_closed_is_not_claimed_before_the_reaper_ends_it(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    clock: ManualClock,
+    make_client: ClientFactory,
+) -> None:
+    vms, _ = await protected_setup(operator, customer_of, vcsim, clock)
+    clock.set(MONDAY_2100 + timedelta(hours=1, seconds=30))
+    await PlannerLoop(ctx.sessionmaker, clock).run_once()
+    proxy = make_client((await register_proxy(operator, "p", [vms[0]["host"]["id"]]))["token"])
+    clock.set(MONDAY_2100 + timedelta(hours=9, seconds=1))  # the window ended at 06:00 UTC
+    assert await claim(proxy) == []
+    await ReaperLoop(ctx.sessionmaker, clock).run_once()
+    assert {j["state"] for j in await jobs_of(operator)} == {"missed"}
+
+
 async def test_three_racing_planners_create_each_job_once(
     ctx: AppContext,
     db_url: str,
