@@ -31,6 +31,25 @@ from app.policies.service import PolicyService
 PENDING, APPROVED, REJECTED, CANCELLED = "pending", "approved", "rejected", "cancelled"
 
 
+def _named_vms(data: ChangeRequestCreate) -> list[tuple[list[str], list[uuid.UUID]]]:
+    """The VM ids a request names, by where they are in its body: each must be one of the
+    tenant's VMs when the request is filed, not only when an operator approves it."""
+    if isinstance(data, ProtectionRequest):
+        return [(["vm_ids"], data.vm_ids)]
+    where: list[str]
+    fields: object
+    if isinstance(data, PolicyUpdateRequest):
+        where, fields = ["changes"], data.changes
+    else:
+        where, fields = ["policy"], data.policy
+    named = []
+    for part in ("selection", "exclusions"):
+        selection = getattr(fields, part, None)
+        if selection is not None and selection.vm_ids:
+            named.append(([*where, part, "vm_ids"], list(selection.vm_ids)))
+    return named
+
+
 class ChangeRequestService:
     def __init__(self, session: AsyncSession, clock: Clock) -> None:
         self.session = session
@@ -62,11 +81,12 @@ class ChangeRequestService:
             if policy is None:
                 raise InvalidInput(f"Policy {data.policy_id} does not exist.", field=["body", "policy_id"])
             policy_id = policy.id
-        if isinstance(data, ProtectionRequest):
-            found = await self.policies.existing_vm_ids(tenant, data.vm_ids)
-            for index, vm_id in enumerate(data.vm_ids):
+        for path, vm_ids in _named_vms(data):
+            found = await self.policies.existing_vm_ids(tenant, vm_ids)
+            for index, vm_id in enumerate(vm_ids):
                 if vm_id not in found:
-                    raise InvalidInput(f"VM {vm_id} does not exist.", field=["body", "vm_ids", index])
+                    # Another tenant's VM is reported as one that does not exist.
+                    raise InvalidInput(f"VM {vm_id} does not exist.", field=["body", *path, index])
         request = ChangeRequest(
             id=uuid.uuid4(),
             tenant_id=tenant,

@@ -106,6 +106,17 @@ async def test_rejections_cancellations_and_validation(
         URL, json={"kind": "protect", "policy_id": policy["id"], "vm_ids": [other_vms[0]["id"]]}
     )
     assert foreign.status_code == 422 and foreign.json()["errors"][0]["field"] == "body.vm_ids.0"
+    foreign_selection = {"vm_ids": [vms[1]["id"], other_vms[0]["id"]]}
+    for body, field in (
+        ({**change, "changes": {"selection": foreign_selection}}, "body.changes.selection.vm_ids.1"),
+        ({**change, "changes": {"exclusions": foreign_selection}}, "body.changes.exclusions.vm_ids.1"),
+        (
+            {"kind": "policy_create", "policy": {"name": "x", "selection": foreign_selection}},
+            "body.policy.selection.vm_ids.1",
+        ),
+    ):
+        named = await customer.post(URL, json=body)
+        assert named.status_code == 422 and named.json()["errors"][0]["field"] == field, named.text
     bad = await customer.post(URL, json={**change, "changes": {"rpo_hours": 0}})
     assert bad.status_code == 422
     assert (await customer.get(URL)).json()["total"] == before
