@@ -43,7 +43,17 @@ class FsBackend:
         # Creating fan-out directories once per process keeps the per-chunk cost to open+write+rename.
         if directory in self._made_dirs:
             return
+        created = []
+        path = directory
+        while not os.path.isdir(path):
+            created.append(path)
+            path = os.path.dirname(path)
         os.makedirs(directory, exist_ok=True)
+        if self._durable:
+            # A new directory's own entry lives in its parent: fsync that too, or a power cut
+            # could keep a manifest while losing the directory of the objects it names.
+            for new in created:
+                _fsync_dir(os.path.dirname(new))
         with self._lock:
             self._made_dirs.add(directory)
 

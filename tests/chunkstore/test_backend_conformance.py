@@ -5,6 +5,7 @@ A new backend (S3) passes this suite before the repository may use it.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from app.chunkstore import Backend, ObjectMissing
+import app.chunkstore.fs as fs_module
+from app.chunkstore import Backend, FsBackend, ObjectMissing
 from tests.chunkstore.conftest import make_backend
 
 
@@ -152,3 +154,25 @@ def test_many_threads_put_distinct_keys(backend: Backend) -> None:
         t.join()
     assert len(set(backend.list("chunks/"))) == 160
     assert backend.get("chunks/07/19") == b"7-19"
+
+
+def test_a_durable_filesystem_put_fsyncs_every_directory_it_created_in_its_parent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rename is made durable by fsyncing its directory; a directory the put created is
+    durable only once its parent is fsynced too (recorded here, then done for real)."""
+    synced: list[str] = []
+    real = fs_module._fsync_dir
+
+    def record(directory: str) -> None:
+        synced.append(os.path.relpath(directory, tmp_path / "store"))
+        real(directory)
+
+    monkeypatch.setattr(fs_module, "_fsync_dir", record)
+    (tmp_path / "store").mkdir()
+    backend = FsBackend(tmp_path / "store", durable=True)
+    backend.put("indexes/rp-1/0", b"x")
+    assert sorted(synced) == sorted([".", "indexes", "indexes/rp-1"])
+    synced.clear()
+    backend.put("indexes/rp-1/1", b"y")  # nothing new to create: only the rename's directory
+    assert synced == ["indexes/rp-1"]
