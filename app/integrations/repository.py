@@ -32,6 +32,7 @@ CHUNK = 1000
 # (SQLAlchemy caches compiled statements by their structure, aliases included).
 _RESTORE_OF_TICKET = aliased(Restore, name="restore_of_ticket")
 _EARLIER = aliased(Delivery, name="earlier")
+_OTHER = aliased(Delivery, name="other")
 
 
 # The webhook's hot path runs these on every delivery: built once, with bound parameters, they
@@ -269,8 +270,9 @@ class DeliveryRepository:
 
     async def due(self, now: datetime, limit: int) -> list[DueDelivery]:
         """Pending messages that may be sent now: due, not leased, of an enabled integration with
-        a URL, and first of their subject (no earlier message of it is still pending)."""
-        earlier = _EARLIER
+        a URL, first of their subject (no earlier message of it is still pending), and alone in
+        flight for their subject (a re-sent message waits for a later one being sent)."""
+        earlier, other = _EARLIER, _OTHER
         blocked = (
             select(earlier.id)
             .where(
@@ -278,6 +280,17 @@ class DeliveryRepository:
                 earlier.subject == Delivery.subject,
                 earlier.sequence < Delivery.sequence,
                 earlier.state == "pending",
+            )
+            .exists()
+        )
+        in_flight = (
+            select(other.id)
+            .where(
+                other.integration_id == Delivery.integration_id,
+                other.subject == Delivery.subject,
+                other.id != Delivery.id,
+                other.state == "pending",
+                other.leased_until > now,
             )
             .exists()
         )
@@ -291,6 +304,7 @@ class DeliveryRepository:
                 Integration.enabled.is_(True),
                 Integration.url.is_not(None),
                 ~blocked,
+                ~in_flight,
             )
             .order_by(Delivery.next_attempt_at, Delivery.id)
             .limit(limit)

@@ -10,12 +10,14 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from app.clock import ManualClock
 from app.compliance.recorder import RestoreSlaRecorder
 from app.context import AppContext
 from app.integrations.deliverer import DeliveryLoop, backoff
 from app.integrations.emitter import EventEmitterLoop
+from app.integrations.models import Delivery
 from app.integrations.outbox import emit_alert_event
 from tests.api.test_jobs import claim
 from tests.api.test_proxies import register_proxy
@@ -416,3 +418,41 @@ async def test_outbound_messages_never_reach_private_addresses_unless_allowed(
     assert log["state"] == "delivered"
     (request,) = receiver.requests
     assert request.headers["host"] == f"localhost:{port}"
+
+
+async def test_a_resent_message_waits_while_a_later_one_of_its_subject_is_in_flight(
+    ctx: AppContext, operator: httpx.AsyncClient, receiver: Receiver, clock: ManualClock
+) -> None:
+    integration = await create_integration(operator, name="pager", url=receiver.url)
+    async with ctx.sessionmaker.begin() as session:
+        for event in ("alert.opened", "alert.closed"):
+            await emit_alert_event(
+                session, clock.now(), alert_id="a1", event_type=event, data={"alert_id": "a1"}
+            )
+    sender = deliverer(ctx, clock=clock)
+    await sender.run_once()
+    await sender.run_once()
+    opened, closed = sorted(await deliveries(operator, integration["id"]), key=lambda d: d["sequence"])
+    assert (opened["state"], closed["state"]) == ("delivered", "delivered")
+    sent = len(receiver.requests)
+
+    # The later message is being sent again (another sender holds its lease) when an operator
+    # re-sends the earlier one: the earlier one waits, so the receiver never has both at once.
+    async with ctx.sessionmaker.begin() as session:
+        await session.execute(
+            update(Delivery)
+            .where(Delivery.id == uuid.UUID(closed["id"]))
+            .values(state="pending", leased_until=clock.now() + timedelta(seconds=60))
+        )
+    resent = await operator.post(f"/api/v1/integrations/{integration['id']}/deliveries/{opened['id']}/resend")
+    assert resent.status_code == 202
+    await sender.run_once()
+    assert len(receiver.requests) == sent
+    async with ctx.sessionmaker.begin() as session:
+        await session.execute(
+            update(Delivery)
+            .where(Delivery.id == uuid.UUID(closed["id"]))
+            .values(state="delivered", leased_until=None)
+        )
+    await sender.run_once()
+    assert [r.type for r in receiver.requests[sent:]] == ["alert.opened"]
