@@ -100,7 +100,7 @@ async def test_application_jobs_are_planned_on_their_own_schedule_and_only_the_v
         name="db",
         selection={"vm_ids": [vms[0]["id"], vms[1]["id"]]},
         schedule={"type": "weekly", "times": ["22:00"]},
-        window={"start": "22:00", "duration_minutes": 60},
+        window={"start": "22:00", "duration_minutes": 180},  # still open at 23:01, when claimed
         applications=APPS,
     )
     assert policy["applications"]["items"][0] == {
