@@ -8,7 +8,8 @@ What it does (the figures of the scale issue; it reports what it reaches and ass
 1. Creates its own scratch database (``--db``, default ``vmr_bench``; refuses any name not starting
    with ``vmr_bench``), runs ``vmrecovery migrate``, and generates the catalog with COPY
    (``bench/scheduler_seed.py``): 1 tenant, 1 vCenter, 50 hosts, 100 datastores, 10,000 VMs,
-   20 folder-selected policies (daily 22:00 UTC, window 22:00 + 8 h), protection computed with
+   20 folder-selected policies (daily 22:00 UTC, window 22:00 + 24 h, so that the day's jobs are
+   in their window whenever the bench runs), protection computed with
    ``recompute_protection`` (timed), and ``--days`` days of history: a job and a restore point per
    VM and day (~1% failed days with their RPO breaches), one protection span per VM.
 2. Starts ``vmrecovery serve --no-embedded-proxy --no-loops`` and registers ``--proxies`` proxies

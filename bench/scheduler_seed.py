@@ -188,7 +188,9 @@ async def seed_inventory(
                 "enabled": True,
                 "schedule": json.dumps({"type": "weekly", "times": ["22:00"], "days": WEEK}),
                 "timezone": "UTC",
-                "backup_window": json.dumps({"start": "22:00", "duration_minutes": 480}),
+                # 24 h: the servers run on the real clock and claims skip a backup whose window
+                # has closed, so the day's jobs must be in their window whenever the bench runs.
+                "backup_window": json.dumps({"start": "22:00", "duration_minutes": 1440}),
                 "rpo_hours": RPO_HOURS,
                 "rto_hours": 12,
                 # Keeps the whole history: 90 daily points per VM is what the figures assume.

@@ -86,15 +86,25 @@ class PlannerLoop(LoopService):
         report = PlanReport()
         async with self.sessionmaker() as session:
             policies = list((await session.execute(select(Policy).where(Policy.enabled.is_(True)))).scalars())
-        for policy in policies:
-            for plan in (_image_plan(policy, now), _application_plan(policy, now)):
-                if plan is None:
-                    continue
-                async with self.sessionmaker.begin() as session:
-                    created = await self._plan(session, policy, plan, now)
-                if created is not None:
-                    report.policies_planned += 1
-                    report.jobs_created += created
+        due = [
+            (policy, plan)
+            for policy in policies
+            for plan in (_image_plan(policy, now), _application_plan(policy, now))
+            if plan is not None
+        ]
+        if due:
+            # After downtime the previous slot's jobs may still be queued past their window (the
+            # reaper has not run yet): they would hold their VMs' places and the new slot's jobs,
+            # the catch-up ones included, would be skipped as duplicates. One statement per tick
+            # that has slots to plan, before any of them.
+            async with self.sessionmaker.begin() as session:
+                await miss_overdue(session, now)
+        for policy, plan in due:
+            async with self.sessionmaker.begin() as session:
+                created = await self._plan(session, policy, plan, now)
+            if created is not None:
+                report.policies_planned += 1
+                report.jobs_created += created
         return report
 
     async def _plan(
@@ -109,10 +119,6 @@ class PlannerLoop(LoopService):
         )
         if getattr(won, "rowcount", 0) != 1:
             return None  # another replica planned this slot
-        # After downtime the previous slot's jobs may still be queued past their window (the
-        # reaper has not run yet): they would hold their VMs' places and this slot's jobs, the
-        # catch-up ones included, would be skipped as duplicates.
-        await miss_overdue(session, now, Job.policy_id == policy.id, Job.kind == plan.kind.value)
         tz = sched.load_timezone(policy.timezone)
         window = plan.window
         window_end = sched.window_end_for(

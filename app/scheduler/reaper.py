@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.clock import Clock
@@ -41,17 +41,17 @@ class ReapReport:
     cleanups: int = 0
 
 
-async def miss_overdue(session: AsyncSession, now: datetime, *where: ColumnElement[bool]) -> int:
-    """End as ``missed`` the queued jobs (those ``where`` selects) whose window has passed.
+async def miss_overdue(session: AsyncSession, now: datetime) -> int:
+    """End as ``missed`` the queued jobs whose window has passed; return how many.
 
-    The reaper runs it every few seconds; the planner runs it for a policy's jobs before it
-    queues a new slot's, because an overdue job still queued holds its VM's one active-backup
-    place (``uq_jobs_active_backup``) and the new slot's job would be skipped as a duplicate.
+    The reaper runs it every few seconds; the planner runs it before it queues new slots' jobs,
+    because an overdue job still queued holds its VM's one active-backup place
+    (``uq_jobs_active_backup``) and the new slot's job would be skipped as a duplicate.
     """
     jobs = JobRepository(session)
     overdue = (
         await session.execute(
-            select(Job).where(Job.state == JobState.QUEUED.value, Job.window_end < now, *where).limit(5000)
+            select(Job).where(Job.state == JobState.QUEUED.value, Job.window_end < now).limit(5000)
         )
     ).scalars()
     missed = 0
