@@ -43,6 +43,23 @@ async def catalog(world: World, vm_id: uuid.UUID) -> set[str]:
         )
 
 
+def requested_restore(world: World, vm_id: uuid.UUID, point_id: uuid.UUID) -> Restore:
+    """A restore of ``point_id`` to a new VM, requested now (the point is in use while it is)."""
+    return Restore(
+        id=uuid.uuid4(),
+        tenant_id=world.tenant_id,
+        vm_id=vm_id,
+        restore_point_id=point_id,
+        type="vm",
+        target="new",
+        target_params={},
+        state="requested",
+        source_location="onsite",
+        requested_at=world.ctx.clock.now(),
+        result={},
+    )
+
+
 async def six_days(world: World) -> tuple[uuid.UUID, uuid.UUID, list[uuid.UUID]]:
     """A VM under daily=2, weekly=1, monthly=0 with one point a day, Fri 06-05 to Wed 06-10.
 
@@ -107,21 +124,7 @@ async def test_a_restore_requested_after_the_plan_stops_the_delete(world: World)
         service = RetentionService(session)
         plan = await service.plan_vm(vm)
         assert points[2] in plan.prune
-        session.add(
-            Restore(
-                id=uuid.uuid4(),
-                tenant_id=world.tenant_id,
-                vm_id=vm,
-                restore_point_id=points[2],
-                type="vm",
-                target="new",
-                target_params={},
-                state="requested",
-                source_location="onsite",
-                requested_at=world.ctx.clock.now(),
-                result={},
-            )
-        )
+        session.add(requested_restore(world, vm, points[2]))
         await session.flush()
         deleted = await service.delete_rows(plan.prune)
     assert set(deleted) == {points[4], points[5]}
@@ -280,21 +283,7 @@ async def test_a_restore_requested_while_the_prune_runs_keeps_its_point(world: W
     vm = await world.vm("web")
     point = await world.point(vm, day(3))
     async with world.ctx.sessionmaker.begin() as requesting:
-        requesting.add(
-            Restore(
-                id=uuid.uuid4(),
-                tenant_id=world.tenant_id,
-                vm_id=vm,
-                restore_point_id=point,
-                type="vm",
-                target="new",
-                target_params={},
-                state="requested",
-                source_location="onsite",
-                requested_at=world.ctx.clock.now(),
-                result={},
-            )
-        )
+        requesting.add(requested_restore(world, vm, point))
         await requesting.flush()
 
         async def prune() -> list[uuid.UUID]:

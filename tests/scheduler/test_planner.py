@@ -107,6 +107,22 @@ async def test_after_downtime_the_planner_queues_the_catch_up_even_before_the_re
     assert len(await jobs_of(operator, state="queued")) == len(vms)
 
 
+async def planned_night_with_a_proxy(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    clock: ManualClock,
+    make_client: ClientFactory,
+) -> tuple[list[dict[str, Any]], httpx.AsyncClient]:
+    """Monday night's jobs planned (window 22:00 + 8 h), and a proxy of the first VM's host."""
+    vms, _ = await protected_setup(operator, customer_of, vcsim, clock)
+    clock.set(MONDAY_2100 + timedelta(hours=1, seconds=30))
+    await PlannerLoop(ctx.sessionmaker, clock).run_once()
+    proxy = make_client((await register_proxy(operator, "p", [vms[0]["host"]["id"]]))["token"])
+    return vms, proxy
+
+
 async def test_a_retry_the_windows_end_overtakes_is_missed_with_its_failure_as_the_cause(
     ctx: AppContext,
     operator: httpx.AsyncClient,
@@ -115,10 +131,7 @@ async def test_a_retry_the_windows_end_overtakes_is_missed_with_its_failure_as_t
     clock: ManualClock,
     make_client: ClientFactory,
 ) -> None:
-    vms, _ = await protected_setup(operator, customer_of, vcsim, clock)
-    clock.set(MONDAY_2100 + timedelta(hours=1, seconds=30))
-    await PlannerLoop(ctx.sessionmaker, clock).run_once()
-    proxy = make_client((await register_proxy(operator, "p", [vms[0]["host"]["id"]]))["token"])
+    vms, proxy = await planned_night_with_a_proxy(ctx, operator, customer_of, vcsim, clock, make_client)
     clock.set(MONDAY_2100 + timedelta(hours=8, minutes=58))  # the window ends at 06:00 UTC
     job_id = (await claim(proxy))[0]["job_id"]
     clock.advance(timedelta(minutes=3))  # the proxy died; its lease lapsed at 06:00
@@ -139,10 +152,7 @@ async def test_a_job_whose_window_closed_is_not_claimed_before_the_reaper_ends_i
     clock: ManualClock,
     make_client: ClientFactory,
 ) -> None:
-    vms, _ = await protected_setup(operator, customer_of, vcsim, clock)
-    clock.set(MONDAY_2100 + timedelta(hours=1, seconds=30))
-    await PlannerLoop(ctx.sessionmaker, clock).run_once()
-    proxy = make_client((await register_proxy(operator, "p", [vms[0]["host"]["id"]]))["token"])
+    _, proxy = await planned_night_with_a_proxy(ctx, operator, customer_of, vcsim, clock, make_client)
     clock.set(MONDAY_2100 + timedelta(hours=9, seconds=1))  # the window ended at 06:00 UTC
     assert await claim(proxy) == []
     await ReaperLoop(ctx.sessionmaker, clock).run_once()
