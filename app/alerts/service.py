@@ -74,7 +74,7 @@ class AlertService:
             if condition is None:
                 if await self.repo.close(alert.id, now):
                     done.closed += 1
-                    await self._announce(alert, "alert.closed", now, closed_at=now)
+                    await self._announce(alert, "alert.closed", now, {"closed_at": now}, occurred_at=now)
             elif (condition.severity.value, condition.message, condition.detail) != (
                 alert.severity,
                 alert.message,
@@ -89,19 +89,15 @@ class AlertService:
                 )
                 done.revised += int(revised)
                 if revised and condition.severity.value != alert.severity:
-                    changed = AlertRead.model_validate(alert).model_copy(
-                        update={
+                    await self._announce(
+                        alert,
+                        "alert.severity_changed",
+                        now,
+                        {
                             "severity": condition.severity.value,
                             "message": condition.message,
                             "detail": condition.detail,
-                        }
-                    )
-                    await emit_alert_event(
-                        self.session,
-                        now,
-                        alert_id=alert.id,
-                        event_type="alert.severity_changed",
-                        data=changed.model_dump(mode="json"),
+                        },
                         occurred_at=now,
                         event_key=f"alert.severity_changed:{condition.severity.value}:{now.isoformat()}",
                     )
@@ -133,18 +129,27 @@ class AlertService:
         return await self.reconcile([AlertKind.VERIFY_DAMAGE], wanted, now)
 
     async def _announce(
-        self, alert: Alert, event_type: str, now: datetime, closed_at: datetime | None = None
+        self,
+        alert: Alert,
+        event_type: str,
+        now: datetime,
+        changes: dict[str, Any] | None = None,
+        *,
+        occurred_at: datetime | None = None,
+        event_key: str | None = None,
     ) -> None:
         """Queue the change for the operators' integrations (signed webhooks), in this
-        transaction: sent if and only if the change commits."""
+        transaction: sent if and only if the change commits. ``changes``: what the alert's row
+        does not show yet (the update made in this transaction)."""
         read = AlertRead.model_validate(alert)
-        if closed_at is not None:
-            read = read.model_copy(update={"closed_at": closed_at})
+        if changes:
+            read = read.model_copy(update=changes)
         await emit_alert_event(
             self.session,
             now,
             alert_id=alert.id,
             event_type=event_type,
             data=read.model_dump(mode="json"),
-            occurred_at=closed_at or alert.opened_at,
+            occurred_at=occurred_at or alert.opened_at,
+            event_key=event_key,
         )

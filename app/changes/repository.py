@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.changes.models import ChangeRequest
+from app.db.dialect import lock_for_decision
 from app.db.paging import fetch_page
 from app.pagination import PageRequest
 
@@ -30,9 +31,7 @@ class ChangeRequestRepository:
         """Locked (PostgreSQL) so that two operators deciding at once take turns, and read afresh:
         the session may hold the row from before the lock, and without ``populate_existing`` it
         would keep that state instead of the one the other decision committed."""
-        stmt = select(ChangeRequest).where(ChangeRequest.id == request_id)
-        if self.session.get_bind().dialect.name == "postgresql":
-            stmt = stmt.with_for_update()
+        stmt = lock_for_decision(select(ChangeRequest).where(ChangeRequest.id == request_id), self.session)
         stmt = stmt.execution_options(populate_existing=True)
         return (await self.session.execute(stmt)).scalar_one_or_none()
 

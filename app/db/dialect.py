@@ -23,6 +23,18 @@ def lock_for_claim(stmt: S, session: AsyncSession, *of: Any) -> S:
     return stmt
 
 
+def lock_for_decision(stmt: S, session: AsyncSession) -> S:
+    """Row locks that make concurrent deciders take turns.
+
+    PostgreSQL: ``FOR UPDATE`` (waiting), so the second of two requests deciding on the same
+    rows (an approval, a prune) proceeds only once the first has committed, and its next
+    statement sees that outcome. SQLite's transactions are serialised whole (``BEGIN IMMEDIATE``).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        return stmt.with_for_update()
+    return stmt
+
+
 def _dialect_insert(session: AsyncSession) -> Any:
     """The dialect's own ``insert`` construct: the generic one has no ``ON CONFLICT``."""
     from sqlalchemy.dialects import postgresql, sqlite

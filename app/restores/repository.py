@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.dialect import lock_for_decision
 from app.db.paging import fetch_page
 from app.jobs.models import Job
 from app.pagination import PageRequest
@@ -31,9 +32,7 @@ class RestoreRepository:
     async def get_for_update(self, restore_id: uuid.UUID) -> Restore | None:
         """Locked (PostgreSQL) and read afresh, for a decision on it: two operators approving or
         rejecting at once take turns, and the second sees the first's outcome."""
-        stmt = select(Restore).where(Restore.id == restore_id)
-        if self.session.get_bind().dialect.name == "postgresql":
-            stmt = stmt.with_for_update()
+        stmt = lock_for_decision(select(Restore).where(Restore.id == restore_id), self.session)
         stmt = stmt.execution_options(populate_existing=True)
         return (await self.session.execute(stmt)).scalar_one_or_none()
 

@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.dialect import lock_for_decision
 from app.domain.jobs import JobKind, JobState, RestoreState
 from app.inventory.models import VirtualMachine
 from app.jobs.models import Job
@@ -129,7 +130,7 @@ class RetentionRepository:
         return set(rows.scalars())
 
     async def _lock_points(self, point_ids: Collection[uuid.UUID]) -> None:
-        """Lock the points before checking which restores use them (PostgreSQL).
+        """Lock the points before checking which restores use them (``lock_for_decision``).
 
         A restore request inserting a reference to one of them holds a key-share lock on it until
         it commits; the lock waits for that, and the statement after it takes a fresh snapshot
@@ -137,11 +138,8 @@ class RetentionRepository:
         then check the restores in its old snapshot, deleting a point a new restore uses (the
         reference is ON DELETE SET NULL). A request that comes after the lock waits for the
         prune's commit and then finds its point gone (409, then 404 on retry)."""
-        if self.session.get_bind().dialect.name != "postgresql":
-            return  # SQLite: transactions are serialised (BEGIN IMMEDIATE)
-        await self.session.execute(
-            select(RestorePoint.id).where(RestorePoint.id.in_(list(point_ids))).with_for_update()
-        )
+        stmt = select(RestorePoint.id).where(RestorePoint.id.in_(list(point_ids)))
+        await self.session.execute(lock_for_decision(stmt, self.session))
 
     async def delete_points(self, point_ids: Collection[uuid.UUID]) -> list[uuid.UUID]:
         """Delete the rows no requested or running restore uses; return the ids deleted.
