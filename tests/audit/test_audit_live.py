@@ -8,6 +8,7 @@ figure is asserted, so a slow machine cannot fail the test."""
 from __future__ import annotations
 
 import asyncio
+
 import pytest
 
 from app.audit.schemas import AuditEntry
@@ -32,9 +33,7 @@ async def test_the_audit_write_does_not_delay_the_response(
 
     monkeypatch.setattr(AuditService, "record_many", held)
     operator = served.client(await create_key(ctx, Role.OPERATOR))
-    response = await asyncio.wait_for(
-        operator.post("/api/v1/tenants", json={"name": "Acme"}), timeout=30
-    )
+    response = await asyncio.wait_for(operator.post("/api/v1/tenants", json={"name": "Acme"}), timeout=30)
     assert response.status_code == 201
     assert (await operator.get("/api/v1/audit-events")).json()["total"] == 0
     release.set()
