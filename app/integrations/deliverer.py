@@ -59,6 +59,7 @@ class Claimed:
     delivery_id: uuid.UUID
     integration_id: uuid.UUID
     attempt: int
+    attempt_since_resend: int  # the attempt's number since the message was (re)sent: the backoff's count
     message_id: str
     url: str
     secret_encrypted: bytes
@@ -149,6 +150,7 @@ class DeliveryLoop(LoopService):
             delivery_id=d.id,
             integration_id=d.integration_id,
             attempt=d.attempts + 1,
+            attempt_since_resend=d.attempts + 1 - d.attempts_before_resend,
             message_id=d.message_id,
             url=due.url,
             secret_encrypted=due.secret_encrypted,
@@ -213,7 +215,7 @@ class DeliveryLoop(LoopService):
                         outcome.error,
                     )
                 else:
-                    values.update(next_attempt_at=min(now + backoff(c.attempt), c.expires_at))
+                    values.update(next_attempt_at=min(now + backoff(c.attempt_since_resend), c.expires_at))
                     log.info(
                         "webhook %s to integration %s failed (attempt %d), retrying: %s",
                         c.message_id,

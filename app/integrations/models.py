@@ -74,6 +74,9 @@ class Delivery(IdMixin, Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
     state: Mapped[str] = mapped_column(String(20))  # pending, delivered, failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # ``attempts`` at the last resend (0 if never resent):
+    # the backoff counts from here, so a resent message is retried after seconds, not an hour.
+    attempts_before_resend: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column()
     next_attempt_at: Mapped[datetime] = mapped_column()
     # Retries stop here (a day after the event, or after a resend): the message is then failed.

@@ -175,6 +175,7 @@ class IntegrationService:
             )
         now = self.clock.now()
         delivery.state = "pending"
+        delivery.attempts_before_resend = delivery.attempts
         delivery.next_attempt_at = now
         delivery.expires_at = now + RETRY_FOR
         delivery.leased_until = None

@@ -193,8 +193,8 @@ async def test_a_message_fails_after_a_day_of_backoff_and_can_be_resent(
     assert log["attempts"] == len(receiver.requests) == len(waits) + 1
     assert len({r.message_id for r in receiver.requests}) == 1
 
-    # Resent once the receiver is back: the same message id, a new attempt.
-    receiver.default_status = 200
+    # Resent while the receiver still fails: the backoff starts again from ten seconds, not
+    # from the hour the first day's attempts had reached.
     pending = await acme.customer.post(
         f"/api/v1/integrations/{integration['id']}/deliveries/{log['id']}/resend"
     )
@@ -205,7 +205,15 @@ async def test_a_message_fails_after_a_day_of_backoff_and_can_be_resent(
     assert again.status_code == 409  # already pending
     await sender.run_once()
     (log,) = await deliveries(acme.customer, integration["id"])
-    assert log["state"] == "delivered" and log["attempts"] == len(waits) + 2
+    assert log["state"] == "pending" and log["attempts"] == len(waits) + 2
+    assert iso(log["next_attempt_at"]) - clock.now() == timedelta(seconds=10)
+
+    # The receiver is back: the same message id, a new attempt.
+    receiver.default_status = 200
+    clock.set(iso(log["next_attempt_at"]))
+    await sender.run_once()
+    (log,) = await deliveries(acme.customer, integration["id"])
+    assert log["state"] == "delivered" and log["attempts"] == len(waits) + 3
     assert receiver.requests[-1].message_id == log["message_id"]
     check_signature(integration["secret"], receiver.requests[-1])
     assert (
