@@ -123,7 +123,7 @@ async def test_metrics_are_prometheus_text_read_from_the_catalog(
     tick = _Tick()
     task = asyncio.create_task(tick.run_forever())
     try:
-        await asyncio.wait_for(tick.ran.wait(), 5)
+        await asyncio.wait_for(tick.ran.wait(), 60)
         response = await anonymous.get("/metrics")
     finally:
         tick.stop()
