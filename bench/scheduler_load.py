@@ -2,7 +2,8 @@
 
 ``agents``: light proxy agents. Each proxy heartbeats, long-polls ``POST /agent/jobs/claim``
 with its capacity (as ``app.agent.worker`` does) and completes every job it gets at once as
-``succeeded`` with a fabricated ``BackupResult`` for the assigned restore point. No vCenter,
+``succeeded`` with a fabricated ``BackupResult`` for the assigned restore point, naming the
+attempt as the real agent does. They send through ``bench.rawhttp``, not the agent's httpx client. No vCenter,
 snapshot or repository is involved: it stands in for real data movement, so what is measured
 is the control plane's dispatch path (claim, lease, complete, restore point recording).
 
@@ -26,6 +27,7 @@ import random
 import signal
 import sys
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,15 +35,7 @@ from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.agent.client import AgentChannelError, AgentClient
-from app.contracts.agent import (
-    BackupResult,
-    CompleteRequest,
-    DiskResult,
-    Heartbeat,
-    JobAssignment,
-    ProgressReport,
-)
+from app.contracts.agent import BackupResult, CompleteRequest, DiskResult, ProgressReport
 from bench.rawhttp import RawClient, Replicas
 
 DISK_SIZE = 40 << 30
@@ -62,8 +56,9 @@ class ProxyStats:
         self.last_complete_at: float | None = None
 
 
-def _fabricated_result(job: JobAssignment) -> CompleteRequest:
-    assert job.backup is not None
+def _result_template() -> dict[str, Any]:
+    """A successful backup's completion, built once through the agent contract's models (so the
+    body is one the real agent could send) and then filled in per job as plain JSON."""
     new = 1_000_000_000
     disk = DiskResult(
         key=2000,
@@ -77,10 +72,10 @@ def _fabricated_result(job: JobAssignment) -> CompleteRequest:
         chunks_new=500,
         used_cbt=True,
     )
-    return CompleteRequest(
+    request = CompleteRequest(
         outcome="succeeded",
         backup=BackupResult(
-            restore_point_id=job.backup.restore_point_id,
+            restore_point_id=uuid.uuid4(),
             created_at=datetime.now(UTC),
             consistency="crash",
             disks=[disk],
@@ -89,13 +84,64 @@ def _fabricated_result(job: JobAssignment) -> CompleteRequest:
             phase="done", bytes_total=DISK_SIZE, bytes_read=new, bytes_new=new // 2, bytes_stored=new // 4
         ),
     )
+    return request.model_dump(mode="json")
 
 
-async def _complete(client: AgentClient, job: JobAssignment, stats: ProxyStats) -> None:
+RESULT = _result_template()
+
+
+class ChannelError(Exception):
+    """The server refused or failed a request of the agents' channel."""
+
+
+class LightAgent:
+    """One proxy's side of the agents' channel (``/api/v1/agent``) over ``bench.rawhttp``.
+
+    The same requests as ``app.agent.client.AgentClient``, without its per-request cost: httpx and
+    pydantic cost the load generator 6-7 ms of CPU per dispatched job on the two cores the server
+    and PostgreSQL also use, which a real deployment's agents spend on their own hosts."""
+
+    def __init__(self, server: str, token: str) -> None:
+        self.http = RawClient(server)
+        self.headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+
+    async def _post(self, path: str, body: dict[str, Any]) -> bytes:
+        status, payload = await self.http.request(
+            "POST", f"/api/v1/agent{path}", self.headers, json.dumps(body).encode()
+        )
+        if status >= 300:
+            raise ChannelError(f"POST {path}: {status} {payload[:200]!r}")
+        return payload
+
+    async def heartbeat(self, hostname: str) -> None:
+        await self._post("/heartbeat", {"agent_version": "bench", "hostname": hostname, "running_jobs": 0})
+
+    async def claim(self, capacity: int, wait_s: float) -> list[dict[str, Any]]:
+        jobs: list[dict[str, Any]] = json.loads(
+            await self._post("/jobs/claim", {"capacity": capacity, "wait_s": wait_s})
+        )["jobs"]
+        return jobs
+
+    async def complete(self, job: dict[str, Any]) -> None:
+        body = {
+            **RESULT,
+            "backup": {
+                **RESULT["backup"],
+                "restore_point_id": job["backup"]["restore_point_id"],
+                "created_at": datetime.now(UTC).isoformat(),
+            },
+        }
+        await self._post(f"/jobs/{job['job_id']}/complete?attempt={job['attempt']}", body)
+
+    async def close(self) -> None:
+        await self.http.close()
+
+
+async def _complete(client: LightAgent, job: dict[str, Any], stats: ProxyStats) -> None:
     started = time.perf_counter()
     try:
-        await client.complete(job.job_id, _fabricated_result(job))
-    except AgentChannelError as exc:
+        await client.complete(job)
+    except (ChannelError, OSError) as exc:
         stats.errors.append(f"complete: {exc}"[:300])
         return
     stats.complete_s.append(time.perf_counter() - started)
@@ -103,11 +149,11 @@ async def _complete(client: AgentClient, job: JobAssignment, stats: ProxyStats) 
     stats.last_complete_at = time.time()
 
 
-async def _heartbeats(client: AgentClient, name: str, stop: asyncio.Event, stats: ProxyStats) -> None:
+async def _heartbeats(client: LightAgent, name: str, stop: asyncio.Event, stats: ProxyStats) -> None:
     while not stop.is_set():
         try:
-            await client.heartbeat(Heartbeat(agent_version="bench", hostname=name, running_jobs=0))
-        except AgentChannelError as exc:
+            await client.heartbeat(name)
+        except (ChannelError, OSError) as exc:
             stats.errors.append(f"heartbeat: {exc}"[:300])
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=15)
@@ -115,14 +161,16 @@ async def _heartbeats(client: AgentClient, name: str, stop: asyncio.Event, stats
 
 async def run_proxy(proxy: dict[str, Any], capacity: int, wait_s: float, stop: asyncio.Event) -> ProxyStats:
     stats = ProxyStats()
-    client = AgentClient(proxy["server"], proxy["token"], timeout_s=60)
-    beats = asyncio.create_task(_heartbeats(client, proxy["name"], stop, stats))
+    client = LightAgent(proxy["server"], proxy["token"])
+    # Heartbeats on a connection of their own, as the real agent's separate task has.
+    beating = LightAgent(proxy["server"], proxy["token"])
+    beats = asyncio.create_task(_heartbeats(beating, proxy["name"], stop, stats))
     try:
         while not stop.is_set():
             started = time.perf_counter()
             try:
                 jobs = await client.claim(capacity, wait_s)
-            except AgentChannelError as exc:
+            except (ChannelError, OSError) as exc:
                 stats.errors.append(f"claim: {exc}"[:300])
                 await asyncio.sleep(0.5)
                 continue
@@ -141,6 +189,7 @@ async def run_proxy(proxy: dict[str, Any], capacity: int, wait_s: float, stop: a
         beats.cancel()
         await asyncio.gather(beats, return_exceptions=True)
         await client.close()
+        await beating.close()
     return stats
 
 
