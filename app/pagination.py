@@ -17,6 +17,8 @@ from pydantic import BaseModel, Field
 T = TypeVar("T")
 
 MAX_PAGE_SIZE = 500
+#: Beyond any list's length, within the catalog's 64-bit OFFSET (a larger one was a 500).
+MAX_OFFSET = 2**62
 DEFAULT_COUNT_LIMIT = 10_000
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import Query
@@ -14,6 +13,7 @@ from app.api.routing import PrefixRouter
 from app.audit.schemas import Actor, AuditEventRead, AuditFilter, Outcome
 from app.audit.service import AuditService
 from app.pagination import Page
+from app.schemas import Instant
 
 router = PrefixRouter(prefix="/audit-events", tags=["audit"], responses=AUTH_ERRORS)
 
@@ -28,8 +28,8 @@ async def list_audit_events(
     session: Session,
     principal: CurrentPrincipal,
     page: Pagination,
-    since: Annotated[datetime | None, Query(description="Events at or after this instant.")] = None,
-    until: Annotated[datetime | None, Query(description="Events before this instant.")] = None,
+    since: Annotated[Instant | None, Query(description="Events at or after this instant.")] = None,
+    until: Annotated[Instant | None, Query(description="Events before this instant.")] = None,
     tenant_id: uuid.UUID | None = None,
     key_id: Annotated[uuid.UUID | None, Query(description="Made with this API key (or agent).")] = None,
     key_lookup_id: Annotated[

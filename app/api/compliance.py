@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import Query
@@ -13,14 +12,15 @@ from app.compliance.schemas import BreachRead, ComplianceSummary, RestoreSlaRead
 from app.compliance.service import ComplianceService, GroupBy
 from app.domain.compliance import BreachCause, ClockStatus, RpoStatus
 from app.pagination import Page
+from app.schemas import Instant
 
 router = PrefixRouter(prefix="/compliance", tags=["compliance"], responses=AUTH_ERRORS)
 
 From = Annotated[
-    datetime | None,
+    Instant | None,
     Query(alias="from", description="Start of the period (default: 30 days before 'to')."),
 ]
-To = Annotated[datetime | None, Query(description="End of the period (default: now).")]
+To = Annotated[Instant | None, Query(description="End of the period (default: now).")]
 
 
 @router.get(

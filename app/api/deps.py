@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.auth.principal import Principal
 from app.auth.service import ApiKeyService
 from app.context import AppContext
-from app.pagination import MAX_PAGE_SIZE, PageRequest
+from app.pagination import MAX_OFFSET, MAX_PAGE_SIZE, PageRequest
 from app.proxies.models import Proxy
 from app.proxies.service import ProxyService
 
@@ -107,7 +107,7 @@ PollingProxy = Annotated[Proxy, Depends(_polling_agent)]
 async def _page(
     ctx: Ctx,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Items per page.")] = 50,
-    offset: Annotated[int, Query(ge=0, description="Items to skip.")] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Items to skip.")] = 0,
     exact_total: Annotated[
         bool,
         Query(

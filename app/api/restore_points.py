@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import Query
@@ -16,6 +15,7 @@ from app.pagination import Page
 from app.restore_points.repository import RestorePointFilter
 from app.restore_points.schemas import RestorePointRead
 from app.restore_points.service import RestorePointService, restore_point_read
+from app.schemas import Instant
 
 router = PrefixRouter(prefix="/restore-points", tags=["restore-points"], responses=AUTH_ERRORS)
 
@@ -27,8 +27,8 @@ async def list_restore_points(
     page: Pagination,
     vm_id: uuid.UUID | None = None,
     tenant_id: uuid.UUID | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    created_after: Instant | None = None,
+    created_before: Instant | None = None,
     kind: Annotated[str | None, Query(pattern="^(image|application)$")] = None,
 ) -> Page[RestorePointRead]:
     f = RestorePointFilter(

@@ -9,7 +9,9 @@ that no longer applies is refused with the reason and changes nothing.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principal import Principal
@@ -92,7 +94,7 @@ class ChangeRequestService:
             tenant_id=tenant,
             kind=data.kind,
             policy_id=policy_id,
-            payload=data.model_dump(mode="json", exclude={"kind", "comment"}, exclude_unset=True),
+            payload=_payload(data),
             comment=data.comment,
             state=PENDING,
             requested_by_key_id=principal.key_id,
@@ -132,6 +134,12 @@ class ChangeRequestService:
         except (InvalidInput, Conflict, NotFound) as exc:
             raise Conflict(
                 f"The change can no longer be applied as asked: {exc.message} Reject it instead."
+            ) from exc
+        except ValidationError as exc:  # filed by an earlier version that checked less
+            first = exc.errors()[0]
+            raise Conflict(
+                f"The change can no longer be applied as asked: {first['msg']} "
+                f"(at {'.'.join(str(p) for p in first['loc'])}). Reject it instead."
             ) from exc
         request.state = APPROVED
         request.reason = note
@@ -173,3 +181,12 @@ class ChangeRequestService:
         if locked.state != PENDING:
             raise Conflict(f"Change request {request_id} was already {locked.state}.")
         return locked
+
+
+def _payload(data: ChangeRequestCreate) -> dict[str, Any]:
+    """What the request asks for, as the operator reads it and as it is applied: the fields sent,
+    each whole (a window sent as ``{"start": ...}`` shows and gets its default duration)."""
+    payload = data.model_dump(mode="json", exclude={"kind", "comment"}, exclude_unset=True)
+    if isinstance(data, PolicyUpdateRequest):
+        payload["changes"] = data.changes.model_dump(mode="json", include=data.changes.model_fields_set)
+    return payload

@@ -8,6 +8,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+#: Upper bound of the byte and item counts agents report: 4 PiB is far beyond any disk (vSphere
+#: stops at 62 TB), and sums of thousands of them still fit the catalog's 64-bit columns (a
+#: larger number was a 500, not a 422).
+COUNT_MAX = 2**52
+
 
 class ApplicationInstance(BaseModel):
     """An application a guest agent can protect in its VM, as configured in the agent's own file.
@@ -28,7 +33,7 @@ class Heartbeat(BaseModel):
 
     agent_version: str = Field(max_length=40)
     hostname: str = Field(max_length=255)
-    running_jobs: int = Field(default=0, ge=0)
+    running_jobs: int = Field(default=0, ge=0, le=COUNT_MAX)
     applications: list[ApplicationInstance] | None = Field(
         default=None, max_length=100, description="Guest agents: what they can protect (null: unchanged)."
     )
@@ -230,10 +235,10 @@ class ProgressReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     phase: str = Field(max_length=40)
-    bytes_total: int = Field(default=0, ge=0)
-    bytes_read: int = Field(default=0, ge=0)
-    bytes_new: int = Field(default=0, ge=0)
-    bytes_stored: int = Field(default=0, ge=0)
+    bytes_total: int = Field(default=0, ge=0, le=COUNT_MAX)
+    bytes_read: int = Field(default=0, ge=0, le=COUNT_MAX)
+    bytes_new: int = Field(default=0, ge=0, le=COUNT_MAX)
+    bytes_stored: int = Field(default=0, ge=0, le=COUNT_MAX)
     warnings: list[str] = Field(default_factory=list, max_length=50)
 
 
@@ -248,14 +253,14 @@ class ProgressAck(BaseModel):
 class DiskResult(BaseModel):
     key: int
     label: str
-    size: int = Field(ge=0)
+    size: int = Field(ge=0, le=COUNT_MAX)
     change_id: str | None = None
-    bytes_read: int = Field(default=0, ge=0)
-    bytes_new: int = Field(default=0, ge=0)
-    bytes_stored: int = Field(default=0, ge=0)
-    chunks: int = Field(default=0, ge=0)
-    chunks_new: int = Field(default=0, ge=0)
-    chunks_zero: int = Field(default=0, ge=0)
+    bytes_read: int = Field(default=0, ge=0, le=COUNT_MAX)
+    bytes_new: int = Field(default=0, ge=0, le=COUNT_MAX)
+    bytes_stored: int = Field(default=0, ge=0, le=COUNT_MAX)
+    chunks: int = Field(default=0, ge=0, le=COUNT_MAX)
+    chunks_new: int = Field(default=0, ge=0, le=COUNT_MAX)
+    chunks_zero: int = Field(default=0, ge=0, le=COUNT_MAX)
     used_cbt: bool = False
 
 
@@ -276,11 +281,11 @@ class StreamResult(BaseModel):
     engine: str = Field(max_length=40)
     instance: str | None = Field(default=None, max_length=100)
     database: str | None = Field(default=None, max_length=255)
-    size: int = Field(ge=0)
-    bytes_new: int = Field(default=0, ge=0)
-    bytes_stored: int = Field(default=0, ge=0)
-    chunks: int = Field(default=0, ge=0)
-    chunks_new: int = Field(default=0, ge=0)
+    size: int = Field(ge=0, le=COUNT_MAX)
+    bytes_new: int = Field(default=0, ge=0, le=COUNT_MAX)
+    bytes_stored: int = Field(default=0, ge=0, le=COUNT_MAX)
+    chunks: int = Field(default=0, ge=0, le=COUNT_MAX)
+    chunks_new: int = Field(default=0, ge=0, le=COUNT_MAX)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -296,7 +301,7 @@ class FileRestoreResult(BaseModel):
     bytes: int = Field(ge=0, description="Bytes of file content delivered")
     export_id: str | None = None
     archive_name: str | None = None
-    archive_size: int | None = Field(default=None, ge=0)
+    archive_size: int | None = Field(default=None, ge=0, le=COUNT_MAX)
     archive_sha256: str | None = None
     skipped: list[str] = Field(default_factory=list, max_length=1000)
 
@@ -305,8 +310,8 @@ class AppRestoreResult(BaseModel):
     engine: str
     database: str | None = None
     target_directory: str | None = None
-    bytes: int = Field(default=0, ge=0)
-    files: int | None = Field(default=None, ge=0)
+    bytes: int = Field(default=0, ge=0, le=COUNT_MAX)
+    files: int | None = Field(default=None, ge=0, le=COUNT_MAX)
 
 
 class OffsiteCopyResult(BaseModel):

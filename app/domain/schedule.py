@@ -24,7 +24,8 @@ class ScheduleError(ValueError):
 def load_timezone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as exc:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        # OSError: a name that is a folder of the tz database ("Europe") or unreadable there.
         raise ScheduleError(f"unknown IANA timezone '{name}' (e.g. 'Europe/Berlin', 'UTC')") from exc
 
 

@@ -74,20 +74,25 @@ def snapshot_name(proxy_id: uuid.UUID, job_id: uuid.UUID, attempt: int) -> str:
     return f"{snapshot_prefix(proxy_id)}{job_id}-{attempt}"
 
 
-def _point_for_attempt(job: Job) -> None:
-    """Give each attempt of a backup job a restore point id of its own.
+#: Namespace of the restore point ids derived from (job, attempt).
+POINT_ID_NAMESPACE = uuid.UUID("6f1c2b8e-3d47-5a90-9c1e-7b2d4f6a8e10")
+
+
+def attempt_point_id(job: Job) -> uuid.UUID:
+    """The restore point id of this attempt of a backup job: each attempt has its own.
 
     An earlier attempt's worker may still be alive (its proxy lost the service, not the
     repository) and commit its point after the job was claimed again: with one id for both,
     the new attempt would overwrite the committed point's indexes and then find its manifest
     taken. Apart, the earlier point is an orphan that the full retention pass judges.
+
+    Derived from the job and the attempt, so a claim need not write it down: the assignment and
+    the completion's check compute the same id. A job assigned by an earlier version recorded
+    its id in ``params``; that one stands for its attempt.
     """
-    if job.params.get("restore_point_attempt") != job.attempt or "restore_point_id" not in job.params:
-        job.params = {
-            **job.params,
-            "restore_point_id": str(uuid.uuid4()),
-            "restore_point_attempt": job.attempt,
-        }
+    if job.params.get("restore_point_attempt") == job.attempt and "restore_point_id" in job.params:
+        return uuid.UUID(job.params["restore_point_id"])
+    return uuid.uuid5(POINT_ID_NAMESPACE, f"{job.id}/{job.attempt}")
 
 
 class AssignmentBuilder:
@@ -184,14 +189,13 @@ class AssignmentBuilder:
         )
 
     async def _backup(self, job: Job, vm: VirtualMachine, proxy: Proxy) -> BackupParams:
-        _point_for_attempt(job)
         previous = await self.points.latest_for_vm(vm.id)
         quiesce = bool(job.params.get("quiesce"))
         guest = None
         if quiesce and await self.guests.for_vm(vm.id) is not None:
             guest = BackupParamsApp(quiesce=GuestQuiesce(freeze_timeout_s=self.freeze_timeout_s))
         return BackupParams(
-            restore_point_id=uuid.UUID(job.params["restore_point_id"]),
+            restore_point_id=attempt_point_id(job),
             quiesce=quiesce,
             snapshot_name=snapshot_name(proxy.id, job.id, job.attempt),
             previous=PreviousPoint(
@@ -211,11 +215,11 @@ class AssignmentBuilder:
             if apps is None:
                 raise JobNotRunnable("the policy no longer protects applications")
             items = [item.model_dump(mode="json") for item in apps.items]
-        job.params = {**job.params, "items": items}
-        _point_for_attempt(job)
+        if job.params.get("items") != items:
+            job.params = {**job.params, "items": items}
         previous = await self.points.latest_for_vm(vm.id, kind="application")
         return AppBackupParams(
-            restore_point_id=uuid.UUID(job.params["restore_point_id"]),
+            restore_point_id=attempt_point_id(job),
             items=[ApplicationItemSpec.model_validate(i) for i in items],
             previous_restore_point_id=previous.id if previous else None,
         )

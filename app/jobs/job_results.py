@@ -17,6 +17,7 @@ from app.contracts.agent import CompleteRequest
 from app.domain.jobs import PRIORITY, JobKind, JobState, JobTrigger
 from app.errors import InvalidInput
 from app.inventory.repository import InventoryRepository
+from app.jobs.job_params import attempt_point_id
 from app.jobs.models import Job
 from app.jobs.repository import JobRepository
 from app.policies.repository import PolicyRepository
@@ -118,7 +119,7 @@ class JobResults:
 
     @staticmethod
     def _check_point(job: Job, reported: str, part: str) -> None:
-        if reported != job.params.get("restore_point_id"):
+        if reported != str(attempt_point_id(job)):
             raise InvalidInput(
                 "The reported restore point is not the one assigned to this job.",
                 field=["body", part, "restore_point_id"],

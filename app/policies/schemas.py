@@ -180,15 +180,17 @@ class PolicyFields(InputModel):
         sched.load_timezone(value)
         return value
 
+    @model_validator(mode="after")
+    def _schedule_in_window(self) -> PolicyFields:
+        """Checked for every whole policy: one created directly and one asked for in a change
+        request, which is otherwise found invalid only when an operator approves it."""
+        _check_schedule_in_window(self.schedule, self.window)
+        return self
+
 
 class PolicyCreate(PolicyFields):
     tenant_id: uuid.UUID
     name: str = Field(min_length=1, max_length=200)
-
-    @model_validator(mode="after")
-    def _schedule_in_window(self) -> PolicyCreate:
-        _check_schedule_in_window(self.schedule, self.window)
-        return self
 
 
 class PolicyUpdate(InputModel):

@@ -118,7 +118,10 @@ class PolicyService:
     async def update(self, principal: Principal, policy_id: uuid.UUID, data: PolicyUpdate) -> Policy:
         principal.require_operator("change policies")
         policy = await self.get(principal, policy_id)
-        changes = data.model_dump(mode="json", exclude_unset=True)
+        # The fields sent, each whole: a window sent as {"start": ...} is stored with its default
+        # duration, as validated and as a read shows it, not as a half object the planner
+        # cannot use.
+        changes = data.model_dump(mode="json", include=data.model_fields_set)
         if changes.get("name") is None:
             changes.pop("name", None)
         for required in (

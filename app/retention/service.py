@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.domain.retention import KeepReason, PointTime, RetentionCounts, prunable, select_keep
 from app.domain.schedule import load_timezone
 from app.policies.models import Policy
-from app.policies.schemas import Retention
+from app.policies.schemas import ApplicationProtection, Retention
 from app.retention.repository import RetentionRepository
 
 
@@ -44,7 +44,8 @@ def retention_of(policy: Policy, kind: str = "image") -> RetentionCounts:
     policy's ``applications``), and fall back to the image ones when the policy no longer has them."""
     spec = Retention.model_validate(policy.retention)
     if kind == "application" and policy.applications:
-        spec = Retention.model_validate(policy.applications.get("retention") or policy.retention)
+        # Read as the API shows it: a stored object without counts has the defaults.
+        spec = ApplicationProtection.model_validate(policy.applications).retention
     return RetentionCounts(daily=spec.daily, weekly=spec.weekly, monthly=spec.monthly)
 
 

@@ -30,6 +30,7 @@ from app.inventory.models import VirtualMachine
 from app.jobs.models import Job
 from app.jobs.repository import queued_job_row
 from app.policies.models import Policy
+from app.policies.schemas import BackupWindow
 from app.policies.service import application_protection, latest_app_slot, latest_slot
 from app.scheduler.loop import LoopService
 from app.scheduler.reaper import miss_overdue
@@ -44,6 +45,7 @@ STATISTICS_REFRESH_MIN_JOBS = 1000
 @dataclass
 class PlanReport:
     policies_planned: int = 0
+    policies_failed: int = 0  # raised while planned (logged); the others were planned all the same
     jobs_created: int = 0
     #: Time until the jobs were queued (committed), and the statistics refresh after it.
     plan_s: float = 0.0
@@ -86,12 +88,15 @@ class PlannerLoop(LoopService):
         report = PlanReport()
         async with self.sessionmaker() as session:
             policies = list((await session.execute(select(Policy).where(Policy.enabled.is_(True)))).scalars())
-        due = [
-            (policy, plan)
-            for policy in policies
-            for plan in (_image_plan(policy, now), _application_plan(policy, now))
-            if plan is not None
-        ]
+        due: list[tuple[Policy, _SlotPlan]] = []
+        for policy in policies:
+            try:
+                plans = (_image_plan(policy, now), _application_plan(policy, now))
+            except Exception:
+                _cannot_plan(policy)
+                report.policies_failed += 1
+                continue
+            due += [(policy, plan) for plan in plans if plan is not None]
         if due:
             # After downtime the previous slot's jobs may still be queued past their window (the
             # reaper has not run yet): they would hold their VMs' places and the new slot's jobs,
@@ -100,8 +105,13 @@ class PlannerLoop(LoopService):
             async with self.sessionmaker.begin() as session:
                 await miss_overdue(session, now)
         for policy, plan in due:
-            async with self.sessionmaker.begin() as session:
-                created = await self._plan(session, policy, plan, now)
+            try:
+                async with self.sessionmaker.begin() as session:
+                    created = await self._plan(session, policy, plan, now)
+            except Exception:
+                _cannot_plan(policy)
+                report.policies_failed += 1
+                continue
             if created is not None:
                 report.policies_planned += 1
                 report.jobs_created += created
@@ -195,12 +205,20 @@ class _SlotPlan:
     params: dict[str, Any]
 
 
+def _cannot_plan(policy: Policy) -> None:
+    """One policy the planner cannot plan (a row it cannot read, a statement that fails) must
+    not stop the other policies, of every tenant: it is logged, and tried again next tick."""
+    log.exception("cannot plan policy '%s' (%s); the other policies go on", policy.name, policy.id)
+
+
 def _image_plan(policy: Policy, now: datetime) -> _SlotPlan | None:
     slot = latest_slot(policy, now)
     if slot is None or (policy.last_planned_slot is not None and slot <= policy.last_planned_slot):
         return None
     params = {"quiesce": policy.application_aware}
-    return _SlotPlan(JobKind.BACKUP, slot, Policy.last_planned_slot, policy.backup_window, params)
+    # Read as the API shows it (defaults filled in), whatever an earlier version stored.
+    window = BackupWindow.model_validate(policy.backup_window).model_dump()
+    return _SlotPlan(JobKind.BACKUP, slot, Policy.last_planned_slot, window, params)
 
 
 def _application_plan(policy: Policy, now: datetime) -> _SlotPlan | None:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import httpx
 import pytest
+from sqlalchemy import update
 
+from app.changes.models import ChangeRequest
+from app.context import AppContext
 from tests.api.test_policies import create_policy, protection, synced_tenant
 from tests.support.app import CustomerFactory
 from tests.support.vcsim import VcsimServer
@@ -79,7 +83,7 @@ async def test_requests_are_applied_on_approval_and_history_stays(
 
 
 async def test_rejections_cancellations_and_validation(
-    operator: httpx.AsyncClient, customer_of: CustomerFactory, vcsim: VcsimServer
+    ctx: AppContext, operator: httpx.AsyncClient, customer_of: CustomerFactory, vcsim: VcsimServer
 ) -> None:
     customer, tenant_id, vms = await synced_tenant(operator, customer_of, vcsim)
     other, _, other_vms = await synced_tenant(operator, customer_of, vcsim, "Other")
@@ -119,6 +123,12 @@ async def test_rejections_cancellations_and_validation(
         assert named.status_code == 422 and named.json()["errors"][0]["field"] == field, named.text
     bad = await customer.post(URL, json={**change, "changes": {"rpo_hours": 0}})
     assert bad.status_code == 422
+    # A new policy whose schedule falls outside its window (default 22:00 + 8 h) is refused when
+    # filed, as a policy created directly is, not when an operator approves it.
+    noon = {"type": "weekly", "times": ["12:00"]}
+    outside = {"kind": "policy_create", "policy": {"name": "x", "schedule": noon}}
+    refused_new = await customer.post(URL, json=outside)
+    assert refused_new.status_code == 422 and "window" in refused_new.text, refused_new.text
     assert (await customer.get(URL)).json()["total"] == before
 
     # An approval that no longer applies (the policy's name is taken meanwhile) changes nothing.
@@ -127,6 +137,19 @@ async def test_rejections_cancellations_and_validation(
     refused = await operator.post(f"{URL}/{rename['id']}/approve")
     assert refused.status_code == 409 and "Reject it instead" in refused.json()["detail"]
     assert (await customer.get(f"{URL}/{rename['id']}")).json()["state"] == "pending"
+
+    # A request stored by an earlier version that checked less is refused at approval (409),
+    # not answered with a 500.
+    stored = (await customer.post(URL, json={"kind": "policy_create", "policy": {"name": "y"}})).json()
+    async with ctx.sessionmaker.begin() as session:
+        await session.execute(
+            update(ChangeRequest)
+            .where(ChangeRequest.id == uuid.UUID(stored["id"]))
+            .values(payload={"policy": outside["policy"]})
+        )
+    late = await operator.post(f"{URL}/{stored['id']}/approve")
+    assert late.status_code == 409 and "Reject it instead" in late.json()["detail"], late.text
+    assert (await customer.get(f"{URL}/{stored['id']}")).json()["state"] == "pending"
 
 
 async def test_two_operators_deciding_at_once_take_turns(

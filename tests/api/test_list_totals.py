@@ -116,3 +116,24 @@ async def test_a_page_that_is_not_full_tells_its_total_without_a_count(
     assert (full["total"], full["total_exact"], len(full["items"])) == (3, True, 3)
     assert (past_the_end["total"], past_the_end["total_exact"], past_the_end["items"]) == (3, True, [])
     assert len(counts) == 2
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "field"),
+    [
+        ("/api/v1/tenants", {"offset": str(10**20)}, "offset"),
+        ("/api/v1/restore-points", {"created_after": "2024-01-01T00:00:00"}, "created_after"),
+        ("/api/v1/restore-points", {"created_before": "0001-01-01T00:00:00+01:00"}, "created_before"),
+        ("/api/v1/audit-events", {"since": "2024-01-01T00:00:00"}, "since"),
+        ("/api/v1/compliance/rpo", {"to": "0001-01-01T00:00:00Z"}, "to"),
+    ],
+)
+async def test_out_of_range_or_naive_query_values_are_a_422_problem(
+    operator: httpx.AsyncClient, path: str, params: dict[str, str], field: str
+) -> None:
+    """Numbers past the catalog's 64-bit columns and instants without a timezone or out of range
+    were 500s; they are the caller's to fix."""
+    response = await operator.get(path, params=params)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"][0]["field"] == f"query.{field}"

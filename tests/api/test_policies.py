@@ -77,6 +77,7 @@ async def test_policy_defaults_and_next_run(
     ("fields", "field_path"),
     [
         ({"timezone": "Mars/Olympus"}, "body.timezone"),
+        ({"timezone": "Europe"}, "body.timezone"),  # a folder of the tz database
         ({"schedule": {"type": "cron", "expression": "61 * * * *"}}, "body.schedule.cron.expression"),
         ({"schedule": {"type": "weekly", "times": ["25:00"]}}, "body.schedule.weekly.times.0"),
         ({"schedule": {"type": "weekly", "times": ["09:00"]}}, "body"),

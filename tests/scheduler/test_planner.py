@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text, update
 
 import app.scheduler.planner as planner_module
 from app.clock import ManualClock
 from app.context import AppContext
 from app.db.engine import create_engine, create_sessionmaker
+from app.jobs.models import Job
+from app.policies.models import Policy
 from app.scheduler.dispatch_watch import DispatchWatchLoop
 from app.scheduler.planner import PlannerLoop
 from app.scheduler.reaper import ReaperLoop
@@ -353,3 +356,58 @@ async def test_a_large_tick_refreshes_the_queue_statistics(
     await planner.run_once()  # nothing new to queue: no refresh
     assert planner.last_report.jobs_created == 0
     assert await analyses() == before + (1 if postgres else 0)
+
+
+async def test_a_window_sent_in_part_is_stored_whole_and_planned(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    clock: ManualClock,
+) -> None:
+    """``{"window": {"start": ...}}`` gets the default duration, in the catalog as in a read: the
+    planner reads the row, and a half window stopped every policy's planning."""
+    vms, policy = await protected_setup(operator, customer_of, vcsim, clock)
+    changed = await operator.patch(
+        f"/api/v1/policies/{policy['id']}",
+        json={"window": {"start": "21:30"}, "schedule": {"type": "weekly", "times": ["21:30"]}},
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["window"] == {"start": "21:30", "duration_minutes": 480}
+    async with ctx.sessionmaker() as session:
+        stored = await session.get(Policy, uuid.UUID(policy["id"]))
+        assert stored is not None and stored.backup_window == {"start": "21:30", "duration_minutes": 480}
+    clock.set(MONDAY_2100 + timedelta(minutes=31))
+    await PlannerLoop(ctx.sessionmaker, clock).run_once()
+    assert len(await jobs_of(operator)) == len(vms)
+    async with ctx.sessionmaker() as session:
+        ends = set((await session.execute(select(Job.window_end))).scalars())
+    assert ends == {MONDAY_2100 + timedelta(minutes=30, hours=8)}
+
+
+async def test_a_policy_the_planner_cannot_read_does_not_stop_the_others(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    clock: ManualClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock.set(MONDAY_2100)
+    _, tenant_id, vms = await synced_tenant(operator, customer_of, vcsim)
+    nightly = {"schedule": {"type": "weekly", "times": ["22:00"]}}
+    broken = await create_policy(
+        operator, tenant_id, name="broken", selection={"vm_ids": [vms[0]["id"]]}, **nightly
+    )
+    await create_policy(operator, tenant_id, name="healthy", selection={"vm_ids": [vms[1]["id"]]}, **nightly)
+    # A row no version of the API stores now (an earlier one could store half a window).
+    async with ctx.sessionmaker.begin() as session:
+        await session.execute(
+            update(Policy).where(Policy.id == uuid.UUID(broken["id"])).values(backup_window={"start": "x"})
+        )
+    clock.set(MONDAY_2100 + timedelta(hours=1, seconds=30))
+    planner = PlannerLoop(ctx.sessionmaker, clock)
+    await planner.run_once()
+    assert [j["vm_id"] for j in await jobs_of(operator)] == [vms[1]["id"]]
+    assert planner.last_report.policies_failed == 1 and planner.last_report.policies_planned == 1
+    assert f"cannot plan policy 'broken' ({broken['id']})" in caplog.text
