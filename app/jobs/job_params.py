@@ -190,6 +190,10 @@ class AssignmentBuilder:
 
     async def _backup(self, job: Job, vm: VirtualMachine, proxy: Proxy) -> BackupParams:
         previous = await self.points.latest_for_vm(vm.id)
+        if previous is not None and await self.restores.disks_rewritten_since(vm.id, previous.created_at):
+            # A restore over the VM rewrote its disks after that point, unseen by CBT: the changes
+            # since it would miss the restored blocks, so this backup reads the disks whole.
+            previous = None
         quiesce = bool(job.params.get("quiesce"))
         guest = None
         if quiesce and await self.guests.for_vm(vm.id) is not None:

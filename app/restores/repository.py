@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.dialect import lock_for_decision
@@ -66,3 +66,17 @@ class RestoreRepository:
         active = ["awaiting_approval", "requested", "running"]
         stmt = select(Restore).where(Restore.vm_id == vm_id, Restore.state.in_(active))
         return (await self.session.execute(stmt.limit(1))).scalar_one_or_none()
+
+    async def disks_rewritten_since(self, vm_id: uuid.UUID, since: datetime) -> bool:
+        """Whether a restore over this VM wrote its disks at or after ``since``, or may still.
+
+        Such a restore writes the disk files through the datastore, which Changed Block Tracking
+        does not see: the changes since a backup before it would miss every restored block."""
+        stmt = select(Restore.id).where(
+            Restore.vm_id == vm_id,
+            Restore.type == "vm",
+            Restore.target == "original",
+            Restore.initiated_at.is_not(None),
+            or_(Restore.completed_at.is_(None), Restore.completed_at >= since),
+        )
+        return (await self.session.execute(stmt.limit(1))).first() is not None

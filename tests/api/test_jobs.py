@@ -272,3 +272,51 @@ async def test_restore_requests_are_validated(
     point = (await acme.get(f"/api/v1/restore-points/{point_id}")).json()
     assert point["vm_id"] == vm["id"] and point["disks"][0]["size"] == 1 << 20
     assert (await globex.get(f"/api/v1/restore-points/{point_id}")).status_code == 404
+
+
+async def test_after_a_restore_over_the_vm_its_next_backup_reads_the_disks_whole(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    make_client: ClientFactory,
+    clock: ManualClock,
+) -> None:
+    """A restore over the original VM writes its disk files through the datastore, which CBT does
+    not see: an incremental from the point before it would keep the pre-restore data of every
+    restored block the guest did not write again."""
+    _, _, vms = await synced_tenant(operator, customer_of, vcsim)
+    vm = vms[0]
+    proxy = make_client((await register_proxy(operator, "here", [vm["host"]["id"]]))["token"])
+
+    async def next_backup() -> dict[str, Any]:
+        job = (await operator.post("/api/v1/jobs", json={"vm_ids": [vm["id"]]})).json()[0]
+        [assigned] = [j for j in await claim(proxy) if j["job_id"] == job["id"]]
+        failed = {"outcome": "failed", "error": "stopped by the test", "error_kind": "permanent"}
+        ended = await proxy.post(f"/api/v1/agent/jobs/{job['id']}/complete?attempt=1", json=failed)
+        assert ended.status_code == 204, ended.text
+        return assigned
+
+    first = (await operator.post("/api/v1/jobs", json={"vm_ids": [vm["id"]]})).json()[0]
+    point_id = await record_restore_point(ctx, uuid.UUID(first["id"]))
+    await operator.post(f"/api/v1/jobs/{first['id']}/cancel")
+    clock.advance(timedelta(hours=1))
+    previous = (await next_backup())["backup"]["previous"]
+    assert previous is not None and previous["id"] == str(point_id)
+
+    restore = await operator.post(
+        "/api/v1/restores", json={"restore_point_id": str(point_id), "target": "original", "force": True}
+    )
+    assert restore.status_code == 202, restore.text
+    restore_id = restore.json()["id"]
+    if restore.json()["state"] == "awaiting_approval":
+        assert (await operator.post(f"/api/v1/restores/{restore_id}/approve")).status_code == 200
+    [restore_job] = [j for j in await claim(proxy) if j["kind"] == "restore"]
+    clock.advance(timedelta(minutes=10))
+    done = {"outcome": "succeeded", "restore": {"vm_moid": vm["moid"], "vm_name": vm["name"]}}
+    ended = await proxy.post(f"/api/v1/agent/jobs/{restore_job['job_id']}/complete?attempt=1", json=done)
+    assert ended.status_code == 204, ended.text
+    assert (await operator.get(f"/api/v1/restores/{restore_id}")).json()["state"] == "succeeded"
+
+    clock.advance(timedelta(hours=1))
+    assert (await next_backup())["backup"]["previous"] is None
