@@ -152,6 +152,11 @@ class FileRestoreParams(BaseModel):
     delivery: str = Field(description="archive or guest")
     archive_format: str = Field(default="tar", description="tar or zip")
     export_id: str = Field(description="Where the archive goes in the repository (delivery 'archive').")
+    export_repository: RepositoryAccess | None = Field(
+        default=None,
+        description="The repository the archive goes to: the onsite one, where downloads and "
+        "expiry find it, also when the files are read from the offsite copy. None: the job's.",
+    )
     guest: GuestDelivery | None = None
 
 

@@ -150,7 +150,7 @@ class AssignmentBuilder:
         elif kind is JobKind.RESTORE:
             assignment.restore = _vm_restore(await self._restore_of(job))
         elif kind is JobKind.FILE_RESTORE:
-            assignment.file_restore = self._file_restore(await self._restore_of(job))
+            assignment.file_restore = self._file_restore(job, await self._restore_of(job))
         elif kind is JobKind.APP_BACKUP:
             assignment.app_backup = await self._app_backup(job, vm)
         elif kind is JobKind.APP_RESTORE:
@@ -238,7 +238,7 @@ class AssignmentBuilder:
             raise JobNotRunnable("the restore request or its restore point is gone")
         return restore
 
-    def _file_restore(self, restore: Restore) -> FileRestoreParams:
+    def _file_restore(self, job: Job, restore: Restore) -> FileRestoreParams:
         assert restore.restore_point_id is not None
         params = restore.target_params
         guest = None
@@ -258,14 +258,22 @@ class AssignmentBuilder:
             files=[FileSelection.model_validate(f) for f in params["files"]],
             delivery=params["delivery"],
             archive_format=params.get("archive_format", "tar"),
-            export_id=export_id_for(restore.id),
+            export_id=export_id_for(restore.id, job.attempt),
+            export_repository=self.repository,
             guest=guest,
         )
 
 
-def export_id_for(restore_id: uuid.UUID) -> str:
-    """The repository export that holds a file restore's archive."""
-    return f"restore-{restore_id}"
+def export_id_for(restore_id: uuid.UUID, attempt: int) -> str:
+    """The repository export that holds a file restore's archive, one per attempt: an earlier
+    attempt's worker may still be writing (its proxy lost the service, not the repository), and
+    with one id for both it would overwrite the segments of the archive the later one committed."""
+    return f"restore-{restore_id}-{attempt}"
+
+
+def attempt_export_ids(restore_id: uuid.UUID, attempts: int) -> list[str]:
+    """Every export a file restore's attempts may have written (and the one id of earlier versions)."""
+    return [f"restore-{restore_id}", *(export_id_for(restore_id, n) for n in range(1, attempts + 1))]
 
 
 def _vm_restore(restore: Restore) -> RestoreParams:

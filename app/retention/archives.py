@@ -1,21 +1,29 @@
 """Restore archives (file restores delivered as tar or zip) expire: their repository export is
-deleted ``keep`` after the restore completed, and the restore says so. GC frees their chunks."""
+deleted ``keep`` after the restore completed, and the restore says so. GC frees their chunks.
+
+Each attempt writes an export of its own, so the exports of every attempt go, and those of
+restores that failed or were cancelled too (an attempt may have committed its archive and then
+lost its lease): GC counts exports as live, so none may be left behind."""
 
 from __future__ import annotations
 
 import logging
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.clock import Clock
 from app.domain.jobs import RestoreState
+from app.jobs.job_params import attempt_export_ids
+from app.jobs.models import Job
 from app.restores.models import Restore
 from app.retention.loop import _QuietUntilMigrated
 from app.retention.onsite import OnsiteRepository
 
 log = logging.getLogger(__name__)
+
+ENDED = [RestoreState.SUCCEEDED.value, RestoreState.FAILED.value, RestoreState.CANCELLED.value]
 
 
 class ArchiveExpiryLoop(_QuietUntilMigrated):
@@ -44,19 +52,22 @@ class ArchiveExpiryLoop(_QuietUntilMigrated):
                     select(Restore.id, Restore.result).where(
                         Restore.type == "files",
                         Restore.target == "archive",
-                        Restore.state == RestoreState.SUCCEEDED.value,
+                        Restore.state.in_(ENDED),
                         Restore.completed_at < now - self.keep,
                     )
                 )
             ).tuples()
-            expired = [
-                (rid, result)
-                for rid, result in due
-                if result.get("export_id") and not result.get("archive_expired")
-            ]
+            expired = [rid for rid, result in due if not result.get("archive_expired")]
+            rows = await session.execute(
+                select(Job.restore_id, func.max(Job.attempt))
+                .where(Job.restore_id.in_(expired))
+                .group_by(Job.restore_id)
+            )
+            attempts = {restore_id: attempt for restore_id, attempt in rows.tuples()}
         self.last_expired = 0
-        for restore_id, result in expired:
-            await self.onsite.delete_export(str(result["export_id"]))
+        for restore_id in expired:
+            for export_id in attempt_export_ids(restore_id, attempts.get(restore_id) or 1):
+                await self.onsite.delete_export(export_id)
             async with self.sessionmaker.begin() as session:
                 restore = await session.get(Restore, restore_id)
                 if restore is not None:

@@ -19,7 +19,7 @@ import pytest
 from app.agent.repositories import RepositoryCache
 from app.agent.runners.file_restore import FileRestoreRunner, GuestSession
 from app.agent.runtime import JobRuntime
-from app.chunkstore import FileReader, Repository, backup_disk
+from app.chunkstore import ExportNotFound, FileReader, Repository, backup_disk
 from app.contracts.agent import (
     FileRestoreParams,
     FileSelection,
@@ -140,3 +140,39 @@ def test_files_and_directories_go_into_the_guest_links_are_reported(
     done = runner.run(back, JobRuntime(assignment=back))
     assert done.outcome == "succeeded", done.error
     assert (guest_root / "hello.txt").read_bytes() == b"Hello, world!\n"
+
+
+def test_an_archive_goes_to_the_export_repository_when_the_point_is_read_from_another(
+    point: tuple[Repository, str, Path], tmp_path: Path
+) -> None:
+    """Files of a point kept only offsite are read there, but the archive goes onsite, where the
+    download and the expiry look for it."""
+    offsite, point_id, offsite_root = point
+    onsite = new_repo(tmp_path / "onsite")
+    a = assignment(offsite_root, point_id, [FileSelection(disk=2000, volume="1", path="/hello.txt")], None)
+    assert a.file_restore is not None
+    a.file_restore.delivery = "archive"
+    a.file_restore.guest = None
+    a.file_restore.export_id = "restore-x-1"
+    a.file_restore.export_repository = RepositoryAccess(url=(tmp_path / "onsite").as_uri())
+
+    result = FileRestoreRunner(RepositoryCache()).run(a, JobRuntime(assignment=a))
+    assert result.outcome == "succeeded", result.error
+    assert onsite.read_export("restore-x-1").id == "restore-x-1"
+    with pytest.raises(ExportNotFound):
+        offsite.read_export("restore-x-1")
+
+
+def test_a_whole_volume_goes_into_the_target_without_a_directory_for_its_root(
+    point: tuple[Repository, str, Path], tmp_path: Path
+) -> None:
+    """The root had an entry named "root", which a real /root would then have lost to."""
+    _, point_id, root = point
+    fake = FakeGuestFiles(tmp_path / "guest")
+    runner = FileRestoreRunner(RepositoryCache(), guest=lambda a: GuestSession(fake, lambda: None))
+    a = assignment(root, point_id, [FileSelection(disk=2000, volume="1", path="/")], "/restored")
+    result = runner.run(a, JobRuntime(assignment=a))
+    assert result.outcome == "succeeded", result.error
+    assert (tmp_path / "guest/restored/hello.txt").read_bytes() == b"Hello, world!\n"
+    assert ("mkdir", "/restored/root") not in fake.calls
+    assert not (tmp_path / "guest/restored/root").exists()

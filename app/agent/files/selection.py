@@ -51,7 +51,9 @@ class Selection:
         if self.prefixed:
             top = f"disk{selection.disk}-{selection.volume}".replace("/", "_").replace(":", "_")
             return f"{top}/{relative}" if relative else top
-        return relative or "root"
+        # The root of a volume selected alone has no name of its own: its entries are named
+        # from it ("etc/hosts"), and a name such as "root" would be taken by /root.
+        return relative
 
     def items(self) -> Iterator[Item]:
         seen: set[str] = set()
@@ -61,6 +63,8 @@ class Selection:
             entries = _with_top(top, fs.walk(top.path)) if top.type is EntryType.DIR else iter((top,))
             for entry in entries:
                 name = self._name(selection, entry.path)
+                if not name:
+                    continue  # the volume's root itself (see _name)
                 if name in seen:
                     continue  # a path selected twice, or inside a selected directory
                 seen.add(name)

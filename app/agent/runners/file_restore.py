@@ -80,7 +80,8 @@ class FileRestoreRunner:
             point = repo.read_restore_point(str(p.restore_point_id))
             selection = Selection(repo, point, p.files)
             if p.delivery == "archive":
-                result = self._archive(repo, assignment, p, selection, runtime)
+                target = self.repositories.get(p.export_repository) if p.export_repository else repo
+                result = self._archive(target, assignment, p, selection, runtime)
             else:
                 result = self._into_guest(assignment, p, selection, runtime)
         except BackupCancelled:
@@ -110,7 +111,7 @@ class FileRestoreRunner:
 
     def _archive(
         self,
-        repo: Repository,
+        repo: Repository,  # where the archive goes (the points may be read from another)
         a: JobAssignment,
         p: FileRestoreParams,
         selection: Selection,

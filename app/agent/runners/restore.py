@@ -67,6 +67,13 @@ class RestoreRunner:
             return CompleteRequest(
                 outcome="failed", error=exc.message, error_kind=kind, warnings=runtime.warnings
             )
+        except ChunkstoreError as exc:  # the repository failed while the disks were written
+            return CompleteRequest(
+                outcome="failed",
+                error=f"repository: {exc}",
+                error_kind="transient",
+                warnings=runtime.warnings,
+            )
         return CompleteRequest(outcome="succeeded", restore=result, warnings=runtime.warnings)
 
     def _run(self, a: JobAssignment, runtime: JobRuntime) -> RestoreResult:
@@ -171,11 +178,10 @@ class RestoreRunner:
             )
         try:
             self._write_disks(session, repo, runtime, facts.handle, point, indexes, key_map)
-        except (ChunkError, ChunkstoreError) as exc:
-            raise RestoreFailed(
-                f"restore point {point.id} is damaged ({exc}); VM '{facts.name}' was left powered off with "
-                "incompletely restored disks: restore another point"
-            ) from exc
+        except BackupCancelled:
+            raise
+        except ChunkstoreError as exc:
+            raise overwrite_failed(exc, point.id, facts.name) from exc
         if params.power_on:
             runtime.report("powering on")
             power_on_vm(session, facts.handle)
@@ -210,6 +216,23 @@ class RestoreRunner:
                 pieces.close()
             written += disk.size
         runtime.report("restored", bytes_total=total, bytes_read=written)
+
+
+def overwrite_failed(exc: ChunkstoreError, point_id: str, vm_name: str) -> RestoreFailed:
+    """Why a restore over the original VM stopped while writing its disks.
+
+    A damaged point is for good: the user must restore another one. Any other repository error
+    (an object store down) says nothing about the point, so the restore is retried."""
+    if isinstance(exc, ChunkError):
+        return RestoreFailed(
+            f"restore point {point_id} is damaged ({exc}); VM '{vm_name}' was left powered off with "
+            "incompletely restored disks: restore another point"
+        )
+    return RestoreFailed(
+        f"the repository could not be read ({exc}); VM '{vm_name}' was left powered off with "
+        "incompletely restored disks until the restore is retried",
+        transient=True,
+    )
 
 
 def _counted(
