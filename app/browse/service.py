@@ -77,7 +77,9 @@ class FileBrowser:
         self._open_offsite = open_offsite
         self._max_open = max_open
         self._lock = threading.Lock()
-        self._disks: OrderedDict[tuple[str, int], DiskBrowser] = OrderedDict()
+        # Each open disk with the repository it reads: a point removed from the onsite repository
+        # (kept offsite) must be looked for again, not read from chunks GC may have freed.
+        self._disks: OrderedDict[tuple[str, int], tuple[DiskBrowser, Repository]] = OrderedDict()
 
     # -- disks -------------------------------------------------------------------------------------
 
@@ -101,15 +103,19 @@ class FileBrowser:
     def _browser(self, point: RestorePoint, disk: int) -> DiskBrowser:
         key = (str(point.id), disk)
         with self._lock:
-            browser = self._disks.get(key)
-            if browser is not None:
+            cached = self._disks.get(key)
+            if cached is not None:
                 self._disks.move_to_end(key)
+        if cached is not None:
+            browser, source = cached
+            if source.has_restore_point(str(point.id)):  # one stat: still where it was opened
                 return browser
+            self.forget(str(point.id))
         repo, manifest = self._locate(str(point.id))
         index = repo.read_index(manifest.disk(str(disk)))
         browser = DiskBrowser(DiskImageReader(repo, index, cache_bytes=CACHE_BYTES_PER_DISK))
         with self._lock:
-            self._disks[key] = browser
+            self._disks[key] = (browser, repo)
             self._disks.move_to_end(key)
             while len(self._disks) > self._max_open:
                 self._disks.popitem(last=False)
