@@ -32,6 +32,9 @@ class GuestFreeze:
         self.poll_s = poll_s
         self.requested = False
         self.frozen = False
+        # The guest agent froze nothing (no databases or hooks configured there): the snapshot's
+        # own quiescing, not the agent's freeze, decides the point's consistency.
+        self.froze_nothing = False
 
     def freeze(self) -> bool:
         """Ask for the freeze and wait until the guest reports it (True), or give up (False)."""
@@ -85,6 +88,9 @@ class GuestFreeze:
 
     def _held(self, status: QuiesceStatus) -> bool:
         if not self.frozen:
+            return False
+        if status.result is not None and not status.result.engines:
+            self.froze_nothing = True
             return False
         if status.result is None or not status.result.held_until_release:
             self.runtime.warn(

@@ -8,6 +8,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+#: Every snapshot the service takes is named ``<prefix><proxy id>-<job id>-<attempt>``.
+SNAPSHOT_NAME_PREFIX = "vmrecovery-"
+
 #: Upper bound of the byte and item counts agents report: 4 PiB is far beyond any disk (vSphere
 #: stops at 62 TB), and sums of thousands of them still fit the catalog's 64-bit columns (a
 #: larger number was a 500, not a 422).

@@ -14,6 +14,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.contracts.agent import (
+    SNAPSHOT_NAME_PREFIX,
     AppBackupParams,
     ApplicationItemSpec,
     AppRestoreParams,
@@ -61,7 +62,7 @@ class JobNotRunnable(Exception):
 
 
 def snapshot_prefix(proxy_id: uuid.UUID) -> str:
-    return f"vmrecovery-{proxy_id}-"
+    return f"{SNAPSHOT_NAME_PREFIX}{proxy_id}-"
 
 
 def snapshot_name(proxy_id: uuid.UUID, job_id: uuid.UUID, attempt: int) -> str:

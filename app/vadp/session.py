@@ -67,6 +67,15 @@ def fault_text(fault: Any) -> str:
     return f"{name}: {message}" if message else name
 
 
+# Faults of a condition that clears by itself: another task on the object (a vMotion, a DRS
+# move, a consolidation) is running. The job is retried instead of failed for good.
+_PASSING_FAULTS: tuple[Any, ...] = (vim.fault.TaskInProgress,)
+
+
+def fault_passes(fault: Any) -> bool:
+    return isinstance(fault, _PASSING_FAULTS)
+
+
 def fault_kind(fault: Any, default: VCenterErrorKind) -> VCenterErrorKind:
     for fault_type, kind in _FAULT_KINDS:
         if isinstance(fault, fault_type):
@@ -125,7 +134,11 @@ class VCenterSession:
             kind = fault_kind(exc, VCenterErrorKind.API_ERROR)
             if kind is VCenterErrorKind.API_ERROR:
                 raise classify(exc, self.endpoint, connecting=False) from exc
-            raise VCenterError(kind, f"{what}: the vCenter answered {fault_text(exc)}") from exc
+            raise VCenterError(
+                kind,
+                f"{what}: the vCenter answered {fault_text(exc)}",
+                transient=True if fault_passes(exc) else None,
+            ) from exc
         except (OSError, http.client.HTTPException) as exc:
             raise classify(exc, self.endpoint, connecting=False) from exc
 
@@ -213,7 +226,7 @@ class VCenterSession:
                 error = self.read(task, "info.error").get("info.error")
                 kind = fault_kind(error, VCenterErrorKind.TASK_FAILED)
                 detail = fault_text(error) if error is not None else "no reason given"
-                raise VCenterError(kind, f"{what} failed: {detail}", transient=False)
+                raise VCenterError(kind, f"{what} failed: {detail}", transient=fault_passes(error))
             if time.monotonic() > deadline:
                 raise VCenterError(
                     VCenterErrorKind.TIMEOUT,

@@ -10,7 +10,7 @@ snapshots grow their delta disks without bound, so this clean-up matters.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -176,6 +176,7 @@ def remove_snapshots_named(
     prefix: str,
     *,
     timeout_s: float = DEFAULT_TASK_TIMEOUT_S,
+    keep: Callable[[str], bool] | None = None,
 ) -> list[str]:
     """Remove every snapshot named ``prefix...`` on ``vm`` or (``None``) on all VMs.
 
@@ -184,7 +185,7 @@ def remove_snapshots_named(
     the others; if any failed, :class:`SnapshotCleanupError` lists both outcomes (the
     failed ones are left for the next clean-up round).
     """
-    targets = find_snapshots_named(session, vm, prefix)
+    targets = [s for s in find_snapshots_named(session, vm, prefix) if keep is None or not keep(s.name)]
     removed: list[str] = []
     failures: list[str] = []
     for info in reversed(targets):  # pre-order reversed: children before parents

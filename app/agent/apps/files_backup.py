@@ -27,7 +27,7 @@ from app.agent.apps.results import METADATA_WARNINGS, AppBackupResult, files_str
 from app.chunkstore.backup import ProgressCallback
 from app.chunkstore.cdc import DEFAULT_PARAMS, CdcParams
 from app.chunkstore.repository import RestorePointWriter
-from app.chunkstore.streams import DEFAULT_WORKERS, open_stream_backup
+from app.chunkstore.streams import DEFAULT_WORKERS, StreamBackup, open_stream_backup
 
 ENGINE = "files"
 FORMAT = "tar-pax"
@@ -212,6 +212,19 @@ def _roots(paths: Sequence[str]) -> list[str]:
     return roots
 
 
+class _Sink:
+    """The stream as tarfile writes it, which can be told to drop what comes after a failure."""
+
+    def __init__(self, backup: StreamBackup) -> None:
+        self.backup = backup
+        self.discard = False
+
+    def write(self, data: bytes) -> int:
+        if self.discard:
+            return len(data)
+        return self.backup.write(data)
+
+
 def backup_files(
     writer: RestorePointWriter,
     paths: Sequence[str | os.PathLike[str]],
@@ -237,12 +250,19 @@ def backup_files(
     with open_stream_backup(
         writer, name, metadata=metadata, params=params, workers=workers, progress=progress, cancel=cancel
     ) as backup:
+        sink = _Sink(backup)
         with tarfile.open(  # type: ignore[call-overload]  # any object with write() will do
-            fileobj=backup, mode="w|", format=tarfile.PAX_FORMAT, bufsize=TAR_BUFFER
+            fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT, bufsize=TAR_BUFFER
         ) as tar:
-            archiver = _Archiver(tar, excludes, one_file_system)
-            for root in roots:
-                archiver.add_tree(root)
+            try:
+                archiver = _Archiver(tar, excludes, one_file_system)
+                for root in roots:
+                    archiver.add_tree(root)
+            except BaseException:
+                # tarfile's exit flushes its buffer into the stream being aborted; that write's
+                # error would replace the cause (a cancel, an object store down).
+                sink.discard = True
+                raise
         counts = archiver.counts
         done = backup.finish(
             metadata={

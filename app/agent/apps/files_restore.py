@@ -26,9 +26,11 @@ A failed restore (a damaged stream, an unsafe member) leaves the files written b
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import os
 import pwd
+import secrets
 import stat
 import tarfile
 import threading
@@ -183,22 +185,39 @@ class _Extractor:
         self.result.directories += 1
 
     def regular(self, tar: tarfile.TarFile, name: str, dest: str, member: tarfile.TarInfo) -> None:
-        if not self.clear(dest, member.name):
-            return
+        """Written beside ``dest`` under a temporary name and renamed over it once complete: a
+        damaged chunk, a cancel or a crash mid-file leaves the existing file as it was, never a
+        truncated one in its place."""
+        try:
+            if stat.S_ISDIR(os.lstat(dest).st_mode):
+                self.result.warnings.append(f"{member.name}: skipped: a directory is in the way")
+                return
+        except FileNotFoundError:
+            pass
         source = tar.extractfile(member)
         assert source is not None
-        fd = os.open(dest, _CREATE_FLAGS, 0o600)
+        temporary = os.path.join(
+            os.path.dirname(dest), f".{os.path.basename(dest)}.vmr-{secrets.token_hex(6)}"
+        )
+        fd = os.open(temporary, _CREATE_FLAGS, 0o600)
         try:
-            while block := source.read(COPY_BUFFER):
-                view = memoryview(block)
-                while view:
-                    view = view[os.write(fd, view) :]
-                self.result.bytes_written += len(block)
-                if self.progress is not None:
-                    self.progress(self.result.bytes_written)
-            self.attributes(fd, member)
-        finally:
-            os.close(fd)
+            try:
+                while block := source.read(COPY_BUFFER):
+                    view = memoryview(block)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                    self.result.bytes_written += len(block)
+                    if self.progress is not None:
+                        self.progress(self.result.bytes_written)
+                self.attributes(fd, member)
+            finally:
+                os.close(fd)
+            # rename() replaces a file or a link at dest (the link itself, never its target).
+            os.rename(temporary, dest)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temporary)
+            raise
         self.files.add(name)
         self.result.files += 1
 

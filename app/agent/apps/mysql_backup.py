@@ -88,12 +88,30 @@ def backup_mysql_database(
         "tool_version": version,
     }
     name = stream_name or database_stream_name(ENGINE, database, instance)
+    # --single-transaction gives one snapshot of transactional tables only: MyISAM, Aria or MEMORY
+    # tables would each be read at another moment. With any of them the database's tables are
+    # locked for reading for the dump instead (writes wait), so the dump stays one point in time.
+    unsnapshotted = client.names(
+        "TABLE_NAME",
+        "TABLES",
+        "TABLE_SCHEMA",
+        database,
+        "AND ENGINE IN (SELECT ENGINE FROM information_schema.ENGINES WHERE TRANSACTIONS = 'NO')",
+    )
+    consistency = "--lock-tables" if unsnapshotted else "--single-transaction"
+    notes: tuple[str, ...] = ()
+    if unsnapshotted:
+        shown = ", ".join(unsnapshotted[:5]) + (" ..." if len(unsnapshotted) > 5 else "")
+        notes = (
+            f"non-transactional tables ({shown}): the database's tables were locked for reading during "
+            "the dump, so writes to them waited",
+        )
     with connection_options(conn) as options:
         args = [
             dump,
             *options,
             *dump_options(version),
-            "--single-transaction",
+            consistency,
             "--routines",
             "--triggers",
             "--events",
@@ -112,4 +130,4 @@ def backup_mysql_database(
                     stderr=pumped.stderr,
                 )
             done = backup.finish()
-    return AppBackupResult(done.record, done.stats, tuple(iter_lines_bounded(pumped.stderr)))
+    return AppBackupResult(done.record, done.stats, notes + tuple(iter_lines_bounded(pumped.stderr)))

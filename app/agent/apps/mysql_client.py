@@ -14,6 +14,7 @@ with backquotes doubled, and results come back as one JSON value per query.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -61,13 +62,32 @@ def _option_value(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+@functools.cache
+def memory_directory() -> str | None:
+    """A writable directory on a tmpfs (memory, not disk) for the password's option file: a dump
+    runs for hours with it, and a file on disk could be caught by an image backup of this very
+    VM or survive a crash. None when there is none (the system's temporary directory is used)."""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8") as mounts:
+            tmpfs = {fields[1] for fields in (line.split() for line in mounts) if fields[2:3] == ["tmpfs"]}
+    except OSError:
+        return None
+    # mkstemp creates the file itself (O_EXCL, mode 0600) in whichever is chosen.
+    for candidate in ("/dev/shm", f"/run/user/{os.getuid()}", "/run"):  # noqa: S108
+        if candidate in tmpfs and os.access(candidate, os.W_OK | os.X_OK):
+            return candidate
+    return None
+
+
 @contextlib.contextmanager
 def connection_options(conn: MysqlConnection) -> Iterator[list[str]]:
     """Options to put right after the tool's path (``--defaults-file`` must come first)."""
     path = None
     options: list[str] = []
     if conn.password is not None:
-        fd, path = tempfile.mkstemp(prefix="vmr-mysql-", suffix=".cnf")  # created 0600
+        fd, path = tempfile.mkstemp(  # created 0600
+            prefix="vmr-mysql-", suffix=".cnf", dir=memory_directory()
+        )
         with os.fdopen(fd, "w") as f:
             f.write(f"[client]\npassword={_option_value(conn.password)}\n")
         options.append(f"--defaults-file={path}")

@@ -159,11 +159,18 @@ def _put_in_place(
     swap = wait + _drop_triggers_sql(target, old_trigger_names)
     if moves:
         swap += f"RENAME TABLE {', '.join(moves)};\n"
+    created = False  # what this run created, the only thing its undo may drop
     try:
-        client.execute(_drop_triggers_sql(staging, _trigger_names(client, staging)) + setup)
+        client.execute(_drop_triggers_sql(staging, _trigger_names(client, staging)))
+        client.execute(setup)
+        created = True
         client.execute(swap)
     except QueryFailed as exc:
-        problem = _undo(conn, client, target, old, exists, old_trigger_names, old_triggers, wait)
+        problem = (
+            _undo(conn, client, target, old, exists, old_trigger_names, old_triggers, wait)
+            if created
+            else ""  # the target (or helper) was created meanwhile by someone else: not ours to drop
+        )
         raise RestoreFailed(
             f"cannot move the restored tables into place: {exc}; {unchanged}{problem}"
         ) from None

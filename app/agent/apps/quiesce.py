@@ -28,6 +28,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
@@ -194,20 +195,47 @@ class HookScripts:
         *,
         timeout_s: float = 60.0,
         env: Mapping[str, str] | None = None,
+        thaw_marker: str | os.PathLike[str] | None = None,
     ) -> None:
         self.name = "scripts"
         self.pre_freeze = os.fspath(pre_freeze) if pre_freeze is not None else None
         self.post_thaw = os.fspath(post_thaw) if post_thaw is not None else None
         self.timeout_s = timeout_s
         self.env = dict(env) if env is not None else None
+        # Exists while a post-thaw is owed (see recover_thaw): a pre-freeze script that stopped
+        # a service must see its post-thaw run even if this process is killed in between.
+        self.thaw_marker = Path(thaw_marker) if thaw_marker is not None else None
 
     def freeze(self) -> None:
+        if self.post_thaw is not None and self.thaw_marker is not None:
+            try:
+                self.thaw_marker.parent.mkdir(parents=True, exist_ok=True)
+                self.thaw_marker.write_text(f"{self.post_thaw}\n")
+            except OSError as exc:  # a safety net only: the freeze itself goes on
+                log.warning(
+                    "cannot write %s (%s): a crash while frozen would skip post-thaw", self.thaw_marker, exc
+                )
         if self.pre_freeze is not None:
             run_script(self.pre_freeze, "pre-freeze", timeout_s=self.timeout_s, env=self.env)
 
     def thaw(self) -> None:
         if self.post_thaw is not None:
             run_script(self.post_thaw, "post-thaw", timeout_s=self.timeout_s, env=self.env)
+        if self.thaw_marker is not None:
+            self.thaw_marker.unlink(missing_ok=True)
+
+    def recover_thaw(self) -> bool:
+        """At start: run the post-thaw an earlier process owed (it was killed while frozen).
+        True when it ran; a failure is logged and the marker kept for the next start."""
+        if self.thaw_marker is None or not self.thaw_marker.exists():
+            return False
+        log.warning("the agent stopped while the guest was frozen: running the post-thaw script now")
+        try:
+            self.thaw()
+        except QuiesceError as exc:
+            log.error("the owed post-thaw script failed: %s", exc)
+            return False
+        return True
 
 
 def run_script(path: str, stage: str, *, timeout_s: float, env: Mapping[str, str] | None = None) -> str:

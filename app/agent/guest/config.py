@@ -19,6 +19,7 @@ in tickets without leaking them.
     pre_freeze = "/usr/local/sbin/before-snapshot"   # run with the argument "pre-freeze"
     post_thaw = "/usr/local/sbin/after-snapshot"     # run with "post-thaw", also after a failed freeze
     timeout_s = 60
+    thaw_marker = "/var/lib/vmrecovery/thaw-pending"  # post-thaw is owed while it exists
 
     [restore]
     allowed_roots = ["/"]       # file-set restores may only extract below these directories
@@ -41,11 +42,17 @@ class ConfigError(Exception):
     """The configuration file is wrong; the message names the file, the key and what to write."""
 
 
+#: Exists from just before the pre-freeze script until the post-thaw script has run: an agent
+#: killed while the guest was frozen finds it at its next start and runs post-thaw then.
+DEFAULT_THAW_MARKER = "/var/lib/vmrecovery/thaw-pending"
+
+
 @dataclass(frozen=True)
 class Hooks:
     pre_freeze: str | None = None
     post_thaw: str | None = None
     timeout_s: float = 60.0
+    thaw_marker: str = DEFAULT_THAW_MARKER
 
 
 @dataclass(frozen=True)
@@ -134,14 +141,17 @@ def parse_config(text: str, source: str = "<config>") -> GuestConfig:
             mysql[name] = MysqlConnection(password=password, **values)
         except TypeError as exc:
             raise ConfigError(f"{where}: {exc}") from None
-    hooks_raw = _section(doc.get("hooks", {}), f"{source} [hooks]", {"pre_freeze", "post_thaw", "timeout_s"})
-    for stage in ("pre_freeze", "post_thaw"):
+    hooks_raw = _section(
+        doc.get("hooks", {}), f"{source} [hooks]", {"pre_freeze", "post_thaw", "timeout_s", "thaw_marker"}
+    )
+    for stage in ("pre_freeze", "post_thaw", "thaw_marker"):
         if stage in hooks_raw and not (isinstance(hooks_raw[stage], str) and os.path.isabs(hooks_raw[stage])):
-            raise ConfigError(f"{source} [hooks] {stage} must be the absolute path of an executable")
+            raise ConfigError(f"{source} [hooks] {stage} must be an absolute path")
     hooks = Hooks(
         pre_freeze=hooks_raw.get("pre_freeze"),
         post_thaw=hooks_raw.get("post_thaw"),
         timeout_s=float(hooks_raw.get("timeout_s", 60.0)),
+        thaw_marker=hooks_raw.get("thaw_marker", DEFAULT_THAW_MARKER),
     )
     restore = _section(doc.get("restore", {}), f"{source} [restore]", {"allowed_roots"})
     roots = tuple(os.path.normpath(str(r)) for r in restore.get("allowed_roots", ("/",)))

@@ -10,6 +10,7 @@ from app.agent.apps.errors import AppError
 from app.agent.apps.mysql_backup import list_mysql_databases
 from app.agent.apps.postgres_backup import list_postgres_databases
 from app.agent.apps.postgres_client import Psql
+from app.agent.apps.quiesce import HookScripts
 from app.agent.client import AgentClient
 from app.agent.guest.config import GuestConfig
 from app.agent.guest.quiesce import QuiesceRunner
@@ -66,6 +67,10 @@ def build_guest_agent(server: str, token: str, config: GuestConfig, **options: f
 
 async def run_guest_agent(server: str, token: str, config: GuestConfig) -> None:
     """Run until SIGTERM/SIGINT; a running dump is stopped and its job retried later."""
+    hooks = config.hooks
+    if hooks.post_thaw:  # a post-thaw an earlier run owed (killed while the guest was frozen)
+        scripts = HookScripts(None, hooks.post_thaw, timeout_s=hooks.timeout_s, thaw_marker=hooks.thaw_marker)
+        await asyncio.to_thread(scripts.recover_thaw)
     agent = build_guest_agent(server, token, config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

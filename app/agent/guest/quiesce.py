@@ -29,7 +29,14 @@ class QuiesceRunner:
         steps: list[Quiescer] = []
         hooks = self.config.hooks
         if hooks.pre_freeze or hooks.post_thaw:
-            steps.append(HookScripts(hooks.pre_freeze, hooks.post_thaw, timeout_s=hooks.timeout_s))
+            steps.append(
+                HookScripts(
+                    hooks.pre_freeze,
+                    hooks.post_thaw,
+                    timeout_s=hooks.timeout_s,
+                    thaw_marker=hooks.thaw_marker,
+                )
+            )
         steps.extend(PostgresCheckpoint(conn) for conn in self.config.postgresql.values())
         steps.extend(
             MysqlReadLock(conn, hold_timeout_s=max(1, int(hold_max_s))) for conn in self.config.mysql.values()

@@ -45,6 +45,10 @@ _PERMANENT = (ToolMissing, TargetExists, ConfigError)
 
 
 def _failure(exc: Exception, runtime: JobRuntime, what: str) -> CompleteRequest:
+    if runtime.cancel.is_set():
+        # A cancel stops the dump or restore tool, which then fails: the job was cancelled, not
+        # failed (a failure would alert the customer of a backup they stopped themselves).
+        return CompleteRequest(outcome="cancelled", error="cancelled", warnings=runtime.warnings)
     kind = "permanent" if isinstance(exc, _PERMANENT) else "transient"
     return CompleteRequest(
         outcome="failed", error=f"{what}: {exc}", error_kind=kind, warnings=runtime.warnings

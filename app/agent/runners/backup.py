@@ -8,6 +8,7 @@ only sees the summary.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -21,12 +22,19 @@ from app.chunkstore import (
     BackupStats,
     ChunkstoreError,
     DiskIndex,
+    DiskRecord,
     Repository,
     RestorePoint,
     RestorePointNotFound,
     backup_disk,
 )
-from app.contracts.agent import BackupResult, CompleteRequest, DiskResult, JobAssignment
+from app.contracts.agent import (
+    SNAPSHOT_NAME_PREFIX,
+    BackupResult,
+    CompleteRequest,
+    DiskResult,
+    JobAssignment,
+)
 from app.domain.space import SpaceStatus, free_percent, space_status
 from app.vadp.cbt import ChangedBlockTracker, VimChangedBlockTracker
 from app.vadp.datastore_http import DatastoreHttpTransport
@@ -34,7 +42,7 @@ from app.vadp.errors import VCenterError, VCenterErrorKind
 from app.vadp.session import VCenterSession, open_session
 from app.vadp.snapshots import create_snapshot, remove_snapshot, remove_snapshots_named
 from app.vadp.transport import DiskTransport
-from app.vadp.types import SnapshotHandle, VmFacts
+from app.vadp.types import SnapshotHandle, VmDisk, VmFacts
 from app.vadp.vmconfig import capture_vm_config
 from app.vadp.vms import datastore_space, disk_change_id, enable_cbt, find_vm, snapshot_disks
 
@@ -104,9 +112,14 @@ class BackupRunner:
                     ) from exc
                 raise
             self._check_space(session, vm, runtime)
-            self._ensure_cbt(session, vm, runtime)
-            # A retry of this job may find the snapshot its crashed attempt left.
-            remove_snapshots_named(session, vm.handle, params.snapshot_name)
+            cbt_was_on = self._ensure_cbt(session, vm, runtime)
+            # Only one backup of a VM runs at a time, so every snapshot of ours on it is a
+            # leftover: of an earlier attempt of this job (a lapsed lease, a snapshot task that
+            # failed after vCenter took it, another proxy's), or of an earlier job. A snapshot
+            # taken on top of one would leave the disks as deltas that cannot be read whole.
+            remove_snapshots_named(
+                session, vm.handle, SNAPSHOT_NAME_PREFIX, keep=lambda name: _later_attempt(name, a)
+            )
             quiesce = params.quiesce and vm.power_state == "poweredOn"
             if params.quiesce and not quiesce:
                 runtime.warn("the VM is powered off: no quiescing needed, the backup is consistent as it is")
@@ -124,15 +137,24 @@ class BackupRunner:
                     description=f"VM Recovery backup, job {a.job_id}; removed when the backup ends",
                     quiesce=quiesce,
                 )
+            except VCenterError:
+                # The task may have failed here (a timeout, a lost poll) and still succeed in
+                # vCenter: look for the snapshot once rather than leave it to the next backup.
+                with contextlib.suppress(VCenterError):
+                    remove_snapshots_named(session, vm.handle, params.snapshot_name)
+                raise
             finally:
                 held = freeze.release() if freeze is not None else False
             if snap.warning:
                 runtime.warn(snap.warning)
             try:
-                created_at, disks = self._back_up_disks(session, repo, a, runtime, vm, snap.snapshot)
+                created_at, disks = self._back_up_disks(
+                    session, repo, a, runtime, vm, snap.snapshot, trust_cbt=cbt_was_on
+                )
                 if vm.power_state == "poweredOff":
                     consistency = "application"
-                elif freeze is not None:  # the guest's freeze decides: it flushed the applications
+                elif freeze is not None and not freeze.froze_nothing:
+                    # The guest's freeze decides: it flushed the applications.
                     consistency = "application" if held else "crash"
                 else:
                     consistency = "application" if snap.quiesced else "crash"
@@ -159,9 +181,11 @@ class BackupRunner:
             if status is SpaceStatus.WARNING:
                 runtime.warn(f"datastore {name} has {percent:.1f}% free (below 15%)")
 
-    def _ensure_cbt(self, session: VCenterSession, vm: VmFacts, runtime: JobRuntime) -> None:
+    def _ensure_cbt(self, session: VCenterSession, vm: VmFacts, runtime: JobRuntime) -> bool:
+        """Whether CBT was on before this backup; if not, it is enabled for the next one. Writes
+        made while it was off were never tracked, so this backup must not ask it for changes."""
         if vm.cbt_enabled:
-            return
+            return True
         try:
             if enable_cbt(session, vm.handle):
                 runtime.warn(
@@ -169,6 +193,7 @@ class BackupRunner:
                 )
         except VCenterError as exc:
             runtime.warn(f"could not enable Changed Block Tracking ({exc.message}); whole disks are read")
+        return False
 
     def _previous(self, repo: Repository, a: JobAssignment, runtime: JobRuntime) -> RestorePoint | None:
         assert a.backup is not None
@@ -179,6 +204,39 @@ class BackupRunner:
         except RestorePointNotFound:
             runtime.warn("the previous restore point is missing from the repository; reading whole disks")
             return None
+        except ChunkstoreError as exc:
+            # A damaged previous point must not stop every later backup: read whole disks, and
+            # the new point starts a sound chain.
+            runtime.warn(f"the previous restore point cannot be read ({exc}); reading whole disks")
+            return None
+
+    @staticmethod
+    def _previous_index(
+        repo: Repository, record: DiskRecord, label: str, runtime: JobRuntime
+    ) -> DiskIndex | None:
+        try:
+            return repo.read_index(record)
+        except ChunkstoreError as exc:
+            runtime.warn(f"the previous index of {label} cannot be read ({exc}); reading it whole")
+            return None
+
+    @staticmethod
+    def _snapshotted(disks: tuple[VmDisk, ...], vm: VmFacts, runtime: JobRuntime) -> list[VmDisk]:
+        """The disks the snapshot holds. An independent disk is not part of a snapshot: while the
+        VM runs, its file is live (locked, or read torn), so it is left out with a warning, as
+        VADP backup products do; a powered-off VM's files are still and are read."""
+        if vm.power_state != "poweredOn":
+            return list(disks)
+        kept = []
+        for disk in disks:
+            if (disk.disk_mode or "").startswith("independent"):
+                runtime.warn(
+                    f"{disk.label} is an independent disk ({disk.disk_mode}), which snapshots do not "
+                    "cover: it is not in this restore point; make it dependent to back it up"
+                )
+                continue
+            kept.append(disk)
+        return kept
 
     def _back_up_disks(
         self,
@@ -188,12 +246,14 @@ class BackupRunner:
         runtime: JobRuntime,
         vm: VmFacts,
         snapshot: SnapshotHandle,
+        *,
+        trust_cbt: bool = True,
     ) -> tuple[datetime, list[DiskResult]]:
         assert a.backup is not None
         runtime.report("capturing configuration")
         config = capture_vm_config(session, vm.handle)
-        disks = snapshot_disks(session, snapshot)
-        previous = self._previous(repo, a, runtime)
+        disks = self._snapshotted(snapshot_disks(session, snapshot), vm, runtime)
+        previous = self._previous(repo, a, runtime) if trust_cbt else None
         previous_disks = {d.key: d for d in previous.disks} if previous else {}
         created_at = datetime.now(UTC)
         writer = repo.begin_restore_point(
@@ -219,8 +279,12 @@ class BackupRunner:
             previous_index: DiskIndex | None = None
             extents = None
             if record is not None and record.size == disk.capacity_bytes:
-                previous_index = repo.read_index(record)
-                if record.change_id and change_id:
+                previous_index = self._previous_index(repo, record, disk.label, runtime)
+                if (
+                    previous_index is not None
+                    and record.change_id
+                    and same_cbt_epoch(record.change_id, change_id)
+                ):
                     extents = self.cbt.changed_areas(
                         session, vm.handle, snapshot, disk.key, disk.capacity_bytes, record.change_id
                     )
@@ -307,3 +371,21 @@ class BackupRunner:
         runtime.warn(
             f"the backup snapshot could not be removed ({last}); the proxy retries at its next start"
         )
+
+
+def same_cbt_epoch(previous: str | None, current: str | None) -> bool:
+    """Whether changes since ``previous`` can be asked for: both disks have a change id, and
+    where vSphere names the tracking epoch (``<epoch>/<sequence>``) it is the same one. A CBT
+    reset or another disk behind the same key starts a new epoch: its answer would be wrong."""
+    if not previous or not current:
+        return False
+    if "/" in previous and "/" in current:
+        return previous.split("/", 1)[0] == current.split("/", 1)[0]
+    return True
+
+
+def _later_attempt(snapshot_name: str, a: JobAssignment) -> bool:
+    """A snapshot of a later attempt of this very job: this worker was superseded while it was
+    held up before its snapshot, and must not remove the one the current attempt reads."""
+    head, _, attempt = snapshot_name.rpartition("-")
+    return head.endswith(f"-{a.job_id}") and attempt.isdigit() and int(attempt) > a.attempt

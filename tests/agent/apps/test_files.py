@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import os
+import random
 import socket
 import stat
 import tarfile
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from app.agent.apps import RestoreFailed, backup_files, restore_files
-from app.chunkstore import Repository
+from app.chunkstore import BackupCancelled, Repository
 from app.chunkstore.cdc import CdcParams
 from app.chunkstore.errors import UnsafeArchiveMember
 from app.chunkstore.streams import backup_stream
@@ -275,3 +278,39 @@ def test_symlinks_leaving_the_target_follow_the_chosen_policy(tmp_path: Path, re
     assert skipped.warnings and not (tmp_path / "t2" / "localtime").is_symlink()
     restore_files(repo, "rp-evil", "files/evil", tmp_path / "t3")
     assert os.readlink(tmp_path / "t3" / "localtime") == "/usr/share/zoneinfo/UTC"
+
+
+def test_a_file_whose_content_cannot_be_read_back_leaves_the_existing_one_as_it_was(
+    tmp_path: Path, repo: Repository
+) -> None:
+    """Restored files are written beside their destination and renamed over it when complete:
+    the existing file is never replaced by a truncated one."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "big.bin").write_bytes(random.Random(5).randbytes(2 * 1024 * 1024))
+    writer = repo.begin_restore_point("rp-1", vm_config={})
+    backup_files(writer, [source], params=SMALL_CHUNKS)
+    writer.commit()
+    damage_a_chunk(tmp_path / "repo", skip=3)
+    target = tmp_path / "restored"
+    existing = target / str(source).lstrip("/") / "big.bin"
+    existing.parent.mkdir(parents=True)
+    existing.write_bytes(b"the file as it is today\n")
+    with pytest.raises(RestoreFailed, match="cannot be read back"):
+        restore_files(repo, "rp-1", "files/default", target)
+    assert existing.read_bytes() == b"the file as it is today\n"
+    assert sorted(p.name for p in existing.parent.iterdir()) == ["big.bin"]  # no temporary left
+
+
+def test_a_cancelled_file_set_backup_says_so(tmp_path: Path, repo: Repository) -> None:
+    """The cancel reaches the caller as such, not as the error of tarfile's last flush into the
+    aborted stream (which said "stream ... is aborted" and hid the cause)."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "big.bin").write_bytes(random.Random(6).randbytes(1024 * 1024))
+    cancel = threading.Event()
+    cancel.set()
+    writer = repo.begin_restore_point("rp-1", vm_config={})
+    with pytest.raises(BackupCancelled):
+        backup_files(writer, [source], params=SMALL_CHUNKS, cancel=cancel)
+    gc.collect()  # nor does tarfile's stream, collected, write into the aborted one (an unraisable error)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,12 @@ from app.agent.apps import (
     list_mysql_databases,
     restore_mysql_database,
 )
-from app.agent.apps.mysql_client import MysqlClient, connection_options, ident
+from app.agent.apps.mysql_client import (
+    MysqlClient,
+    connection_options,
+    ident,
+    memory_directory,
+)
 from app.chunkstore import Repository
 from app.chunkstore.cdc import CdcParams
 from tests.agent.apps.conftest import damage_a_chunk
@@ -208,3 +215,62 @@ def test_a_failing_dump_is_reported_and_its_stream_released(
     with pytest.raises(DumpFailed, match=f"unknown database '{my_scope}_nope'"):
         backup_mysql_database(my, writer, f"{my_scope}_nope")
     assert writer.commit().streams == ()
+
+
+def test_the_password_file_lives_in_memory_and_goes_with_the_connection() -> None:
+    """A dump runs for hours with the option file open: on a tmpfs it cannot be caught by an image
+    backup of this VM's disks nor outlive a crash on disk."""
+    where = memory_directory()
+    with open("/proc/self/mounts", encoding="utf-8") as mounts:
+        tmpfs = {line.split()[1] for line in mounts if line.split()[2] == "tmpfs"}
+    assert where is None or where in tmpfs
+    with connection_options(MysqlConnection(user="backup", password='se"cret')) as options:
+        path = options[0].removeprefix("--defaults-file=")
+        assert os.path.dirname(path) == (where or tempfile.gettempdir())
+        assert os.stat(path).st_mode & 0o777 == 0o600
+    assert not os.path.exists(path)
+
+
+def test_a_target_created_by_someone_else_meanwhile_is_not_dropped(
+    my: MysqlConnection, my_scope: str, repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between the restore's check that the new name is free and its CREATE DATABASE, another
+    party creates that database: the restore fails, and what the other party made stays."""
+    client = MysqlClient(my)
+    name = f"{my_scope}_race"
+    make_database(client, name)
+    back_up(my, repo, name, "rp-1")
+    target = f"{my_scope}_taken"
+    real_execute = MysqlClient.execute
+
+    def racing(self: MysqlClient, sql: str, *, database: str | None = None) -> str:
+        if sql.startswith(f"CREATE DATABASE {ident(target)}"):
+            theirs = f"CREATE DATABASE {ident(target)}; CREATE TABLE {ident(target)}.theirs (x INT);"
+            real_execute(self, theirs)
+        return real_execute(self, sql, database=database)
+
+    monkeypatch.setattr(MysqlClient, "execute", racing)
+    with pytest.raises(RestoreFailed):
+        restore_mysql_database(my, repo, "rp-1", f"mysql/{name}", target=target)
+    monkeypatch.undo()
+    assert client.names("TABLE_NAME", "TABLES", "TABLE_SCHEMA", target, "") == ["theirs"]
+
+
+def test_non_transactional_tables_are_dumped_under_a_read_lock_and_said_so(
+    my: MysqlConnection, my_scope: str, repo: Repository
+) -> None:
+    """--single-transaction snapshots InnoDB tables only; a MyISAM table would be read at another
+    moment than the rest, so such a database is dumped with its tables locked for reading."""
+    client = MysqlClient(my)
+    name = f"{my_scope}_legacy"
+    make_database(client, name)
+    legacy = "CREATE TABLE hits (n INT) ENGINE=MyISAM; INSERT INTO hits VALUES (1), (2);"
+    client.execute(legacy, database=name)
+    before = client.execute("SELECT SUM(n) FROM hits;", database=name)
+    writer = repo.begin_restore_point("rp-1", vm_config={})
+    result = backup_mysql_database(my, writer, name)
+    writer.commit()
+    assert any("non-transactional tables (hits)" in w for w in result.warnings), result.warnings
+    client.execute("DELETE FROM hits;", database=name)
+    restore_mysql_database(my, repo, "rp-1", result.name)
+    assert client.execute("SELECT SUM(n) FROM hits;", database=name) == before

@@ -168,3 +168,24 @@ def test_a_hanging_script_is_killed_at_its_timeout(tmp_path: Path) -> None:
     pre = _script(tmp_path / "pre", "sleep 600\n")
     with pytest.raises(QuiesceError, match="did not finish within 1 s"):
         HookScripts(pre, None, timeout_s=1).freeze()
+
+
+def test_a_post_thaw_owed_by_a_killed_agent_runs_at_its_next_start(tmp_path: Path) -> None:
+    """The pre-freeze script stopped a service; the agent was killed while frozen: the next start
+    runs post-thaw (once), so the service does not stay stopped."""
+    log_file = tmp_path / "hooks.log"
+    pre = _script(tmp_path / "pre", f"echo stop >> {log_file}\n")
+    post = _script(tmp_path / "post", f"echo start >> {log_file}\n")
+    marker = tmp_path / "state" / "thaw-pending"
+    HookScripts(pre, post, thaw_marker=marker).freeze()  # ...and the process dies here
+    assert marker.exists()
+
+    restarted = HookScripts(None, post, thaw_marker=marker)
+    assert restarted.recover_thaw() is True
+    assert log_file.read_text().splitlines() == ["stop", "start"]
+    assert not marker.exists() and restarted.recover_thaw() is False  # owed once only
+
+    # A freeze that ends normally owes nothing.
+    with Quiesce([HookScripts(pre, post, thaw_marker=marker)]):
+        assert marker.exists()
+    assert not marker.exists()
