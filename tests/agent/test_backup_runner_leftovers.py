@@ -3,6 +3,7 @@ previous point, CBT that was off, and independent disks."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from pathlib import Path
 
@@ -16,7 +17,8 @@ from app.chunkstore import Repository, open_backend
 from app.contracts.agent import JobAssignment, PreviousDisk, PreviousPoint
 from app.vadp import snapshots
 from app.vadp.session import VCenterSession, open_session
-from app.vadp.types import SnapshotHandle
+from app.vadp.types import SnapshotHandle, VmDisk, VmFacts, VmHandle
+from tests.agent import test_file_restore_guest
 from tests.agent.test_backup_runner_cbt import VM, assignment, reference_snapshots
 from tests.support.vcsim import VcsimServer
 from tests.support.vcsim_fixtures import VcsimFactory
@@ -127,7 +129,7 @@ def test_changes_are_not_asked_for_when_cbt_was_off_before_the_backup(
     assert tracker.questions == []  # writes while CBT was off were never tracked
 
 
-def test_an_independent_disk_of_a_running_vm_is_left_out_with_a_warning(
+def test_an_independent_disk_of_a_running_vm_is_not_read_live(
     tmp_path: Path, vcsim_factory: VcsimFactory
 ) -> None:
     server = vcsim_factory()
@@ -146,12 +148,32 @@ def test_an_independent_disk_of_a_running_vm_is_left_out_with_a_warning(
         reference.wait_for_task(si, vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[change])))
     a = assignment(server, repo_path.as_uri(), None)
     result = runner().run(a, JobRuntime(assignment=a))
-    assert result.outcome == "succeeded", result.error
-    assert result.backup is not None and result.backup.disks == []
-    assert any("independent disk" in w for w in result.warnings), result.warnings
+    # Its only disk: nothing could be backed up, which must not count as a backup. (With other
+    # disks, the independent one is left out with a warning.)
+    assert result.outcome == "failed" and result.error_kind == "permanent", result
+    assert "every disk of the VM is independent" in (result.error or "")
+    assert reference_snapshots(server) == []
 
 
 def test_changes_are_asked_for_only_within_one_tracking_epoch() -> None:
     assert same_cbt_epoch("52 aa bb/1", "52 aa bb/7")
     assert not same_cbt_epoch("52 aa bb/1", "52 cc dd/2")  # CBT was reset in between
     assert not same_cbt_epoch(None, "52 aa bb/2") and not same_cbt_epoch("52 aa bb/1", None)
+
+
+def test_of_several_disks_an_independent_one_is_left_out_with_a_warning(tmp_path: Path) -> None:
+    def disk(key: int, mode: str) -> VmDisk:
+        name = f"[ds] vm/{key}.vmdk"
+        return VmDisk(key, f"Hard disk {key}", MIB, name, None, 1000, 0, "flat", disk_mode=mode)
+
+    disks = (disk(2000, "persistent"), disk(2001, "independent_persistent"))
+    vm = VmFacts(
+        VmHandle("vm-1"), "vm", "u", "poweredOn", "", None, (), disks, cbt_enabled=True,
+        has_snapshots=False, vmx_path="[ds] vm/vm.vmx",
+    )  # fmt: skip
+    a = test_file_restore_guest.assignment(tmp_path, str(uuid.uuid4()), [], None)
+    runtime = JobRuntime(assignment=a)
+    assert [d.key for d in BackupRunner._snapshotted(disks, vm, runtime)] == [2000]
+    assert any("Hard disk 2001 is an independent disk" in w for w in runtime.warnings)
+    stopped = dataclasses.replace(vm, power_state="poweredOff")  # still files: both are read
+    assert [d.key for d in BackupRunner._snapshotted(disks, stopped, runtime)] == [2000, 2001]

@@ -236,6 +236,14 @@ class BackupRunner:
                 )
                 continue
             kept.append(disk)
+        if disks and not kept:
+            # A point without data must not count as a backup (the VM would look protected).
+            raise VCenterError(
+                VCenterErrorKind.UNSUPPORTED,
+                "every disk of the VM is independent, which snapshots do not cover: nothing can be "
+                "backed up while it runs; make its disks dependent",
+                transient=False,
+            )
         return kept
 
     def _back_up_disks(
