@@ -44,6 +44,17 @@ def runner(tracker: FakeChangedBlockTracker | None = None) -> BackupRunner:
     )
 
 
+def disk_to_back_up(
+    tmp_path: Path, vcsim_factory: VcsimFactory, seed: int
+) -> tuple[VcsimServer, Path, Repository]:
+    """A fresh simulator whose VM has 4 MiB of random data, and an empty repository."""
+    server = vcsim_factory()
+    repo_path = tmp_path / "repository"
+    repo = Repository.create(open_backend(repo_path))
+    fill_disk(server, VM, 4 * MIB, seed=seed, kind="random")
+    return server, repo_path, repo
+
+
 def next_of(first: JobAssignment, server: VcsimServer, repo_url: str) -> JobAssignment:
     assert first.backup is not None
     point = first.backup.restore_point_id
@@ -55,10 +66,7 @@ def next_of(first: JobAssignment, server: VcsimServer, repo_url: str) -> JobAssi
 def test_leftovers_of_earlier_attempts_and_jobs_go_before_the_snapshot(
     tmp_path: Path, vcsim_factory: VcsimFactory
 ) -> None:
-    server = vcsim_factory()
-    repo_path = tmp_path / "repository"
-    Repository.create(open_backend(repo_path))
-    fill_disk(server, VM, 4 * MIB, seed=3, kind="random")
+    server, repo_path, _ = disk_to_back_up(tmp_path, vcsim_factory, seed=3)
     a = assignment(server, repo_path.as_uri(), None)
     assert a.backup is not None
     a.attempt = 2
@@ -86,10 +94,7 @@ def test_a_later_attempts_snapshot_is_not_a_leftover() -> None:
 
 
 def test_a_damaged_previous_point_is_read_around(tmp_path: Path, vcsim_factory: VcsimFactory) -> None:
-    server = vcsim_factory()
-    repo_path = tmp_path / "repository"
-    repo = Repository.create(open_backend(repo_path))
-    fill_disk(server, VM, 4 * MIB, seed=4, kind="random")
+    server, repo_path, repo = disk_to_back_up(tmp_path, vcsim_factory, seed=4)
     run = runner()
     first = assignment(server, repo_path.as_uri(), None)
     assert run.run(first, JobRuntime(assignment=first)).outcome == "succeeded"
@@ -109,10 +114,7 @@ def test_a_damaged_previous_point_is_read_around(tmp_path: Path, vcsim_factory: 
 def test_changes_are_not_asked_for_when_cbt_was_off_before_the_backup(
     tmp_path: Path, vcsim_factory: VcsimFactory
 ) -> None:
-    server = vcsim_factory()
-    repo_path = tmp_path / "repository"
-    Repository.create(open_backend(repo_path))
-    fill_disk(server, VM, 4 * MIB, seed=5, kind="random")
+    server, repo_path, _ = disk_to_back_up(tmp_path, vcsim_factory, seed=5)
     tracker = FakeChangedBlockTracker()
     run = runner(tracker)
     first = assignment(server, repo_path.as_uri(), None)
@@ -132,10 +134,7 @@ def test_changes_are_not_asked_for_when_cbt_was_off_before_the_backup(
 def test_an_independent_disk_of_a_running_vm_is_not_read_live(
     tmp_path: Path, vcsim_factory: VcsimFactory
 ) -> None:
-    server = vcsim_factory()
-    repo_path = tmp_path / "repository"
-    Repository.create(open_backend(repo_path))
-    fill_disk(server, VM, 4 * MIB, seed=6, kind="random")
+    server, repo_path, _ = disk_to_back_up(tmp_path, vcsim_factory, seed=6)
     with reference.session(server) as si:
         vm = reference.find(si, vim.VirtualMachine, VM)
         disk = next(
