@@ -47,6 +47,7 @@ def create_snapshot(
     if not props:
         raise VCenterError(VCenterErrorKind.NOT_FOUND, f"VM {vm.moid} does not exist (any more)")
     powered_on = props.get("runtime.powerState") == "poweredOn"
+    powered_off = props.get("runtime.powerState") == "poweredOff"
     tools = str(props.get("guest.toolsRunningStatus") or "unknown")
     warning = None
     if quiesce and powered_on and tools == TOOLS_RUNNING:
@@ -67,7 +68,7 @@ def create_snapshot(
             "took a crash-consistent snapshot instead of a quiesced one"
         )
     snapshot = _take(session, obj, vm, name, description, False, timeout_s)
-    return SnapshotResult(snapshot, False, warning)
+    return SnapshotResult(snapshot, False, warning, powered_off=powered_off)
 
 
 def _take(

@@ -194,6 +194,9 @@ class SnapshotResult:
     snapshot: SnapshotHandle
     quiesced: bool
     warning: str | None = None
+    # The VM was powered off as the snapshot was taken (read right before the task, not when the
+    # backup began): its disks are consistent as they are.
+    powered_off: bool = False
 
 
 @dataclass(frozen=True)

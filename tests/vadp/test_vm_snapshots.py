@@ -73,7 +73,7 @@ def test_quiesce_without_tools_falls_back_to_crash_consistent_with_a_warning(
 
 def test_no_warning_when_quiescing_was_not_asked_for(sim: VcsimServer, sim_session: VCenterSession) -> None:
     result = snapshots.create_snapshot(sim_session, handle_of(sim, VM), "plain", quiesce=False)
-    assert (result.quiesced, result.warning) == (False, None)
+    assert (result.quiesced, result.warning, result.powered_off) == (False, None, False)
 
 
 def test_quiesced_snapshot_when_tools_run(sim: VcsimServer, sim_session: VCenterSession) -> None:
@@ -133,6 +133,7 @@ def test_powered_off_vm_needs_no_quiescing_and_gets_no_warning(
     vm = handle_of(sim, VM)
     result = snapshots.create_snapshot(sim_session, vm, "vmrecovery-p1-j5", quiesce=True)
     assert (result.quiesced, result.warning) == (False, None)
+    assert result.powered_off  # read as the snapshot is taken: the backup's consistency follows it
     (info,) = snapshots.list_snapshots(sim_session, vm)
     assert info.power_state == "poweredOff"
 

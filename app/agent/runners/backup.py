@@ -151,7 +151,7 @@ class BackupRunner:
                 created_at, disks = self._back_up_disks(
                     session, repo, a, runtime, vm, snap.snapshot, trust_cbt=cbt_was_on
                 )
-                if vm.power_state == "poweredOff":
+                if snap.powered_off:  # as of the snapshot, not of the look-up before it
                     consistency = "application"
                 elif freeze is not None and not freeze.froze_nothing:
                     # The guest's freeze decides: it flushed the applications.
