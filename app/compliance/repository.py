@@ -48,6 +48,10 @@ def _latest_point_at() -> Any:
     )
 
 
+#: Tolerance when two instants are compared as epochs (see points_ending).
+EPOCH_MARGIN_S = 0.001
+
+
 @dataclass(frozen=True)
 class TrackedVm:
     """A protected VM as the RPO recorder sees it, with its open span and breach."""
@@ -254,7 +258,10 @@ class ComplianceRepository:
         t = self.time
         out: dict[uuid.UUID, datetime] = {}
         for part in chunks(breach_ids):
-            anchor = t.epoch(RpoBreach.started_at) - RpoBreach.rpo_hours * 3600.0
+            # Epochs are floats on SQLite (julianday x 86400, tens of microseconds off): the anchor
+            # point itself would pass as newer about half the time. Points of a VM are minutes
+            # apart at the least, so a millisecond's margin tells them apart on both dialects.
+            anchor = t.epoch(RpoBreach.started_at) - RpoBreach.rpo_hours * 3600.0 + EPOCH_MARGIN_S
             rows = await self.session.execute(
                 select(RpoBreach.id, func.min(RestorePoint.created_at))
                 .join(RestorePoint, RestorePoint.vm_id == RpoBreach.vm_id)

@@ -442,3 +442,37 @@ async def test_groups_aggregated_in_sql_add_up_the_vm_rows(
         if row["open_breach"] is not None:
             causes[row["open_breach"]["cause"]] = causes.get(row["open_breach"]["cause"], 0) + 1
     assert summary["open_breaches_by_cause"] == causes and causes
+
+
+async def test_a_breach_stays_open_until_a_point_newer_than_its_anchor_lands(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    clock: ManualClock,
+) -> None:
+    """The point a breach is anchored on (due = point + RPO) never ends it: the next one does. On
+    SQLite the check compared floating-point epochs, and with a 4 h RPO the anchor point itself
+    passed as newer about half the time: the breach was then closed with no length."""
+    _, _, vm, _ = await protected_vm(operator, customer_of, vcsim, rpo_hours=4)
+    proxy = await online_proxy(operator, ctx, vm["host"]["id"])
+    recorder = rpo_recorder(ctx)
+    start = clock.now()
+    for i in range(8):
+        taken = start + hours(10 * i) + timedelta(seconds=i * 7919, microseconds=i * 104_729)
+        clock.set(taken)
+        await add_point(ctx, vm["id"])
+        clock.set(taken + hours(1))
+        await recorder.run_once()  # compliant again: the previous breach ends, at this point
+        closed = sorted(
+            (b for b in await breaches(ctx) if b.ended_at is not None), key=lambda b: b.started_at
+        )
+        assert len(closed) == i and all(b.ended_at > b.started_at for b in closed), i
+        if closed:
+            assert closed[-1].ended_at == taken, i
+        clock.set(taken + hours(5))
+        await heartbeat(ctx, proxy)
+        await recorder.run_once()
+        await recorder.run_once()  # a second pass must not close it: no newer point
+        opened = [b for b in await breaches(ctx) if b.ended_at is None]
+        assert [b.started_at for b in opened] == [taken + hours(4)], i
