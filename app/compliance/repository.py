@@ -690,11 +690,21 @@ class ComplianceRepository:
         unsettled_only: bool = False,
         active_only: bool = False,
     ) -> list[tuple[Restore, uuid.UUID | None, int | None, str]]:
-        """Restores (newest first) with their point's policy, its RTO and the VM's name."""
+        """Restores (newest first) with their point's policy, their RTO and the VM's name.
+
+        The RTO a restore's clocks were recorded with stands (a policy changed or deleted since
+        does not rewrite a reported result), and a restore whose point was pruned since stays
+        listed (its point id is null then)."""
         stmt = (
-            select(Restore, RestorePoint.policy_id, Policy.rto_hours, VirtualMachine.name)
-            .join(RestorePoint, RestorePoint.id == Restore.restore_point_id)
+            select(
+                Restore,
+                RestorePoint.policy_id,
+                func.coalesce(RestoreSla.rto_hours, Policy.rto_hours),
+                VirtualMachine.name,
+            )
+            .outerjoin(RestorePoint, RestorePoint.id == Restore.restore_point_id)
             .outerjoin(Policy, Policy.id == RestorePoint.policy_id)
+            .outerjoin(RestoreSla, RestoreSla.restore_id == Restore.id)
             .join(VirtualMachine, VirtualMachine.id == Restore.vm_id)
         )
         for column, value in (
@@ -710,10 +720,8 @@ class ComplianceRepository:
             stmt = stmt.where(Restore.requested_at >= requested_from)
         if requested_to is not None:
             stmt = stmt.where(Restore.requested_at < requested_to)
-        if unsettled_only:
-            stmt = stmt.outerjoin(RestoreSla, RestoreSla.restore_id == Restore.id).where(
-                or_(RestoreSla.restore_id.is_(None), RestoreSla.settled.is_(False))
-            )
+        if unsettled_only:  # RestoreSla is joined above
+            stmt = stmt.where(or_(RestoreSla.restore_id.is_(None), RestoreSla.settled.is_(False)))
         if active_only:
             stmt = stmt.where(Restore.completed_at.is_(None))
         rows = await self.session.execute(stmt.order_by(Restore.requested_at.desc(), Restore.id))

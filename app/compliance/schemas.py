@@ -125,7 +125,7 @@ class RestoreSlaRead(BaseModel):
     tenant_id: uuid.UUID
     vm_id: uuid.UUID
     vm_name: str
-    restore_point_id: uuid.UUID
+    restore_point_id: uuid.UUID | None = Field(description="Null once the point was pruned.")
     policy_id: uuid.UUID | None
     state: str
     source_location: str

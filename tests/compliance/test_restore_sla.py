@@ -142,6 +142,14 @@ async def test_default_rto_without_a_policy_and_the_recorder(
     await recorder.run_once()
     assert await table_rows(ctx) == before
 
+    # Its point pruned since (retention nulls the restore's point id): the restore stays in the
+    # report, with the RTO its clocks were recorded with.
+    await set_restore(ctx, restore, restore_point_id=None)
+    body = (await customer.get(f"{SLA}/{restore}")).json()
+    assert body["rto_hours"] == 12 and body["completion"]["status"] == "met"
+    listed = (await customer.get(SLA)).json()
+    assert [r["restore_id"] for r in listed["items"]] == [restore]
+
 
 async def recorded(ctx: AppContext, restore_id: str) -> RestoreSla:
     async with ctx.sessionmaker() as session:
