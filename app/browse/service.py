@@ -138,7 +138,11 @@ class FileBrowser:
 
         def run() -> str:
             try:
-                if self._open_repository().has_restore_point(str(point.id)):
+                # A point whose onsite removal is committed is not chosen even while its manifest
+                # is still there: the pruner deletes it right after its commit.
+                if point.onsite_removed_at is None and self._open_repository().has_restore_point(
+                    str(point.id)
+                ):
                     return "onsite"
             except RepositoryNotFound:
                 pass  # the onsite repository itself is gone: the offsite copy is what is left

@@ -230,6 +230,7 @@ class AgentChannel:
                 job, JobState.FAILED, finished_at=self.clock.now(), error=str(exc), error_kind="permanent"
             )
             await self._sync_restore(job)  # a restore must not stay "requested" with its clocks running
+            await self.results.copy_ended(job)  # nor a copied point "copying" with no job behind it
             return None
 
     async def _owned_running(self, proxy: Proxy, job_id: uuid.UUID, attempt: int | None = None) -> Job:
@@ -287,7 +288,7 @@ class AgentChannel:
             )
         outcome = JobState(request.outcome)
         if outcome is JobState.SUCCEEDED:
-            await self._record_success(job, request)
+            await self._record_success(job, request, now)
         retry = (
             outcome is JobState.FAILED
             and request.error_kind == "transient"
@@ -332,8 +333,8 @@ class AgentChannel:
         log.info("job %s (%s) ended %s on proxy %s", job.id, job.kind, job.state, proxy.name)
         return job
 
-    async def _record_success(self, job: Job, request: CompleteRequest) -> None:
-        await self.results.record_success(job, request)
+    async def _record_success(self, job: Job, request: CompleteRequest, now: datetime) -> None:
+        await self.results.record_success(job, request, now)
 
     async def _sync_restore(self, job: Job, request: CompleteRequest | None = None) -> None:
         await sync_restore(self.session, job, result_of(request) if request is not None else None)

@@ -69,7 +69,9 @@ class JobResults:
         self.jobs = JobRepository(session)
         self.offsite = offsite  # an offsite repository is configured
 
-    async def record_success(self, job: Job, request: CompleteRequest) -> None:
+    async def record_success(self, job: Job, request: CompleteRequest, now: datetime) -> None:
+        """``now``: when the job ended (its ``finished_at`` is set only after this, by the
+        transition), for the copy's ``copied_at`` and a queued copy's time."""
         kind = JobKind(job.kind)
         required = _REQUIRED.get(kind)
         if required is not None and getattr(request, required[0]) is None:
@@ -82,29 +84,29 @@ class JobResults:
             point = await self.points.record_backup(
                 job, await self._vm_name(job), request.backup, request.warnings
             )
-            await self._queue_copy(job, point)
+            await self._queue_copy(job, point, now)
         elif kind is JobKind.APP_BACKUP:
             assert request.app_backup is not None
             self._check_point(job, str(request.app_backup.restore_point_id), "app_backup")
             point = await self.points.record_app_backup(
                 job, await self._vm_name(job), request.app_backup, request.warnings
             )
-            await self._queue_copy(job, point)
+            await self._queue_copy(job, point, now)
         elif kind is JobKind.OFFSITE_COPY:
             copied = await self.repo.get(uuid.UUID(job.params["restore_point_id"]))
             if copied is not None:
                 copied.copy_status = "offsite"
                 copied.copy_error = None
-                copied.copied_at = job.finished_at or copied.created_at
+                copied.copied_at = now
 
-    async def _queue_copy(self, job: Job, point: RestorePoint) -> None:
+    async def _queue_copy(self, job: Job, point: RestorePoint, now: datetime) -> None:
         """A new point of a policy with offsite copies gets its copy queued right away."""
         if not self.offsite or job.policy_id is None:
             return
         policy = await self.policies.get(job.policy_id, None)
         if policy is None or not policy.offsite_copy:
             return
-        await queue_copy(self.jobs, point, job.created_at if job.finished_at is None else job.finished_at)
+        await queue_copy(self.jobs, point, now)
 
     async def copy_ended(self, job: Job) -> None:
         """Follow an offsite copy job that did not succeed: retrying, or failed for now."""

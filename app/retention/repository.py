@@ -129,6 +129,13 @@ class RetentionRepository:
         rows = await self.session.execute(select(VirtualMachine.id).where(VirtualMachine.id.in_(vm_ids)))
         return set(rows.scalars())
 
+    async def lock_points(self, point_ids: Collection[uuid.UUID]) -> None:
+        """Lock the points before reading what decides their fate (copy status, onsite or not):
+        onsite and offsite retention, and a copy's completion, then take turns on each point,
+        and the second reads what the first committed (see ``_lock_points``)."""
+        if point_ids:
+            await self._lock_points(point_ids)
+
     async def _lock_points(self, point_ids: Collection[uuid.UUID]) -> None:
         """Lock the points before checking which restores use them (``lock_for_decision``).
 
@@ -175,6 +182,7 @@ class RetentionRepository:
             update(RestorePoint)
             .where(
                 RestorePoint.id.in_(list(point_ids)),
+                RestorePoint.copy_status == "offsite",
                 RestorePoint.onsite_removed_at.is_(None),
                 ~reading_onsite,
             )
@@ -200,6 +208,7 @@ class RetentionRepository:
     ) -> tuple[list[uuid.UUID], list[uuid.UUID]]:
         """Offsite retention: points still onsite become ``pruned`` copies; points gone onsite lose
         their row. Never one an active restore uses. Returns (marked, deleted)."""
+        await self.lock_points(point_ids)  # onsite retention may be removing the same point
         statuses = await self.copy_statuses(point_ids)
         onsite = [pid for pid, (_, present) in statuses.items() if present]
         gone = [pid for pid, (_, present) in statuses.items() if not present]
@@ -212,7 +221,7 @@ class RetentionRepository:
             )
             rows = await self.session.execute(
                 update(RestorePoint)
-                .where(RestorePoint.id.in_(onsite), ~busy)
+                .where(RestorePoint.id.in_(onsite), RestorePoint.onsite_removed_at.is_(None), ~busy)
                 .values(copy_status="pruned")
                 .returning(RestorePoint.id)
                 .execution_options(synchronize_session=False)

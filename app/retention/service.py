@@ -91,6 +91,7 @@ class RetentionService:
         """Onsite retention's removals: rows of points without an offsite copy are deleted (never one
         a restore refers to, even one requested meanwhile); points copied offsite keep their row,
         marked as no longer onsite. Returns every id whose onsite manifest may now go."""
+        await self.repo.lock_points(point_ids)  # offsite retention or a copy may be changing them
         statuses = await self.repo.copy_statuses(point_ids)
         copied = [pid for pid in point_ids if statuses.get(pid, ("none", True))[0] == "offsite"]
         others = [pid for pid in point_ids if pid not in set(copied)]

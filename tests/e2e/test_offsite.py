@@ -74,6 +74,8 @@ def test_points_copied_offsite_restore_after_the_onsite_repository_is_lost(stack
     assert job["state"] == "succeeded", job
     point1 = wait_copy(stack, job["result"]["restore_point_id"])
     assert point1["copy_status"] == "offsite" and point1["copied_at"], point1
+    # When the copy ended, not when the point was taken (the old value hid the copy's lag).
+    assert point1["copied_at"] > point1["created_at"], point1
     (copy1,) = stack.get("/jobs", kind="offsite_copy")["items"]
     assert copy1["state"] == "succeeded" and copy1["result"]["chunks_copied"] == copy1["result"]["chunks"] > 0
 

@@ -4,7 +4,7 @@ repository and kept offsite is looked for again there, not read from chunks GC m
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from app.browse.service import FileBrowser
@@ -44,3 +44,19 @@ async def test_a_point_gone_from_onsite_is_read_from_its_offsite_copy(tmp_path: 
     expected = next(i.data for i in items if i.path == "/data/random.bin")
     download = await browser.download(point, 2000, "1", "/data/random.bin")
     assert b"".join([piece async for piece in download.chunks]) == expected
+
+
+async def test_a_point_whose_onsite_removal_is_committed_is_read_offsite(tmp_path: Path) -> None:
+    """The pruner commits the removal, then deletes the manifest: a restore asked for in between
+    must not choose onsite and then find nothing there."""
+    image = ext_image("ext4", tree(posix=True, big=False), tmp_path / "img", size=16 * MIB)
+    onsite, offsite = new_repo(tmp_path / "onsite"), new_repo(tmp_path / "offsite")
+    point_id = str(uuid.uuid4())
+    for repo in (onsite, offsite):
+        back_up(repo, image, point_id)
+    point = RestorePoint(id=uuid.UUID(point_id), kind="image", disks=[{"key": 2000}], copy_status="offsite")
+    browser = FileBrowser(lambda: onsite, open_offsite=lambda: offsite)
+    assert await browser.where(point) == "onsite"
+    point.onsite_removed_at = datetime.now(UTC)  # committed; the manifest is still there
+    assert onsite.has_restore_point(point_id)
+    assert await browser.where(point) == "offsite"

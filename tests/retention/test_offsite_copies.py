@@ -60,3 +60,23 @@ async def test_failed_and_missing_copies_are_queued_again_once(
     assert await loop.requeue_copies() == 0
     clock.advance(timedelta(hours=1))
     assert await loop.requeue_copies() == 2
+
+
+async def test_a_cancelled_copy_leaves_its_point_copy_failed_not_copying(
+    world: World, tmp_path: Path, clock: ManualClock
+) -> None:
+    """Cancelling a queued copy ends it the way a failed copy does: the point says so, instead of
+    'copying' with no job behind it."""
+    vm = await world.vm("web")
+    policy = await world.policy([vm], daily=7, weekly=0, monthly=0)
+    async with world.ctx.sessionmaker.begin() as session:
+        await session.execute(update(Policy).where(Policy.id == policy).values(offsite_copy=True))
+    point = await world.point(vm, clock.now() - timedelta(hours=3), policy)
+    settings = world.ctx.settings.model_copy(update={"offsite_repository": str(tmp_path / "offsite")})
+    assert await OffsiteLoop(world.ctx.sessionmaker, OffsiteRepository(settings), clock).requeue_copies() == 1
+    async with world.ctx.sessionmaker() as session:
+        (job,) = (await session.execute(select(Job).where(Job.kind == "offsite_copy"))).scalars()
+    cancelled = await world.operator.post(f"/api/v1/jobs/{job.id}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    shown = (await world.operator.get(f"/api/v1/restore-points/{point}")).json()
+    assert shown["copy_status"] == "copy_failed", shown

@@ -21,6 +21,7 @@ from app.restores.models import Restore
 from app.retention.loop import RetentionLoop
 from app.retention.onsite import OnsiteRepository
 from app.retention.pruner import Pruner
+from app.retention.repository import RetentionRepository
 from app.retention.service import RetentionService
 from tests.retention.conftest import DISK, World, backup_job, berlin_evening, disk_for, ids
 
@@ -295,3 +296,31 @@ async def test_a_restore_requested_while_the_prune_runs_keeps_its_point(world: W
         assert not pruning.done()
     assert await pruning == []
     assert str(point) in await catalog(world, vm)
+
+
+async def test_onsite_and_offsite_retention_of_one_point_take_turns(world: World) -> None:
+    """PostgreSQL: both passes drop a copied point at once. Each decided from an unlocked read of
+    'still onsite?', so the row could end up marked both onsite-removed and pruned offsite, with
+    no manifest on either side and never selected again. Now the second waits for the first and
+    reads what it committed."""
+    if world.ctx.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite runs one writing transaction at a time")
+    vm = await world.vm("web")
+    point = await world.point(vm, day(3))
+    async with world.ctx.sessionmaker.begin() as session:
+        copied = update(RestorePoint).where(RestorePoint.id == point).values(copy_status="offsite")
+        await session.execute(copied)
+    async with world.ctx.sessionmaker.begin() as offsite_pass:
+        marked, deleted = await RetentionRepository(offsite_pass).remove_offsite([point])
+        assert (marked, deleted) == ([point], [])  # still onsite: its copy is pruned
+
+        async def onsite_pass() -> list[uuid.UUID]:
+            async with world.ctx.sessionmaker.begin() as session:
+                return await RetentionService(session).delete_rows([point])
+
+        pruning = asyncio.create_task(onsite_pass())
+        await asyncio.sleep(0.5)  # the onsite pass now waits on the point's row
+        assert not pruning.done()
+    # It read the committed 'pruned': no offsite copy any more, so the row itself goes.
+    assert await pruning == [point]
+    assert str(point) not in await catalog(world, vm)
