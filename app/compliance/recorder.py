@@ -129,6 +129,13 @@ class RpoRecorder(LoopService):
             breach = breaches[vm.vm_id]
             if now > due:
                 overdue[vm.vm_id] = due
+                if breach is not None and _ended_by_a_later_point(breach, vm.latest_point_at):
+                    # Overdue again, but a point landed after this breach began (the recorder
+                    # was down, or a backup took longer than the new RPO): the breach ends at
+                    # that point and a new one opens from its own due time, leaving the
+                    # compliant stretch between them out.
+                    back_in_compliance.append(breach)
+                    breaches[vm.vm_id] = None
             elif breach is not None:
                 back_in_compliance.append(breach)
                 breaches[vm.vm_id] = None
@@ -316,3 +323,10 @@ class RestoreSlaRecorder(LoopService):
             await repo.save_restore_sla({**values, "updated_at": now}, current is not None)
             changed += 1
         return changed
+
+
+def _ended_by_a_later_point(breach: RpoBreach, latest_point_at: datetime | None) -> bool:
+    """Whether the VM has a point newer than the one the breach is anchored on."""
+    anchor = breach.started_at - timedelta(hours=breach.rpo_hours)
+    return latest_point_at is not None and latest_point_at > anchor + timedelta(milliseconds=1)
+

@@ -476,3 +476,31 @@ async def test_a_breach_stays_open_until_a_point_newer_than_its_anchor_lands(
         await recorder.run_once()  # a second pass must not close it: no newer point
         opened = [b for b in await breaches(ctx) if b.ended_at is None]
         assert [b.started_at for b in opened] == [taken + hours(4)], i
+
+
+async def test_a_recorder_that_was_down_ends_the_old_breach_at_the_point_that_ended_it(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    clock: ManualClock,
+) -> None:
+    """A breach is open; a point lands; the recorder is down until the VM is overdue again. The
+    old breach ends at that point and a new one starts at its own due time: the compliant hours
+    between them are not counted as breached."""
+    _, _, vm, _ = await protected_vm(operator, customer_of, vcsim, rpo_hours=4)
+    proxy = await online_proxy(operator, ctx, vm["host"]["id"])
+    recorder = rpo_recorder(ctx)
+    t = clock.now()
+    await add_point(ctx, vm["id"])
+    clock.set(t + hours(5))
+    await heartbeat(ctx, proxy)
+    await recorder.run_once()
+    clock.set(t + hours(6))
+    await add_point(ctx, vm["id"])  # the recorder does not run now...
+    clock.set(t + hours(12))  # ...until the VM is overdue again (due t+10h)
+    await heartbeat(ctx, proxy)
+    await recorder.run_once()
+    found = sorted(await breaches(ctx), key=lambda b: b.started_at)
+    expected = [(t + hours(4), t + hours(6)), (t + hours(10), None)]
+    assert [(b.started_at, b.ended_at) for b in found] == expected
