@@ -47,13 +47,14 @@ class RpoRecordReport:
 def protection_start_estimate(vm: TrackedVm, had_span: bool, now: datetime) -> datetime:
     """When the VM's current protection began, as well as the catalog can tell.
 
-    A VM the recorder has never seen protected: when it appeared or the policy last changed
-    (whichever is later: one of them made it protected). A VM that was protected before and
+    A VM the recorder has never seen protected: when it appeared, its protection last changed
+    (a tag or folder in vCenter) or the policy last changed, whichever is latest: one of them
+    made it protected. A VM that was protected before and
     is again (or changed policy): now, as the recorder observes the change.
     """
     if had_span:
         return now
-    return min(now, max(vm.first_seen_at, vm.policy_updated_at))
+    return min(now, max(vm.protectable_since, vm.policy_updated_at))
 
 
 class RpoRecorder(LoopService):
@@ -329,4 +330,3 @@ def _ended_by_a_later_point(breach: RpoBreach, latest_point_at: datetime | None)
     """Whether the VM has a point newer than the one the breach is anchored on."""
     anchor = breach.started_at - timedelta(hours=breach.rpo_hours)
     return latest_point_at is not None and latest_point_at > anchor + timedelta(milliseconds=1)
-

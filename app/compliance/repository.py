@@ -48,6 +48,14 @@ def _latest_point_at() -> Any:
     )
 
 
+def _protectable_since() -> Any:
+    """When the VM's current protection may have begun: when its protection last changed
+    (policy edits, tags or folders changed in vCenter), else when it appeared (rows older than
+    that stamp). A VM protected months after it appeared gets its RPO from then, not a breach
+    backdated to its first sight."""
+    return func.coalesce(VirtualMachine.protection_changed_at, VirtualMachine.first_seen_at)
+
+
 #: Tolerance when two instants are compared as epochs (see points_ending).
 EPOCH_MARGIN_S = 0.001
 
@@ -60,7 +68,8 @@ class TrackedVm:
     tenant_id: uuid.UUID
     policy_id: uuid.UUID
     host_id: uuid.UUID | None
-    first_seen_at: datetime
+    # When the VM appeared or its protection last began or changed policy (see _protectable_since).
+    protectable_since: datetime
     rpo_hours: int
     policy_updated_at: datetime
     latest_point_at: datetime | None
@@ -97,7 +106,7 @@ class VmPeriodRow:
     policy_id: uuid.UUID | None
     policy_name: str | None
     rpo_hours: int | None
-    first_seen_at: datetime
+    protectable_since: datetime
     policy_updated_at: datetime | None
     latest_point_at: datetime | None
     span_started_at: datetime | None
@@ -146,7 +155,7 @@ class ComplianceRepository:
                 VirtualMachine.tenant_id,
                 VirtualMachine.protection_policy_id,
                 VirtualMachine.host_id,
-                VirtualMachine.first_seen_at,
+                _protectable_since(),
                 Policy.rpo_hours,
                 Policy.updated_at,
                 _latest_point_at(),
@@ -528,7 +537,8 @@ class ComplianceRepository:
         instant = literal(now, UTCDateTime())
         t = self.time
         estimated_since = t.least(
-            instant, t.greatest(c.first_seen_at, func.coalesce(c.policy_updated_at, c.first_seen_at))
+            instant,
+            t.greatest(c.protectable_since, func.coalesce(c.policy_updated_at, c.protectable_since)),
         )
         since = func.coalesce(c.span_started_at, estimated_since)
         return t.greatest(func.coalesce(c.latest_point_at, since), since)
@@ -607,7 +617,7 @@ class ComplianceRepository:
                 Policy.id.label("policy_id"),
                 Policy.name.label("policy_name"),
                 Policy.rpo_hours.label("rpo_hours"),
-                VirtualMachine.first_seen_at.label("first_seen_at"),
+                _protectable_since().label("protectable_since"),
                 Policy.updated_at.label("policy_updated_at"),
                 _latest_point_at().label("latest_point_at"),
                 open_span_started.label("span_started_at"),

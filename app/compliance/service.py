@@ -100,7 +100,7 @@ def _vm_status(row: VmPeriodRow, now: datetime) -> tuple[RpoStatus, datetime | N
         return RpoStatus.UNPROTECTED, None, None
     since = row.span_started_at
     if since is None:  # the recorder has not seen it yet: the same estimate it will make
-        since = min(now, max(row.first_seen_at, row.policy_updated_at or row.first_seen_at))
+        since = min(now, max(row.protectable_since, row.policy_updated_at or row.protectable_since))
     anchor = rpo_anchor(row.latest_point_at, since)
     return rpo_status(anchor, row.rpo_hours, now), since, rpo_due(anchor, row.rpo_hours)
 

@@ -78,4 +78,7 @@ class VirtualMachine(InventoryObjectMixin, Base):
         ForeignKey("policies.id", ondelete="SET NULL"), index=True
     )
     protection_reason: Mapped[str | None] = mapped_column(String(1000))
+    # When its protection last began or changed policy (a policy edit, a tag or folder change in
+    # vCenter): where the RPO recorder starts its clock, not months earlier at first sight.
+    protection_changed_at: Mapped[datetime | None] = mapped_column()
     conflicting_policy_ids: Mapped[list[str]] = mapped_column(JSONType, default=list)

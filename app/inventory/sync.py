@@ -81,7 +81,7 @@ class InventorySyncer:
                 raise NotFound(f"vCenter {vcenter_id} was deleted during the sync.")
             now = self.clock.now()
             hosts, datastores, vms = await apply_snapshot(session, vcenter, snapshot, now)
-            await recompute_protection(session, vcenter.tenant_id)
+            await recompute_protection(session, vcenter.tenant_id, now)
             record_success(vcenter, snapshot.about, self.clock)
             vcenter.last_sync_at = now
             vcenter.last_sync_status = "ok"

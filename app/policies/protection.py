@@ -8,6 +8,7 @@ the planner and the reports.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -37,8 +38,11 @@ def policy_rule(policy: Policy) -> PolicyRule:
     )
 
 
-async def recompute_protection(session: AsyncSession, tenant_id: uuid.UUID) -> int:
-    """Apply the protection rules to every VM of the tenant; returns how many changed."""
+async def recompute_protection(
+    session: AsyncSession, tenant_id: uuid.UUID, now: datetime | None = None
+) -> int:
+    """Apply the protection rules to every VM of the tenant; returns how many changed. ``now``
+    stamps the VMs whose protection began or moved to another policy."""
     rules = [policy_rule(p) for p in await PolicyRepository(session).for_tenant(tenant_id)]
     vms = (
         await session.execute(select(VirtualMachine).where(VirtualMachine.tenant_id == tenant_id))
@@ -62,6 +66,10 @@ async def recompute_protection(session: AsyncSession, tenant_id: uuid.UUID) -> i
             or vm.protection_reason != result.reason
             or list(vm.conflicting_policy_ids or []) != conflicting
         ):
+            if now is not None and (
+                vm.protection_status != result.status.value or vm.protection_policy_id != policy_id
+            ):
+                vm.protection_changed_at = now
             vm.protection_status = result.status.value
             vm.protection_policy_id = policy_id
             vm.protection_reason = result.reason

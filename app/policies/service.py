@@ -112,7 +112,7 @@ class PolicyService:
         policy.last_planned_slot = latest_slot(policy, now)
         policy.last_planned_app_slot = latest_app_slot(policy, now)
         await self.repo.add(policy)
-        await recompute_protection(self.session, policy.tenant_id)
+        await recompute_protection(self.session, policy.tenant_id, self.clock.now())
         return policy
 
     async def update(self, principal: Principal, policy_id: uuid.UUID, data: PolicyUpdate) -> Policy:
@@ -163,7 +163,7 @@ class PolicyService:
         if "applications" in changes or "timezone" in changes or changes.get("enabled") is True:
             policy.last_planned_app_slot = latest_app_slot(policy, policy.updated_at)
         await self.session.flush()
-        await recompute_protection(self.session, policy.tenant_id)
+        await recompute_protection(self.session, policy.tenant_id, self.clock.now())
         return policy
 
     async def delete(self, principal: Principal, policy_id: uuid.UUID) -> None:
@@ -171,7 +171,7 @@ class PolicyService:
         policy = await self.get(principal, policy_id)
         tenant_id = policy.tenant_id
         await self.repo.delete(policy)
-        await recompute_protection(self.session, tenant_id)
+        await recompute_protection(self.session, tenant_id, self.clock.now())
 
     async def to_read(self, policies: list[Policy]) -> list[PolicyRead]:
         counts = await self.repo.vm_counts([p.id for p in policies])

@@ -13,7 +13,7 @@ from sqlalchemy import update
 from app.clock import ManualClock
 from app.context import AppContext
 from app.jobs.models import Job
-from tests.api.test_policies import create_policy, synced_tenant
+from tests.api.test_policies import create_policy, synced_tenant, tag_vm
 from tests.compliance.helpers import (
     add_job,
     add_point,
@@ -29,6 +29,7 @@ from tests.compliance.helpers import (
 from tests.support.app import CustomerFactory
 from tests.support.sql import statements_sent
 from tests.support.vcsim import VcsimServer
+from tests.support.vcsim_fixtures import VcsimFactory
 
 pytestmark = pytest.mark.vcsim
 
@@ -504,3 +505,29 @@ async def test_a_recorder_that_was_down_ends_the_old_breach_at_the_point_that_en
     found = sorted(await breaches(ctx), key=lambda b: b.started_at)
     expected = [(t + hours(4), t + hours(6)), (t + hours(10), None)]
     assert [(b.started_at, b.ended_at) for b in found] == expected
+
+
+async def test_a_vm_tagged_into_a_policy_months_later_gets_its_rpo_from_then(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim_factory: VcsimFactory,
+    clock: ManualClock,
+) -> None:
+    """Its protection began when the tag came (an inventory sync), not when the VM appeared or the
+    policy was last edited: no breach backdated by a month, and the RPO's grace from the tag on."""
+    server = vcsim_factory()
+    customer, tenant_id, vms = await synced_tenant(operator, customer_of, server)
+    await create_policy(operator, tenant_id, name="gold", selection={"tags": ["backup:gold"]})
+    clock.advance(timedelta(days=30))
+    vm_moid = tag_vm(server, "DC0_H0_VM1", "backup", "gold")
+    (vm,) = [v for v in vms if v["moid"] == vm_moid]
+    listed = await operator.get("/api/v1/vcenters", params={"tenant_id": str(tenant_id)})
+    vcenter = listed.json()["items"][0]
+    assert (await operator.post(f"/api/v1/vcenters/{vcenter['id']}/sync")).status_code == 200
+    tagged_at = clock.now()
+    clock.advance(hours(1))
+    await rpo_recorder(ctx).run_once()
+    assert await breaches(ctx) == []
+    row = await vm_row(customer, vm["id"])
+    assert row["status"] == "compliant" and row["protected_since"] == iso(tagged_at)
