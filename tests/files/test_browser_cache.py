@@ -11,7 +11,7 @@ from app.browse.service import FileBrowser
 from app.chunkstore import FileReader, Repository, backup_disk, gc
 from app.restore_points.models import RestorePoint
 from tests.chunkstore.conftest import new_repo
-from tests.files.images import ext_image, tree
+from tests.files.images import Item, ext_image, tree
 
 MIB = 1 << 20
 
@@ -24,15 +24,21 @@ def back_up(repo: Repository, image: Path, point_id: str) -> None:
     writer.commit()
 
 
-async def test_a_point_gone_from_onsite_is_read_from_its_offsite_copy(tmp_path: Path) -> None:
-    items = tree(posix=True, big=False)
+def copied_point(tmp_path: Path, items: list[Item]) -> tuple[Repository, RestorePoint, FileBrowser]:
+    """An ext4 disk of ``items`` backed up as one point onsite and offsite, and a browser over both."""
     image = ext_image("ext4", items, tmp_path / "img", size=16 * MIB)
     onsite, offsite = new_repo(tmp_path / "onsite"), new_repo(tmp_path / "offsite")
-    point_id = str(uuid.uuid4())
+    point_id = uuid.uuid4()
     for repo in (onsite, offsite):
-        back_up(repo, image, point_id)
-    point = RestorePoint(id=uuid.UUID(point_id), kind="image", disks=[{"key": 2000}], copy_status="offsite")
-    browser = FileBrowser(lambda: onsite, open_offsite=lambda: offsite)
+        back_up(repo, image, str(point_id))
+    point = RestorePoint(id=point_id, kind="image", disks=[{"key": 2000}], copy_status="offsite")
+    return onsite, point, FileBrowser(lambda: onsite, open_offsite=lambda: offsite)
+
+
+async def test_a_point_gone_from_onsite_is_read_from_its_offsite_copy(tmp_path: Path) -> None:
+    items = tree(posix=True, big=False)
+    onsite, point, browser = copied_point(tmp_path, items)
+    point_id = str(point.id)
     assert (await browser.stat(point, 2000, "1", "/hello.txt")).size == 14
 
     # Onsite retention removes the point (the catalog keeps it: its copy is offsite) and GC frees
@@ -49,13 +55,8 @@ async def test_a_point_gone_from_onsite_is_read_from_its_offsite_copy(tmp_path: 
 async def test_a_point_whose_onsite_removal_is_committed_is_read_offsite(tmp_path: Path) -> None:
     """The pruner commits the removal, then deletes the manifest: a restore asked for in between
     must not choose onsite and then find nothing there."""
-    image = ext_image("ext4", tree(posix=True, big=False), tmp_path / "img", size=16 * MIB)
-    onsite, offsite = new_repo(tmp_path / "onsite"), new_repo(tmp_path / "offsite")
-    point_id = str(uuid.uuid4())
-    for repo in (onsite, offsite):
-        back_up(repo, image, point_id)
-    point = RestorePoint(id=uuid.UUID(point_id), kind="image", disks=[{"key": 2000}], copy_status="offsite")
-    browser = FileBrowser(lambda: onsite, open_offsite=lambda: offsite)
+    onsite, point, browser = copied_point(tmp_path, tree(posix=True, big=False))
+    point_id = str(point.id)
     assert await browser.where(point) == "onsite"
     point.onsite_removed_at = datetime.now(UTC)  # committed; the manifest is still there
     assert onsite.has_restore_point(point_id)
