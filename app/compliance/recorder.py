@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.clock import Clock
 from app.compliance.models import ProtectionSpan, RpoBreach
-from app.compliance.repository import ComplianceRepository, TrackedVm
+from app.compliance.repository import EPOCH_MARGIN_S, ComplianceRepository, TrackedVm
 from app.domain.compliance import (
     DEFAULT_RTO_HOURS,
     SETTLED,
@@ -329,4 +329,5 @@ class RestoreSlaRecorder(LoopService):
 def _ended_by_a_later_point(breach: RpoBreach, latest_point_at: datetime | None) -> bool:
     """Whether the VM has a point newer than the one the breach is anchored on."""
     anchor = breach.started_at - timedelta(hours=breach.rpo_hours)
-    return latest_point_at is not None and latest_point_at > anchor + timedelta(milliseconds=1)
+    # The same margin as points_ending, which then finds that point to end the breach at.
+    return latest_point_at is not None and latest_point_at > anchor + timedelta(seconds=EPOCH_MARGIN_S)

@@ -11,6 +11,17 @@ from pydantic import BaseModel, ConfigDict, Field
 #: Every snapshot the service takes is named ``<prefix><proxy id>-<job id>-<attempt>``.
 SNAPSHOT_NAME_PREFIX = "vmrecovery-"
 
+
+def snapshot_attempt(name: str, job_id: uuid.UUID) -> int | None:
+    """The attempt of ``job_id`` whose snapshot is named ``name`` (None: another job's, or not
+    ours). The control plane names them (``app.jobs.job_params.snapshot_name``); an agent reads
+    them back to tell its own job's leftovers from another attempt's snapshot."""
+    head, _, attempt = name.rpartition("-")
+    if not (name.startswith(SNAPSHOT_NAME_PREFIX) and head.endswith(f"-{job_id}") and attempt.isdigit()):
+        return None
+    return int(attempt)
+
+
 #: Upper bound of the byte and item counts agents report: 4 PiB is far beyond any disk (vSphere
 #: stops at 62 TB), and sums of thousands of them still fit the catalog's 64-bit columns (a
 #: larger number was a 500, not a 422).

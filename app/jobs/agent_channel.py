@@ -31,10 +31,9 @@ from app.errors import Conflict, NotFound
 from app.inventory.repository import InventoryRepository
 from app.jobs.agent_scope import agent_may_know
 from app.jobs.job_params import GUEST_FREEZE_TIMEOUT_S, AssignmentBuilder, JobNotRunnable, snapshot_prefix
-from app.jobs.job_results import JobResults, result_of
+from app.jobs.job_results import JobResults, follow_job, result_of
 from app.jobs.models import Job
 from app.jobs.repository import ClaimCandidate, JobRepository, Saturation
-from app.jobs.restore_sync import sync_restore
 from app.proxies.models import Proxy
 from app.restore_points.repository import RestorePointRepository
 from app.restores.repository import RestoreRepository
@@ -229,8 +228,9 @@ class AgentChannel:
             await self.jobs.transition(
                 job, JobState.FAILED, finished_at=self.clock.now(), error=str(exc), error_kind="permanent"
             )
-            await self._sync_restore(job)  # a restore must not stay "requested" with its clocks running
-            await self.results.copy_ended(job)  # nor a copied point "copying" with no job behind it
+            # A restore must not stay "requested" with its clocks running, nor a copied point
+            # "copying" with no job behind it.
+            await follow_job(self.session, job)
             return None
 
     async def _owned_running(self, proxy: Proxy, job_id: uuid.UUID, attempt: int | None = None) -> Job:
@@ -327,17 +327,12 @@ class AgentChannel:
             raise Conflict(
                 f"Job {job_id} changed while completing (lease lost); the result was not recorded."
             )
-        await self._sync_restore(job, request)
-        if job.state != JobState.SUCCEEDED.value:
-            await self.results.copy_ended(job)
+        await follow_job(self.session, job, result_of(request))
         log.info("job %s (%s) ended %s on proxy %s", job.id, job.kind, job.state, proxy.name)
         return job
 
     async def _record_success(self, job: Job, request: CompleteRequest, now: datetime) -> None:
         await self.results.record_success(job, request, now)
-
-    async def _sync_restore(self, job: Job, request: CompleteRequest | None = None) -> None:
-        await sync_restore(self.session, job, result_of(request) if request is not None else None)
 
     async def cleanup_targets(self, proxy: Proxy) -> CleanupTargets:
         """The vCenters of the hosts this proxy serves, for removing snapshots it left behind."""

@@ -20,6 +20,7 @@ from app.inventory.repository import InventoryRepository
 from app.jobs.job_params import attempt_point_id
 from app.jobs.models import Job
 from app.jobs.repository import JobRepository
+from app.jobs.restore_sync import sync_restore
 from app.policies.repository import PolicyRepository
 from app.restore_points.models import RestorePoint
 from app.restore_points.repository import RestorePointRepository
@@ -153,3 +154,12 @@ async def queue_copy(jobs: JobRepository, point: RestorePoint, now: datetime) ->
             dispatch_host_id=await jobs.vm_host(point.vm_id),
         )
     )
+
+
+async def follow_job(session: AsyncSession, job: Job, result: dict[str, Any] | None = None) -> None:
+    """Bring what follows a job in step with its state, on every path that moves it (the agent's
+    report, a job that cannot run, the reaper, a cancel): the restore it carries out, and the
+    copy status of the point it copies when it did not succeed (success records the copy)."""
+    await sync_restore(session, job, result)
+    if job.state != JobState.SUCCEEDED.value:
+        await JobResults(session).copy_ended(job)

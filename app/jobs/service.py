@@ -11,10 +11,9 @@ from app.clock import Clock
 from app.domain.jobs import PRIORITY, JobKind, JobState, JobTrigger
 from app.errors import Conflict, InvalidInput, NotFound
 from app.inventory.repository import InventoryRepository
-from app.jobs.job_results import JobResults
+from app.jobs.job_results import follow_job
 from app.jobs.models import Job
 from app.jobs.repository import JobFilter, JobRepository
-from app.jobs.restore_sync import sync_restore
 from app.pagination import PageRequest
 from app.policies.repository import PolicyRepository
 
@@ -106,8 +105,7 @@ class JobService:
             if await self.repo.transition(
                 job, JobState.CANCELLED, finished_at=self.clock.now(), error="cancelled before it started"
             ):
-                await sync_restore(self.session, job)
-                await JobResults(self.session).copy_ended(job)  # a copy's point: copy_failed
+                await follow_job(self.session, job)
                 return job
             job = await self.get(principal, job_id)
             state = JobState(job.state)

@@ -22,10 +22,9 @@ from app.clock import Clock
 from app.db.dialect import insert_ignoring_conflicts
 from app.domain.jobs import JobKind, JobState, JobTrigger
 from app.jobs.job_params import snapshot_name
-from app.jobs.job_results import JobResults
+from app.jobs.job_results import follow_job
 from app.jobs.models import Job
 from app.jobs.repository import JobRepository, queued_job_row
-from app.jobs.restore_sync import sync_restore
 from app.scheduler.loop import LoopService
 
 log = logging.getLogger(__name__)
@@ -138,9 +137,7 @@ class ReaperLoop(LoopService):
             )
             report.failed += int(won)
             if won:
-                await JobResults(session).copy_ended(job)
-            if won:
-                await sync_restore(session, job)
+                await follow_job(session, job)
         if won and job.state == JobState.QUEUED.value:
             await jobs.refresh_dispatch_hosts([job.vm_id])  # the VM may have moved meanwhile
         if won and job.kind == JobKind.BACKUP.value and lost_proxy is not None:

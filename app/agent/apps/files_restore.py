@@ -137,15 +137,21 @@ class _Extractor:
     def clear(self, dest: str, shown: str) -> bool:
         """Remove a non-directory at ``dest`` (a link is removed, never followed); False if a
         directory is in the way."""
+        if not self.free(dest, shown):
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(dest)
+        return True
+
+    def free(self, dest: str, shown: str) -> bool:
+        """False, with a warning, when a directory stands at ``dest``."""
         try:
-            st = os.lstat(dest)
+            is_dir = stat.S_ISDIR(os.lstat(dest).st_mode)
         except FileNotFoundError:
             return True
-        if stat.S_ISDIR(st.st_mode):
+        if is_dir:
             self.result.warnings.append(f"{shown}: skipped: a directory is in the way")
-            return False
-        os.unlink(dest)
-        return True
+        return not is_dir
 
     # -- members ---------------------------------------------------------------------------------
 
@@ -188,12 +194,8 @@ class _Extractor:
         """Written beside ``dest`` under a temporary name and renamed over it once complete: a
         damaged chunk, a cancel or a crash mid-file leaves the existing file as it was, never a
         truncated one in its place."""
-        try:
-            if stat.S_ISDIR(os.lstat(dest).st_mode):
-                self.result.warnings.append(f"{member.name}: skipped: a directory is in the way")
-                return
-        except FileNotFoundError:
-            pass
+        if not self.free(dest, member.name):
+            return
         source = tar.extractfile(member)
         assert source is not None
         temporary = os.path.join(

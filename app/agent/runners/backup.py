@@ -34,6 +34,7 @@ from app.contracts.agent import (
     CompleteRequest,
     DiskResult,
     JobAssignment,
+    snapshot_attempt,
 )
 from app.domain.space import SpaceStatus, free_percent, space_status
 from app.vadp.cbt import ChangedBlockTracker, VimChangedBlockTracker
@@ -395,5 +396,5 @@ def same_cbt_epoch(previous: str | None, current: str | None) -> bool:
 def _later_attempt(snapshot_name: str, a: JobAssignment) -> bool:
     """A snapshot of a later attempt of this very job: this worker was superseded while it was
     held up before its snapshot, and must not remove the one the current attempt reads."""
-    head, _, attempt = snapshot_name.rpartition("-")
-    return head.endswith(f"-{a.job_id}") and attempt.isdigit() and int(attempt) > a.attempt
+    attempt = snapshot_attempt(snapshot_name, a.job_id)
+    return attempt is not None and attempt > a.attempt
