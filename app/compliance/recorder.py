@@ -57,6 +57,21 @@ def protection_start_estimate(vm: TrackedVm, had_span: bool, now: datetime) -> d
     return min(now, max(vm.protectable_since, vm.policy_updated_at))
 
 
+def breach_start(
+    due: datetime, last_breach_end: datetime | None, rpo_changed_at: datetime | None
+) -> datetime:
+    """When a new breach begins: at its due time, but never inside the VM's previous breach, nor
+    before its policy's RPO last changed. A VM lowered from 24 h to 4 h with a 10-hour-old point
+    met the RPO it had until the change; its breach starts then, not six hours before anyone
+    asked for four. (Were the recorder down across the change while the VM was overdue under
+    the old RPO too, that stretch is lost; the recorder runs every minute.)"""
+    start = due
+    for floor in (last_breach_end, rpo_changed_at):
+        if floor is not None and floor > start:
+            start = floor
+    return start
+
+
 class RpoRecorder(LoopService):
     """Keeps ``rpo_breaches`` and ``rpo_protection_spans`` in step with the catalog."""
 
@@ -234,7 +249,7 @@ class RpoRecorder(LoopService):
             )
             breach = breaches[vm_id]
             if breach is None:
-                start = max(due, last_ends.get(vm_id, due))
+                start = breach_start(due, last_ends.get(vm_id), vm.rpo_changed_at)
                 rows.append(self._breach_row(vm, start, cause, detail, now))
             elif breach.cause != cause.value or breach.detail != detail:
                 causes = list(breach.causes or [])

@@ -72,6 +72,8 @@ class TrackedVm:
     protectable_since: datetime
     rpo_hours: int
     policy_updated_at: datetime
+    # When the policy's RPO last changed (None: never): no breach of it starts earlier.
+    rpo_changed_at: datetime | None
     latest_point_at: datetime | None
     span_id: uuid.UUID | None
     span_policy_id: uuid.UUID | None
@@ -158,6 +160,7 @@ class ComplianceRepository:
                 _protectable_since(),
                 Policy.rpo_hours,
                 Policy.updated_at,
+                Policy.rpo_changed_at,
                 _latest_point_at(),
                 span.id,
                 span.policy_id,

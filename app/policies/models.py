@@ -25,6 +25,9 @@ class Policy(IdMixin, TimestampMixin, Base):
     timezone: Mapped[str] = mapped_column(String(64))
     backup_window: Mapped[dict[str, Any]] = mapped_column(JSONType)
     rpo_hours: Mapped[int] = mapped_column(Integer)
+    # When rpo_hours last changed: a breach the new RPO makes starts no earlier (the VM met the
+    # RPO it had until then). Null: unchanged since the policy was created.
+    rpo_changed_at: Mapped[datetime | None] = mapped_column()
     rto_hours: Mapped[int] = mapped_column(Integer)
     retention: Mapped[dict[str, Any]] = mapped_column(JSONType)
     offsite_copy: Mapped[bool] = mapped_column(default=False)

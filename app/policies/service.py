@@ -155,9 +155,12 @@ class PolicyService:
             _check_schedule_in_window(schedule, window)
         except ValueError as exc:
             raise InvalidInput(str(exc), field=["body", "schedule"]) from exc
+        rpo_changed = "rpo_hours" in changes and changes["rpo_hours"] != policy.rpo_hours
         for column, value in self._columns(changes).items():
             setattr(policy, column, value)
         policy.updated_at = self.clock.now()
+        if rpo_changed:
+            policy.rpo_changed_at = policy.updated_at
         if "schedule" in changes or "timezone" in changes or changes.get("enabled") is True:
             policy.last_planned_slot = latest_slot(policy, policy.updated_at)
         if "applications" in changes or "timezone" in changes or changes.get("enabled") is True:

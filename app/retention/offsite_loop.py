@@ -3,8 +3,10 @@
 :class:`OffsiteLoop` runs every ``interval_s``: it prunes the offsite copies beyond each policy's
 offsite retention (catalog first, then the offsite manifests, as onsite pruning does), and queues
 copies again for points of offsite-copying policies whose copy failed a while ago, or never started
-(the policy gained offsite copies, a copy job was lost). GC of the offsite repository is a
-``GcLoop`` of its own.
+(the policy gained offsite copies, a copy job was lost). Once a day it also removes the offsite
+manifests the catalog no longer wants (``reconcile``): those whose removal was committed but whose
+deletion failed, and those of copies that ended after their point's row was pruned. GC of the
+offsite repository is a ``GcLoop`` of its own.
 """
 
 from __future__ import annotations
@@ -25,12 +27,17 @@ from app.policies.models import Policy
 from app.restore_points.models import RestorePoint
 from app.retention.loop import _QuietUntilMigrated
 from app.retention.onsite import OffsiteRepository
+from app.retention.orphans import remove_orphans
+from app.retention.repository import RetentionRepository
 from app.retention.service import RetentionService
 
 log = logging.getLogger(__name__)
 
 #: A failed copy is tried again after this (its job already retried with backoff).
 RETRY_AFTER = timedelta(hours=1)
+#: How often the offsite repository's manifests are listed against the catalog (a listing of an
+#: object store costs a request per thousand manifests).
+RECONCILE_EVERY = timedelta(hours=24)
 #: Points older than this that were never copied are left alone (a policy that gained offsite
 #: copies gets new points copied, not years of history at once).
 BACKFILL = timedelta(days=2)
@@ -52,16 +59,42 @@ class OffsiteLoop(_QuietUntilMigrated):
         self.clock = clock
         self.last_pruned = 0
         self.last_requeued = 0
+        self.last_orphans = 0
+        self.reconciled_at: datetime | None = None
 
     async def tick(self) -> None:
         if not self.offsite.configured:
             return
         self.last_requeued = await self.requeue_copies()
         self.last_pruned = await self.prune()
+        now = self.clock.now()
+        if self.reconciled_at is None or now - self.reconciled_at >= RECONCILE_EVERY:
+            self.last_orphans = await self.reconcile()
+            self.reconciled_at = now
         if self.last_pruned or self.last_requeued:
             log.info(
                 "offsite: %d copies pruned, %d copies queued again", self.last_pruned, self.last_requeued
             )
+
+    async def reconcile(self) -> int:
+        """Remove offsite manifests the catalog no longer wants; return how many went.
+
+        A point offsite retention marked ``pruned`` keeps its row for its onsite copy: its offsite
+        manifest goes, whatever retention says now (the removal was committed). A manifest without
+        a row (its removal deleted the row, or its copy ended after onsite retention deleted it)
+        goes when offsite retention would prune it (``app.retention.orphans``).
+        """
+        await self.offsite.open()
+        manifest_ids = await self.offsite.list_restore_points()
+        async with self.sessionmaker() as session:
+            repo = RetentionRepository(session)
+            pruned = {str(pid) for pid in await repo.offsite_pruned_ids()}
+            known = {str(pid) for pid in await repo.all_point_ids()}
+        removed = await self.offsite.delete_restore_points([mid for mid in manifest_ids if mid in pruned])
+        if removed:
+            log.info("removed %d offsite manifest(s) whose removal was committed earlier", len(removed))
+        orphan_ids = [mid for mid in manifest_ids if mid not in known]
+        return len(removed) + await remove_orphans(self.sessionmaker, self.offsite, orphan_ids, offsite=True)
 
     async def prune(self) -> int:
         async with self.sessionmaker() as session:

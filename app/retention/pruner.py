@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.domain.retention import PointTime
 from app.retention.onsite import OnsiteRepository
+from app.retention.orphans import remove_orphans
 from app.retention.repository import RetentionRepository
 from app.retention.service import RetentionService, VmPlan
 
@@ -124,28 +123,4 @@ class Pruner:
             busy = await repo.vms_with_active_backups()
             known = {str(pid) for pid in await repo.all_point_ids()}
         orphan_ids = [mid for mid in manifest_ids if mid not in known]
-        if not orphan_ids:
-            return 0
-        # Image and application points are judged apart, each against its own kind's catalog
-        # points and retention, as retention counts them.
-        by_vm: dict[tuple[uuid.UUID, str], list[PointTime[str]]] = defaultdict(list)
-        for facts in await self.onsite.read_facts(orphan_ids):
-            try:
-                vm_id = uuid.UUID(str(facts.metadata.get("vm_id")))
-            except ValueError:
-                continue  # not written by a backup job of ours
-            kind = "application" if facts.metadata.get("kind") == "application" else "image"
-            by_vm[(vm_id, kind)].append(PointTime(facts.id, facts.created_at))
-        deleted = 0
-        for (vm_id, kind), orphans in sorted(by_vm.items(), key=lambda item: (str(item[0][0]), item[0][1])):
-            if vm_id in busy:
-                continue
-            async with self.sessionmaker() as session:
-                doomed = await RetentionService(session).orphans_to_remove(vm_id, orphans, kind)
-            if doomed:
-                removed = await self.onsite.delete_restore_points(doomed)
-                deleted += len(removed)
-                log.info(
-                    "removed %d orphan manifest(s) of VM %s: %s", len(removed), vm_id, ", ".join(removed)
-                )
-        return deleted
+        return await remove_orphans(self.sessionmaker, self.onsite, orphan_ids, busy_vms=busy)

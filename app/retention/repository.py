@@ -123,6 +123,11 @@ class RetentionRepository:
     async def all_point_ids(self) -> set[uuid.UUID]:
         return set((await self.session.execute(select(RestorePoint.id))).scalars())
 
+    async def offsite_pruned_ids(self) -> set[uuid.UUID]:
+        """Points whose offsite copy offsite retention removed (their row stays for the onsite copy)."""
+        rows = await self.session.execute(select(RestorePoint.id).where(RestorePoint.copy_status == "pruned"))
+        return set(rows.scalars())
+
     async def vm_ids_existing(self, vm_ids: Collection[uuid.UUID]) -> set[uuid.UUID]:
         if not vm_ids:
             return set()

@@ -128,9 +128,11 @@ class RetentionService:
         return [*marked, *deleted]
 
     async def orphans_to_remove(
-        self, vm_id: uuid.UUID, orphans: list[PointTime[str]], kind: str = "image"
+        self, vm_id: uuid.UUID, orphans: list[PointTime[str]], kind: str = "image", *, offsite: bool = False
     ) -> list[str]:
-        """Manifests of this VM, of ``kind``, that have no catalog row and that retention would prune.
+        """Manifests of this VM, of ``kind``, that have no catalog row and that retention would prune
+        (with ``offsite``: manifests of the offsite repository, judged by offsite retention among
+        the VM's offsite copies).
 
         Only orphans older than the VM's latest catalog point of the same kind are candidates: a
         backup whose manifest is committed but not yet recorded is newer than every recorded
@@ -138,14 +140,15 @@ class RetentionService:
         that started before the latest image backup is still newer than the latest dump.)
         """
         policy = await self.repo.retention_policy(vm_id)
-        rows = await self.repo.point_times(vm_id, kind)
+        rows = await self.repo.point_times(vm_id, kind, offsite=offsite)
         if policy is None or not rows:
             return []
         latest = max(at for _, at in rows)
         references = await self.repo.restore_references(vm_id)
         in_use = {str(pid) for pid, active in references.items() if active}
         points = [PointTime(str(pid), at) for pid, at in rows] + orphans
-        keep = select_keep(points, retention_of(policy, kind), load_timezone(policy.timezone), in_use=in_use)
+        counts = offsite_retention_of(policy, kind) if offsite else retention_of(policy, kind)
+        keep = select_keep(points, counts, load_timezone(policy.timezone), in_use=in_use)
         return [o.id for o in orphans if o.id not in keep and o.created_at < latest]
 
     async def vms(self, policy_id: uuid.UUID | None = None) -> list[uuid.UUID]:

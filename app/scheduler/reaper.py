@@ -136,8 +136,10 @@ class ReaperLoop(LoopService):
                 error_kind="transient",
             )
             report.failed += int(won)
-            if won:
-                await follow_job(session, job)
+        if won:
+            # Re-queued too: its restore goes back to "requested" (as after a transient
+            # failure the agent reports), so no one reads it as running on a proxy that is gone.
+            await follow_job(session, job)
         if won and job.state == JobState.QUEUED.value:
             await jobs.refresh_dispatch_hosts([job.vm_id])  # the VM may have moved meanwhile
         if won and job.kind == JobKind.BACKUP.value and lost_proxy is not None:

@@ -129,6 +129,45 @@ async def test_claims_follow_the_vms_host_and_restores_go_first(
     assert initiated["state"] == "running" and initiated["initiated_at"] is not None
 
 
+async def test_a_restore_whose_lease_lapsed_is_requested_again(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    make_client: ClientFactory,
+    clock: ManualClock,
+) -> None:
+    """The reaper re-queues a restore's job: the restore follows it back to "requested" (it is not
+    running anywhere), and forward again when another proxy takes it."""
+    customer, _, vms = await synced_tenant(operator, customer_of, vcsim)
+    vm = vms[0]
+    host_id = vm["host"]["id"]
+    first = make_client((await register_proxy(operator, "first", [host_id]))["token"])
+    second = make_client((await register_proxy(operator, "second", [host_id]))["token"])
+    backup = (await operator.post("/api/v1/jobs", json={"vm_ids": [vm["id"]]})).json()[0]
+    point_id = await record_restore_point(ctx, uuid.UUID(backup["id"]))
+    new_vm = {"name": "copy", "host_id": host_id, "datastore_id": vm["datastores"][0]["id"]}
+    created = await customer.post(
+        "/api/v1/restores",
+        json={"restore_point_id": str(point_id), "target": "new", "new_vm": new_vm},
+    )
+    assert created.status_code == 202, created.text
+    url = f"/api/v1/restores/{created.json()['id']}"
+    assert [j["kind"] for j in await claim(first)] == ["restore", "backup"]
+    assert (await customer.get(url)).json()["state"] == "running"
+
+    clock.advance(timedelta(seconds=121))
+    reaper = ReaperLoop(ctx.sessionmaker, clock)
+    await reaper.run_once()
+    assert reaper.last_report.requeued == 2
+    requeued = (await customer.get(url)).json()
+    assert requeued["state"] == "requested" and requeued["completed_at"] is None
+
+    clock.advance(timedelta(minutes=10))
+    assert "restore" in [j["kind"] for j in await claim(second)]
+    assert (await customer.get(url)).json()["state"] == "running"
+
+
 async def test_lapsed_lease_moves_the_job_and_the_old_proxy_is_refused(
     ctx: AppContext,
     operator: httpx.AsyncClient,

@@ -531,3 +531,45 @@ async def test_a_vm_tagged_into_a_policy_months_later_gets_its_rpo_from_then(
     assert await breaches(ctx) == []
     row = await vm_row(customer, vm["id"])
     assert row["status"] == "compliant" and row["protected_since"] == iso(tagged_at)
+
+
+async def test_a_lowered_rpo_breaches_from_the_change_not_before_it(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    clock: ManualClock,
+) -> None:
+    """24 h lowered to 4 h with a 10-hour-old point: the VM met the RPO it had until the change,
+    so its breach starts at the change (the new due time, 6 h earlier, is not counted)."""
+    _, _, vm, policy = await protected_vm(operator, customer_of, vcsim, rpo_hours=24)
+    proxy = await online_proxy(operator, ctx, vm["host"]["id"])
+    recorder = rpo_recorder(ctx)
+    t = clock.now()
+    minute = timedelta(minutes=1)
+    await add_point(ctx, vm["id"])
+    clock.set(t + hours(10))
+    await heartbeat(ctx, proxy)
+    await recorder.run_once()
+    assert await breaches(ctx) == []
+    changed = await operator.patch(f"/api/v1/policies/{policy['id']}", json={"rpo_hours": 4})
+    assert changed.status_code == 200, changed.text
+    clock.set(t + hours(10) + minute)
+    await heartbeat(ctx, proxy)
+    await recorder.run_once()
+    (breach,) = await breaches(ctx)
+    assert (breach.started_at, breach.ended_at, breach.rpo_hours) == (t + hours(10), None, 4)
+    # An edit of something else, made after the next due time while the recorder was down,
+    # does not move the start of the next breach.
+    await add_point(ctx, vm["id"])  # due again at t + 14 h 1 min
+    clock.set(t + hours(15))
+    edited = await operator.patch(f"/api/v1/policies/{policy['id']}", json={"description": "x"})
+    assert edited.status_code == 200, edited.text
+    clock.set(t + hours(16))
+    await heartbeat(ctx, proxy)
+    await recorder.run_once()
+    later = sorted(await breaches(ctx), key=lambda b: b.started_at)
+    assert [(b.started_at, b.ended_at) for b in later] == [
+        (t + hours(10), t + hours(10) + minute),
+        (t + hours(14) + minute, None),
+    ]

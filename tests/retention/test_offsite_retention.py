@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from app.chunkstore import FsBackend, Repository
 from app.chunkstore.copy import copy_restore_point
@@ -72,3 +72,54 @@ async def _rows(world: World) -> dict[uuid.UUID, tuple[bool, str]]:
             select(RestorePoint.id, RestorePoint.onsite_removed_at, RestorePoint.copy_status)
         )
         return {pid: (removed is None, status) for pid, removed, status in result.tuples()}
+
+
+async def test_offsite_manifests_the_catalog_no_longer_wants_are_reconciled(
+    world: World, tmp_path: Path, clock: ManualClock
+) -> None:
+    """Left behind offsite: a copy whose removal was committed (row marked ``pruned``) but whose
+    manifest deletion failed, and copies whose rows went (a copy ending after onsite retention
+    deleted its row). The daily reconcile removes the first, and those of the second that offsite
+    retention would prune; it keeps an orphan retention keeps."""
+    offsite_root = tmp_path / "offsite"
+    offsite_repo = Repository.create_copy_target(FsBackend(offsite_root, durable=False), world.repo)
+    settings = world.ctx.settings.model_copy(update={"offsite_repository": str(offsite_root)})
+    vm = await world.vm("db")
+    policy = await world.policy([vm], daily=7, weekly=0, monthly=0)
+    async with world.ctx.sessionmaker.begin() as session:
+        from app.policies.models import Policy
+
+        await session.execute(
+            update(Policy)
+            .where(Policy.id == policy)
+            .values(offsite_copy=True, offsite_retention={"daily": 4, "weekly": 0, "monthly": 0})
+        )
+    points = [await world.point(vm, day(i), policy) for i in range(6)]  # newest first
+    for point in points:
+        copy_restore_point(world.repo, offsite_repo, str(point))
+    async with world.ctx.sessionmaker.begin() as session:
+        await session.execute(
+            update(RestorePoint).where(RestorePoint.id.in_(points)).values(copy_status="offsite")
+        )
+        await session.execute(
+            update(RestorePoint).where(RestorePoint.id == points[1]).values(copy_status="pruned")
+        )
+        await session.execute(delete(RestorePoint).where(RestorePoint.id.in_([points[2], points[5]])))
+
+    loop = OffsiteLoop(world.ctx.sessionmaker, OffsiteRepository(settings), clock)
+    assert await loop.prune() == 0  # offsite retention sees 3 copies of 4 allowed
+    await loop.tick()
+    # Offsite: 0, 3, 4 in the catalog and orphans 2 and 5; keeping 4 dailies keeps 2, not 5.
+    assert loop.last_orphans == 2
+    assert sorted(offsite_repo.list_restore_points()) == sorted(str(points[i]) for i in (0, 2, 3, 4))
+    # Onsite is not touched by the offsite reconcile.
+    assert len(world.repo.list_restore_points()) == 6
+
+    # Once a day: a later tick within the day does not list the offsite repository again.
+    copy_restore_point(world.repo, offsite_repo, str(points[5]))
+    clock.advance(timedelta(hours=1))
+    await loop.tick()
+    assert str(points[5]) in offsite_repo.list_restore_points()
+    clock.advance(timedelta(hours=24))
+    await loop.tick()
+    assert loop.last_orphans == 1 and str(points[5]) not in offsite_repo.list_restore_points()
