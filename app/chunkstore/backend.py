@@ -73,6 +73,18 @@ class Backend(Protocol):
         """Remove the object; deleting a missing object is not an error (idempotent, like S3)."""
         ...
 
+    def delete_if_older(self, key: str, cutoff: datetime) -> ObjectStat | None:
+        """GC's sweep: remove the object if it was last modified at or before ``cutoff``. Returns
+        its stat as the decision saw it (None: missing): removed if and only if ``modified`` is
+        at or before ``cutoff``.
+
+        A ``touch_many`` that reports the object present must keep it: a backup that found it
+        stored references it without storing it again. A backend makes the check and the removal
+        one step where it can (the filesystem does); where it cannot (S3 has no delete
+        conditional on the modification time) the window is the time between two requests.
+        """
+        ...
+
     def list(self, prefix: str) -> Iterator[str]:
         """Yield every key starting with ``prefix`` (any depth, no particular order)."""
         ...

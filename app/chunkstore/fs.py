@@ -21,6 +21,8 @@ from app.chunkstore.backend import BytesLike, ObjectStat, validate_key
 from app.chunkstore.errors import ObjectMissing
 
 _TMP_PREFIX = ".tmp-"
+#: Where a sweep moves an object while it checks that no touch reached it (see delete_if_older).
+_SWEEP_PREFIX = ".gc-"
 
 
 class FsBackend:
@@ -116,6 +118,29 @@ class FsBackend:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path(key))
 
+    def delete_if_older(self, key: str, cutoff: datetime) -> ObjectStat | None:
+        """Move the file aside, then look at its time: a touch that came before the move changed
+        the inode the moved name still has (and it goes back), one that comes after finds no file
+        and its backup stores the chunk again. So no touch that reported the chunk present is
+        lost, which a stat followed by an unlink cannot promise."""
+        path = self._path(key)
+        try:
+            found = os.stat(path)
+            if _modified(found) > cutoff:
+                return ObjectStat(key=key, size=found.st_size, modified=_modified(found))
+            aside = os.path.join(os.path.dirname(path), f"{_SWEEP_PREFIX}{secrets.token_hex(8)}")
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return None
+        st = os.stat(aside)
+        if _modified(st) > cutoff:
+            # Touched between the look and the move: in use. Back under its name (over a copy a
+            # backup may have stored meanwhile: the same chunk).
+            os.replace(aside, path)
+        else:
+            os.unlink(aside)
+        return ObjectStat(key=key, size=st.st_size, modified=_modified(st))
+
     def list(self, prefix: str) -> Iterator[str]:
         # Walk only the directory that can contain the prefix, not the whole root.
         directory, _, _ = prefix.rpartition("/")
@@ -132,7 +157,11 @@ class FsBackend:
             st = os.stat(self._path(key))
         except FileNotFoundError:
             raise ObjectMissing(key) from None
-        return ObjectStat(key=key, size=st.st_size, modified=datetime.fromtimestamp(st.st_mtime, UTC))
+        return ObjectStat(key=key, size=st.st_size, modified=_modified(st))
+
+
+def _modified(st: os.stat_result) -> datetime:
+    return datetime.fromtimestamp(st.st_mtime, UTC)
 
 
 def _walk(directory: str, base: str) -> Iterator[str]:

@@ -16,6 +16,9 @@ Manifests are written once, so an index object a live manifest does not list nev
 A running backup that reuses a chunk already stored (found by the dedup check, or taken over from
 the previous index on the CBT path) touches it at that moment (``Backend.touch_many``), so that the
 chunk is young for the sweep even if nothing referenced it before: GC can run while backups run.
+A touch can also land between the sweep's look at a chunk's time and its removal; the two are one
+backend step (``Backend.delete_if_older``): on a filesystem the chunk is moved aside, looked at
+again and put back if it was touched; S3 offers no such step and keeps a window of one request.
 
 Exports and streams are unknown to versions before them: an older GC would free their chunks. Manifests
 with streams use format 2 so that an older GC fails on them instead; exports have no such guard, so GC
@@ -28,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from app.chunkstore.backend import ObjectStat
 from app.chunkstore.errors import ObjectMissing
 from app.chunkstore.ids import ZERO_ID, chunk_key
 from app.chunkstore.layout import (
@@ -78,21 +82,25 @@ def gc(
     report.streams = walk.streams
     report.chunks_referenced = len(referenced)
 
-    # Sweep chunks.
+    # Sweep chunks. The age check and the removal are one backend step: a backup that touched
+    # the chunk meanwhile (it found it stored and will reference it) keeps it.
     for chunk_id in list(repo.chunk_ids()):
         if chunk_id in referenced:
             continue
-        try:
-            stat = repo.backend.stat(chunk_key(chunk_id))
-        except ObjectMissing:
+        if dry_run:
+            try:
+                found: ObjectStat | None = repo.backend.stat(chunk_key(chunk_id))
+            except ObjectMissing:
+                continue
+        else:
+            found = repo.delete_chunk_if_older(chunk_id, cutoff)
+        if found is None:
             continue
-        if stat.modified > cutoff:
+        if found.modified > cutoff:
             report.chunks_kept_young += 1
             continue
-        if not dry_run:
-            repo.delete_chunk(chunk_id)
         report.chunks_deleted += 1
-        report.bytes_freed += stat.size
+        report.bytes_freed += found.size
 
     # Sweep index objects no manifest references.
     for prefix, live, key_of in (

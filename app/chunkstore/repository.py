@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 import blake3
 
-from app.chunkstore.backend import Backend, BytesLike
+from app.chunkstore.backend import Backend, BytesLike, ObjectStat
 from app.chunkstore.codec import DEFAULT_LEVEL, ChunkCodec, MetaCodec, check_level
 from app.chunkstore.config import (
     MAX_STREAM_CHUNK_SIZE,
@@ -389,10 +389,11 @@ class Repository:
             if chunk_id is not None:
                 yield chunk_id
 
-    def delete_chunk(self, chunk_id: bytes) -> None:
+    def delete_chunk_if_older(self, chunk_id: bytes, cutoff: datetime) -> ObjectStat | None:
+        """GC's sweep of one chunk (see ``Backend.delete_if_older``)."""
         with self._known_lock:
             self._known.pop(chunk_id, None)
-        self.backend.delete(chunk_key(chunk_id))
+        return self.backend.delete_if_older(chunk_key(chunk_id), cutoff)
 
     # -- restore points --------------------------------------------------------------------------
 

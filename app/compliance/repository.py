@@ -38,11 +38,17 @@ def chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
+#: The restore points the RPO counts: the VM's images. An application point (a database dump, a
+#: file set) restores one database or directory, not the VM: hourly dumps must not hide nights
+#: of failed image backups.
+IMAGE_POINT = RestorePoint.kind == "image"
+
+
 def _latest_point_at() -> Any:
-    """The VM's latest restore point time (an index seek on ``(vm_id, created_at)``)."""
+    """The VM's latest image point time (an index walk on ``(vm_id, created_at)`` from the end)."""
     return (
         select(func.max(RestorePoint.created_at))
-        .where(RestorePoint.vm_id == VirtualMachine.id)
+        .where(RestorePoint.vm_id == VirtualMachine.id, IMAGE_POINT)
         .correlate(VirtualMachine)
         .scalar_subquery()
     )
@@ -277,7 +283,7 @@ class ComplianceRepository:
             rows = await self.session.execute(
                 select(RpoBreach.id, func.min(RestorePoint.created_at))
                 .join(RestorePoint, RestorePoint.vm_id == RpoBreach.vm_id)
-                .where(RpoBreach.id.in_(part), t.epoch(RestorePoint.created_at) > anchor)
+                .where(RpoBreach.id.in_(part), IMAGE_POINT, t.epoch(RestorePoint.created_at) > anchor)
                 .group_by(RpoBreach.id)
             )
             out.update({breach_id: first for breach_id, first in rows.tuples() if first is not None})
@@ -386,12 +392,12 @@ class ComplianceRepository:
         return set(rows.scalars())
 
     async def latest_offsite_points(self, vm_ids: Collection[uuid.UUID]) -> dict[uuid.UUID, datetime]:
-        """Per VM, when its newest restore point with a complete offsite copy was taken."""
+        """Per VM, when its newest image point with a complete offsite copy was taken."""
         if not vm_ids:
             return {}
         rows = await self.session.execute(
             select(RestorePoint.vm_id, func.max(RestorePoint.created_at))
-            .where(RestorePoint.vm_id.in_(list(vm_ids)), RestorePoint.copy_status == "offsite")
+            .where(RestorePoint.vm_id.in_(list(vm_ids)), IMAGE_POINT, RestorePoint.copy_status == "offsite")
             .group_by(RestorePoint.vm_id)
         )
         return {vm_id: at for vm_id, at in rows.tuples() if at is not None}

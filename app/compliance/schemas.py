@@ -76,8 +76,10 @@ class RpoRow(BaseModel):
         default=None, description="VM rows: compliant, at_risk, breached or unprotected (now)."
     )
     protected_since: datetime | None = None
-    latest_restore_point_at: datetime | None = None
-    age_hours: float | None = Field(default=None, description="Age of the latest restore point now.")
+    latest_restore_point_at: datetime | None = Field(
+        default=None, description="The VM's latest image restore point (application points do not count)."
+    )
+    age_hours: float | None = Field(default=None, description="Age of the latest image restore point now.")
     due_at: datetime | None = Field(
         default=None, description="When the VM breaches its RPO unless a newer restore point appears."
     )

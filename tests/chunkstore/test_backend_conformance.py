@@ -105,6 +105,55 @@ def test_touch_many_refreshes_mtime_and_reports_existing(backend: Backend) -> No
     assert not backend.exists("t/nope")  # touching never creates
 
 
+def test_delete_if_older_removes_only_what_is_old_enough(backend: Backend) -> None:
+    backend.put("g/old", b"12345")
+    backend.put("g/young", b"x")
+    seen = backend.stat("g/old").modified
+    removed = backend.delete_if_older("g/old", seen)  # modified at the cutoff: old enough
+    assert removed is not None and removed.size == 5 and removed.modified <= seen
+    assert not backend.exists("g/old")
+    kept = backend.delete_if_older("g/young", seen - timedelta(seconds=5))
+    assert kept is not None and kept.modified > seen - timedelta(seconds=5)
+    assert backend.get("g/young") == b"x"
+    assert backend.delete_if_older("g/old", datetime.now(UTC)) is None  # missing
+    assert list(backend.list("g/")) == ["g/young"]  # nothing left aside
+
+
+def test_a_filesystem_sweep_keeps_a_chunk_touched_between_its_look_and_its_removal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The interleaving a stat-then-unlink sweep loses: a backup touches the old chunk (it found it
+    stored and will reference it) right after the sweep looked at its time. The touch is the
+    backend's own, run at that instant by wrapping the sweep's first look."""
+    backend = FsBackend(tmp_path / "store", durable=False)
+    backend.put("chunks/aa/1", b"data")
+    path = tmp_path / "store" / "chunks" / "aa" / "1"
+    os.utime(path, (time.time() - 3600, time.time() - 3600))
+    cutoff = datetime.now(UTC) - timedelta(minutes=30)
+    real_stat = os.stat
+    looks: list[str] = []
+
+    def look_then_touch(target: str, *args: object, **kwargs: object) -> os.stat_result:
+        result = real_stat(target, *args, **kwargs)  # type: ignore[arg-type]
+        if not looks:
+            looks.append(str(target))
+            assert backend.touch_many(["chunks/aa/1"]) == {"chunks/aa/1"}
+        return result
+
+    monkeypatch.setattr(fs_module.os, "stat", look_then_touch)
+    found = backend.delete_if_older("chunks/aa/1", cutoff)
+    monkeypatch.undo()
+    assert looks == [str(path)]
+    assert found is not None and found.modified > cutoff  # seen young after the move: kept
+    assert backend.get("chunks/aa/1") == b"data"
+    assert list(backend.list("chunks/")) == ["chunks/aa/1"]
+    # Untouched, the same sweep removes it.
+    os.utime(path, (time.time() - 3600, time.time() - 3600))
+    gone = backend.delete_if_older("chunks/aa/1", cutoff)
+    assert gone is not None and gone.modified <= cutoff and not backend.exists("chunks/aa/1")
+    assert os.listdir(path.parent) == []
+
+
 @pytest.mark.parametrize(
     "key", ["", "/abs", "a//b", "../x", "a/../b", "a/./b", ".hidden", "a/.tmp", "sp ace"]
 )

@@ -573,3 +573,42 @@ async def test_a_lowered_rpo_breaches_from_the_change_not_before_it(
         (t + hours(10), t + hours(10) + minute),
         (t + hours(14) + minute, None),
     ]
+
+
+async def test_application_points_do_not_keep_a_vm_within_its_rpo(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    clock: ManualClock,
+) -> None:
+    """Hourly database dumps while the image backups fail: the VM is breached from its image's due
+    time, and the breach ends with the next image point, not with a dump."""
+    from app.restore_points.models import RestorePoint
+
+    customer, _, vm, _ = await protected_vm(operator, customer_of, vcsim, rpo_hours=4)
+    proxy = await online_proxy(operator, ctx, vm["host"]["id"])
+    recorder = rpo_recorder(ctx)
+    t = clock.now()
+    await add_point(ctx, vm["id"])
+    dumps = []
+    for hour in range(1, 7):
+        clock.set(t + hours(hour))
+        dumps.append(await add_point(ctx, vm["id"]))
+    async with ctx.sessionmaker.begin() as session:
+        await session.execute(
+            update(RestorePoint).where(RestorePoint.id.in_(dumps)).values(kind="application")
+        )
+    await heartbeat(ctx, proxy)
+    await recorder.run_once()
+    (breach,) = await breaches(ctx)
+    assert (breach.started_at, breach.ended_at) == (t + hours(4), None)
+    row = await vm_row(customer, vm["id"])
+    assert row["status"] == "breached" and row["latest_restore_point_at"] == iso(t)
+
+    clock.set(t + hours(7))
+    await add_point(ctx, vm["id"])  # an image point ends it
+    await heartbeat(ctx, proxy)
+    await recorder.run_once()
+    (ended,) = await breaches(ctx)
+    assert ended.ended_at == t + hours(7)
