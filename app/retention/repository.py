@@ -89,12 +89,13 @@ class RetentionRepository:
         return sorted((await self.session.execute(stmt)).scalars(), key=str)
 
     async def vms_backed_up_since(self, since: datetime) -> list[uuid.UUID]:
-        """VMs with a backup that succeeded (and so recorded a restore point) at or after ``since``."""
+        """VMs with a backup (image, or a guest agent's application backup) that succeeded, and so
+        recorded a restore point, at or after ``since``."""
         rows = await self.session.execute(
             select(Job.vm_id)
             .distinct()
             .where(
-                Job.kind == JobKind.BACKUP.value,
+                Job.kind.in_(POINT_WRITING_KINDS),
                 Job.state == JobState.SUCCEEDED.value,
                 Job.finished_at >= since,
             )

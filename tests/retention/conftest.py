@@ -122,7 +122,10 @@ class World:
             job_id = None
             if job:
                 job_id = uuid.uuid4()
-                session.add(backup_job(job_id, self.tenant_id, vm_id, self.ctx.clock.now(), "succeeded"))
+                job_kind = "app_backup" if kind == "application" else "backup"
+                session.add(
+                    backup_job(job_id, self.tenant_id, vm_id, self.ctx.clock.now(), "succeeded", job_kind)
+                )
             session.add(
                 RestorePoint(
                     id=point_id,
@@ -170,11 +173,18 @@ class World:
         return b"".join(iter_disk(self.repo, self.repo.read_index(manifest.disks[0]), workers=1))
 
 
-def backup_job(job_id: uuid.UUID, tenant_id: uuid.UUID, vm_id: uuid.UUID, now: datetime, state: str) -> Job:
+def backup_job(
+    job_id: uuid.UUID,
+    tenant_id: uuid.UUID,
+    vm_id: uuid.UUID,
+    now: datetime,
+    state: str,
+    kind: str = "backup",
+) -> Job:
     running = state == "running"
     return Job(
         id=job_id,
-        kind="backup",
+        kind=kind,
         state=state,
         trigger="manual",
         priority=10,

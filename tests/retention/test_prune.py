@@ -184,6 +184,26 @@ async def test_loop_prunes_vms_after_their_backups_and_everything_daily(world: W
     assert loop.last_report.failed_vms == []
 
 
+async def test_an_application_backup_is_followed_by_its_prune(world: World) -> None:
+    """A guest agent's dump that succeeded gets its VM's retention applied at the next short pass,
+    as an image backup does, not only at the daily full pass."""
+    clock = world.ctx.clock
+    assert isinstance(clock, ManualClock)
+    clock.set(datetime(2026, 6, 10, 21, 0, tzinfo=UTC))
+    vm = await world.vm("db")
+    policy = await world.policy([vm], daily=1, weekly=0, monthly=0)
+    first = await world.point(vm, day(1), policy, kind="application")
+    loop = RetentionLoop(world.ctx.sessionmaker, OnsiteRepository(world.ctx.settings), clock)
+    await loop.run_once()  # the full pass
+    clock.advance(timedelta(minutes=1))
+    dump = await world.point(vm, clock.now(), policy, job=True, kind="application")
+    clock.advance(timedelta(minutes=1))
+    await loop.run_once()
+    assert loop.last_report.vms == 1 and loop.last_report.points_deleted == 1
+    assert await catalog(world, vm) == ids([dump])
+    assert str(first) not in world.repo.list_restore_points()
+
+
 async def test_full_pass_removes_orphan_manifests_that_retention_prunes(world: World) -> None:
     a, busy = await world.vm("a"), await world.vm("busy")
     policy = await world.policy([a, busy], daily=1, weekly=0, monthly=0)
