@@ -108,6 +108,13 @@ class RestoreState(StrEnum):
     CANCELLED = "cancelled"
 
 
+#: A restore in one of these holds its restore point and its VM (not finished).
+ACTIVE_RESTORE_STATES = (
+    RestoreState.AWAITING_APPROVAL.value,
+    RestoreState.REQUESTED.value,
+    RestoreState.RUNNING.value,
+)
+
 JOB_TO_RESTORE_STATE = {
     JobState.QUEUED: RestoreState.REQUESTED,
     JobState.RUNNING: RestoreState.RUNNING,

@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from app.domain.jobs import ACTIVE_RESTORE_STATES
+
 #: Progress milestones (percent of the bytes to restore) reported while a restore runs.
 MILESTONES = (25, 50, 75)
 
-ACTIVE_STATES = ("awaiting_approval", "requested", "running")
+ACTIVE_STATES = ACTIVE_RESTORE_STATES
 _ENDED = {"succeeded": "restore.completed", "failed": "restore.failed", "cancelled": "restore.cancelled"}
 _CLOCKS = ("initiation", "completion")
 

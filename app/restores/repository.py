@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.dialect import lock_for_decision
 from app.db.paging import fetch_page
+from app.domain.jobs import ACTIVE_RESTORE_STATES
 from app.jobs.models import Job
 from app.pagination import PageRequest
 from app.restores.models import Restore
@@ -62,9 +63,12 @@ class RestoreRepository:
         rows = await self.session.execute(select(Job).where(Job.restore_id.in_(restore_ids)))
         return {job.restore_id: job for job in rows.scalars() if job.restore_id is not None}
 
+    async def active_list_for_vm(self, vm_id: uuid.UUID) -> list[Restore]:
+        stmt = select(Restore).where(Restore.vm_id == vm_id, Restore.state.in_(ACTIVE_RESTORE_STATES))
+        return list((await self.session.execute(stmt)).scalars())
+
     async def active_for_vm(self, vm_id: uuid.UUID) -> Restore | None:
-        active = ["awaiting_approval", "requested", "running"]
-        stmt = select(Restore).where(Restore.vm_id == vm_id, Restore.state.in_(active))
+        stmt = select(Restore).where(Restore.vm_id == vm_id, Restore.state.in_(ACTIVE_RESTORE_STATES))
         return (await self.session.execute(stmt.limit(1))).scalar_one_or_none()
 
     async def disks_rewritten_since(self, vm_id: uuid.UUID, since: datetime) -> bool:

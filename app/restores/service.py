@@ -6,7 +6,8 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from pathlib import PurePosixPath
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -55,6 +56,22 @@ def _require_kind(point: RestorePoint, kind: str, what: str) -> None:
             f"Restore point {point.id} is an {point.kind} restore point; {what} needs an {kind} one.",
             field=["body", "restore_point_id"],
         )
+
+
+def _same_app_target(a: dict[str, Any], b: dict[str, object]) -> bool:
+    """Whether two application restores write to the same place: one database of one instance,
+    or directories of which one contains the other."""
+    if (a.get("engine") == "files") != (b.get("engine") == "files"):
+        return False
+    if b.get("engine") == "files":
+        first = PurePosixPath(str(a.get("target_directory")))
+        second = PurePosixPath(str(b.get("target_directory")))
+        return first == second or first in second.parents or second in first.parents
+    return (a.get("engine"), a.get("instance"), a.get("target_database")) == (
+        b.get("engine"),
+        b.get("instance"),
+        b.get("target_database"),
+    )
 
 
 @dataclass(frozen=True)
@@ -284,6 +301,7 @@ class RestoreService:
             )
         if vm.gone_at is not None:
             raise Conflict(f"VM '{vm.name}' no longer exists; its guest agent cannot restore into it.")
+        await self._ensure_target_free(vm, params)
         if await self.guests.for_vm(vm.id) is None:
             raise Conflict(
                 f"VM '{vm.name}' has no guest agent; install and register one (POST /guest-agents) first."
@@ -291,6 +309,22 @@ class RestoreService:
         return await self._record(
             principal, point, vm, JobKind.APP_RESTORE, "application", "original", params, ticket=ticket
         )
+
+    async def _ensure_target_free(self, vm: VirtualMachine, params: dict[str, object]) -> None:
+        """An application restore must not write where another active restore of the VM writes:
+        two loads of one database (each may drop what the other created), two file sets into
+        one directory or one inside the other, or anything while the whole VM is overwritten."""
+        for other in await self.repo.active_list_for_vm(vm.id):
+            if other.type == "vm" and other.target == "original":
+                raise Conflict(
+                    f"VM '{vm.name}' is being restored over (restore {other.id}); wait for it to finish."
+                )
+            if other.type == "application" and _same_app_target(other.target_params or {}, params):
+                raise Conflict(
+                    f"Restore {other.id} is already restoring into the same "
+                    f"{'directory' if params.get('engine') == 'files' else 'database'} of VM "
+                    f"'{vm.name}'; wait for it to finish or choose another target."
+                )
 
     async def _record(
         self,

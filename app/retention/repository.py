@@ -10,18 +10,13 @@ from sqlalchemy import delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db.dialect import lock_for_decision
-from app.domain.jobs import JobKind, JobState, RestoreState
+from app.domain.jobs import ACTIVE_RESTORE_STATES, JobKind, JobState
 from app.inventory.models import VirtualMachine
 from app.jobs.models import Job
 from app.policies.models import Policy
 from app.restore_points.models import RestorePoint
 from app.restores.models import Restore
 
-ACTIVE_RESTORE_STATES = (
-    RestoreState.AWAITING_APPROVAL.value,
-    RestoreState.REQUESTED.value,
-    RestoreState.RUNNING.value,
-)
 ACTIVE_JOB_STATES = (JobState.QUEUED.value, JobState.RUNNING.value)
 #: Jobs that write a restore point into the onsite repository.
 POINT_WRITING_KINDS = (JobKind.BACKUP.value, JobKind.APP_BACKUP.value)

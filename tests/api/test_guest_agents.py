@@ -213,3 +213,77 @@ async def test_quiesce_is_asked_by_the_proxy_frozen_by_the_guest_and_released(
             await stranger.post(f"/api/v1/agent/jobs/{job_id}/quiesce/release"),
         ]
         assert [a.status_code for a in answers] == [404] * 5, [a.text for a in answers]
+
+
+async def test_application_restores_into_the_same_place_wait_for_each_other(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+) -> None:
+    """Two loads of one database (each may drop what the other created) or two file sets into one
+    directory, one inside the other, are refused while the first is active; other targets run."""
+    from app.restore_points.models import RestorePoint
+
+    customer, tenant_id, vms = await synced_tenant(operator, customer_of, vcsim)
+    vm = vms[0]
+    await register_guest(customer, vm["id"])
+    point_id = uuid.uuid4()
+    async with ctx.sessionmaker.begin() as session:
+        session.add(
+            RestorePoint(
+                id=point_id,
+                tenant_id=tenant_id,
+                vm_id=uuid.UUID(vm["id"]),
+                created_at=ctx.clock.now(),
+                vm_name=vm["name"],
+                location="onsite",
+                consistency="application",
+                size_bytes=2,
+                bytes_read=2,
+                bytes_new=2,
+                bytes_stored=2,
+                disks=[],
+                kind="application",
+                streams=[
+                    {
+                        "name": "postgresql/sales",
+                        "engine": "postgresql",
+                        "instance": "default",
+                        "database": "sales",
+                        "size": 1,
+                    },
+                    {"name": "files/srv", "engine": "files", "instance": None, "database": None, "size": 1},
+                ],
+                warnings=[],
+            )
+        )
+
+    async def restore(**body: Any) -> httpx.Response:
+        return await customer.post(
+            "/api/v1/restores", json={"restore_point_id": str(point_id), "type": "application", **body}
+        )
+
+    first = await restore(stream="postgresql/sales")
+    assert first.status_code == 202, first.text
+    same = await restore(stream="postgresql/sales", target_database="sales")
+    assert same.status_code == 409 and first.json()["id"] in same.json()["detail"], same.text
+    assert (await restore(stream="postgresql/sales", target_database="sales_copy")).status_code == 202
+
+    files = await restore(stream="files/srv", target_directory="/srv/restore")
+    assert files.status_code == 202, files.text
+    for inside in ("/srv/restore", "/srv/restore/sub", "/srv"):
+        clash = await restore(stream="files/srv", target_directory=inside)
+        assert clash.status_code == 409 and "directory" in clash.json()["detail"], (inside, clash.text)
+    assert (await restore(stream="files/srv", target_directory="/srv/restore-2")).status_code == 202
+
+    # Once the first ends, its database is free again.
+    async with ctx.sessionmaker.begin() as session:
+        from app.restores.models import Restore
+
+        restore_row = await session.get(Restore, uuid.UUID(first.json()["id"]))
+        assert restore_row is not None
+        restore_row.state = "cancelled"
+    assert (await restore(stream="postgresql/sales")).status_code == 202
+    listed = (await customer.get("/api/v1/restores", params={"vm_id": vm["id"]})).json()
+    assert listed["total"] == 5
