@@ -159,6 +159,20 @@ class DeliveryLoop(LoopService):
         )
 
     async def _send(self, client: httpx.AsyncClient, claimed: Claimed, limit: asyncio.Semaphore) -> Outcome:
+        """One message's attempt. Whatever goes wrong with it is its own failed attempt (with
+        its backoff): an exception here would abort the batch, leave the messages that did
+        arrive unrecorded (sent again at every lease expiry) and put this one first again."""
+        try:
+            return await self._attempt(client, claimed, limit)
+        except Exception as exc:
+            log.exception(
+                "webhook %s to integration %s: unexpected error", claimed.message_id, claimed.integration_id
+            )
+            return Outcome(claimed, False, None, f"not sent: {type(exc).__name__}: {exc}"[:500])
+
+    async def _attempt(
+        self, client: httpx.AsyncClient, claimed: Claimed, limit: asyncio.Semaphore
+    ) -> Outcome:
         async with limit:
             try:
                 secret = self.box.decrypt(claimed.secret_encrypted).decode()

@@ -77,12 +77,29 @@ def check_literal(url: str, allowed: Sequence[IPNetwork]) -> None:
     literal = _ip(host)
     if literal is not None:  # a name is checked when it is resolved, at each delivery
         _check_address(literal, allowed)
+        return
+    _check_name(httpx.URL(url).raw_host)
+
+
+def _check_name(raw_host: bytes) -> None:
+    """A name DNS can look up: labels of 1-63 characters, 253 in all (RFC 1035)."""
+    name = raw_host.decode("ascii", errors="replace").removesuffix(".")
+    labels = name.split(".")
+    if not name or len(name) > 253 or any(not 0 < len(label) <= 63 for label in labels):
+        raise DestinationRefused(
+            f"'{name}' is not a host name (labels of 1-63 characters between dots, 253 in all)"
+        )
 
 
 async def pin(url: str, allowed: Sequence[IPNetwork]) -> Destination:
     """Resolve ``url``'s host, check every address, and return the request pinned to the first."""
     parsed = httpx.URL(url)
-    host = parsed.host
+    try:
+        # The name as DNS, TLS and the Host header carry it: an internationalised name in its
+        # ASCII (IDNA) form; httpx.URL.host gives the Unicode one, which no header may hold.
+        host = parsed.raw_host.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise DestinationRefused(f"'{parsed.host}' is not a valid host name") from exc
     literal = _ip(host)
     if literal is not None:
         _check_address(literal, allowed)
@@ -90,7 +107,7 @@ async def pin(url: str, allowed: Sequence[IPNetwork]) -> Destination:
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
+    except (OSError, UnicodeError) as exc:  # UnicodeError: an empty or overlong label ("a..b")
         raise DestinationRefused(f"'{host}' does not resolve: {exc}") from exc
     addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in infos))
     refused = [a for a in addresses if not is_allowed(a, allowed)]

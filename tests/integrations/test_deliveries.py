@@ -464,3 +464,40 @@ async def test_a_resent_message_waits_while_a_later_one_of_its_subject_is_in_fli
         )
     await sender.run_once()
     assert [r.type for r in receiver.requests[sent:]] == ["alert.opened"]
+
+
+async def test_a_url_no_request_can_be_built_for_fails_its_own_message_only(
+    ctx: AppContext, operator: httpx.AsyncClient, receiver: Receiver, clock: ManualClock
+) -> None:
+    """A host name with an empty label is refused when saved. One that an earlier version stored
+    fails its own message's attempts (with backoff), and the batch's other messages are sent and
+    recorded as delivered, once."""
+    from app.integrations.models import Integration
+
+    refused = await operator.post(
+        "/api/v1/integrations", json={"name": "x", "url": "http://a..b.example/hook"}
+    )
+    assert refused.status_code == 422 and "not a host name" in refused.json()["detail"], refused.text
+    good = await create_integration(operator, name="good", url=receiver.url)
+    bad = await create_integration(operator, name="bad", url=receiver.url)
+    async with ctx.sessionmaker.begin() as session:
+        await session.execute(
+            update(Integration)
+            .where(Integration.id == uuid.UUID(bad["id"]))
+            .values(url="http://a..b.example/hook")
+        )
+        await emit_alert_event(
+            session, clock.now(), alert_id="a1", event_type="alert.opened", data={"alert_id": "a1"}
+        )
+    sender = deliverer(ctx, clock=clock)
+    await sender.run_once()
+    assert (sender.last_sent, sender.last_failed) == (1, 1)
+    (delivered,) = await deliveries(operator, good["id"])
+    assert delivered["state"] == "delivered" and delivered["attempts"] == 1
+    (failing,) = await deliveries(operator, bad["id"])
+    assert failing["state"] == "pending" and "does not resolve" in failing["last_error"], failing
+    clock.advance(timedelta(minutes=2))  # past the lease: nothing is sent twice
+    await sender.run_once()
+    assert len(receiver.requests) == 1
+    (delivered,) = await deliveries(operator, good["id"])
+    assert delivered["attempts"] == 1
