@@ -203,6 +203,25 @@ def _snapshot_of(evidence: SnapshotEvidence) -> str | None:
     return snapshot_name(evidence.proxy_id, evidence.job_id, evidence.attempt) if evidence.proxy_id else None
 
 
+def _snapshots_still_left(
+    items: list[SnapshotEvidence],
+) -> list[tuple[str | None, SnapshotEvidence, int]]:
+    """Per snapshot still left on the VM: its name, its latest evidence, and how many clean-ups
+    of it failed since it was left (in the order the evidence came)."""
+    # A clean-up answers the backup before it, even within one clock tick.
+    ordered = sorted(items, key=lambda e: (e.finished_at, e.kind == JobKind.SNAPSHOT_CLEANUP.value))
+    left: dict[str | None, tuple[SnapshotEvidence, int]] = {}
+    for item in ordered:
+        name = _snapshot_of(item)
+        if item.kind != JobKind.SNAPSHOT_CLEANUP.value:
+            left[name] = (item, 0)
+        elif item.state == JobState.SUCCEEDED.value:
+            left.pop(name, None)
+        else:
+            left[name] = (item, left.get(name, (item, 0))[1] + 1)
+    return [(name, last, failures) for name, (last, failures) in left.items()]
+
+
 def snapshots_left(
     evidence: list[SnapshotEvidence],
     vms: dict[uuid.UUID, WatchedVm],
@@ -210,10 +229,10 @@ def snapshots_left(
     cleanup_pending: set[uuid.UUID],
     now: datetime,
 ) -> tuple[dict[str, Condition], list[CleanupRequest]]:
-    """A VM whose latest word on snapshots is "left behind": a backup that could not remove
-    its snapshot, or a clean-up that failed. Only a clean-up that succeeded clears it (a later
-    backup removes its own snapshot, not an earlier one), so each piece of evidence asks for a
-    clean-up job: at once after a backup, after a delay after a failed clean-up."""
+    """A VM with a snapshot whose latest word is "left behind": a backup that could not remove
+    it, or a clean-up of it that failed. Only a clean-up of that snapshot that succeeded clears
+    it (a clean-up removes the snapshot it names, nothing else), so each piece of evidence asks
+    for a clean-up job: at once after a backup, after a delay after a failed clean-up."""
     by_vm: dict[uuid.UUID, list[SnapshotEvidence]] = defaultdict(list)
     for item in evidence:
         by_vm[item.vm_id].append(item)
@@ -223,29 +242,24 @@ def snapshots_left(
         vm = vms.get(vm_id)
         if vm is None:
             continue  # gone from vCenter: so is its snapshot
-        # A clean-up answers the backup before it, even within one clock tick.
-        items.sort(key=lambda e: (e.finished_at, e.kind == JobKind.SNAPSHOT_CLEANUP.value))
-        latest = items[-1]
-        if latest.kind == JobKind.SNAPSHOT_CLEANUP.value and latest.state == JobState.SUCCEEDED.value:
+        left = _snapshots_still_left(items)
+        if not left:
             continue
-        name = _snapshot_of(latest)
-        failures = 0
-        for item in reversed(items):
-            if item.kind != JobKind.SNAPSHOT_CLEANUP.value or item.state != JobState.FAILED.value:
-                break
-            failures += 1
+        # The alert speaks of the most recent word; every snapshot left gets its clean-up.
+        name, latest, failures = max(left, key=lambda entry: (entry[1].finished_at, str(entry[0])))
         key = f"{AlertKind.SNAPSHOT_LEFT.value}:{vm_id}"
         named = f" ({name})" if name else ""
+        others = f"; {len(left) - 1} more snapshot(s) of backups are left too" if len(left) > 1 else ""
         if failures:
-            retry_at = latest.finished_at + CLEANUP_RETRY[min(failures, len(CLEANUP_RETRY)) - 1]
             message = (
                 f"A backup snapshot{named} is left on VM {vm.name} and {failures} clean-up attempt(s) "
-                "failed; remove it in vCenter if it stays (the next clean-up attempt then closes this alert)"
+                f"failed{others}; remove it in vCenter if it stays (the next clean-up attempt then "
+                "closes this alert)"
             )
         else:
-            retry_at = latest.finished_at
             message = (
-                f"A backup snapshot{named} could not be removed from VM {vm.name}; a clean-up job is queued"
+                f"A backup snapshot{named} could not be removed from VM {vm.name}; a clean-up job is "
+                f"queued{others}"
             )
         found[key] = Condition(
             key=key,
@@ -255,13 +269,24 @@ def snapshots_left(
             tenant_id=vm.tenant_id,
             subject_type="vm",
             subject_id=str(vm_id),
-            detail={"vm_name": vm.name, "snapshot_name": name, "job_id": str(latest.job_id)},
+            detail={
+                "vm_name": vm.name,
+                "snapshot_name": name,
+                "job_id": str(latest.job_id),
+                "snapshot_names": sorted(n for n, _, _ in left if n),
+            },
         )
-        if name and vm_id not in cleanup_pending and now >= retry_at:
-            for_job = str(latest.params.get("for_job_id") or latest.job_id)
-            requests.append(
-                CleanupRequest(vm_id, latest.tenant_id, latest.policy_id, name, for_job, retry_at)
-            )
+        if vm_id in cleanup_pending:
+            continue
+        for snapshot, last, failed in left:
+            retry_at = last.finished_at
+            if failed:
+                retry_at += CLEANUP_RETRY[min(failed, len(CLEANUP_RETRY)) - 1]
+            if snapshot and now >= retry_at:
+                for_job = str(last.params.get("for_job_id") or last.job_id)
+                requests.append(
+                    CleanupRequest(vm_id, last.tenant_id, last.policy_id, snapshot, for_job, retry_at)
+                )
     for alert in open_alerts:
         subject = vm_of(alert)
         if subject is not None and subject not in by_vm and subject in vms:
