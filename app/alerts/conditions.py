@@ -72,7 +72,7 @@ def failed_backups(
         key = backup_key(outcome.vm_id, outcome.kind)
         seen.add(key)
         vm = vms.get(outcome.vm_id)
-        if vm is None or not vm.protected or outcome.state == JobState.SUCCEEDED.value:
+        if vm is None or not _expects(vm, key) or outcome.state == JobState.SUCCEEDED.value:
             continue
         what = "Application backup" if outcome.kind == JobKind.APP_BACKUP.value else "Backup"
         reason = f": {outcome.error}" if outcome.error else ""
@@ -97,9 +97,17 @@ def failed_backups(
     for alert in open_alerts:
         vm_id = vm_of(alert)
         vm = vms.get(vm_id) if vm_id else None
-        if alert.key not in seen and vm is not None and vm.protected:
+        if alert.key not in seen and vm is not None and _expects(vm, alert.key):
             found[alert.key] = kept(alert)
     return found
+
+
+def _expects(vm: WatchedVm, key: str) -> bool:
+    """Whether the VM is still meant to have the backups the alert ``key`` is about: protected,
+    and for application backups, by a policy that still has them."""
+    if key.endswith(":application"):
+        return vm.applications
+    return vm.protected
 
 
 def rpo_breaches(breaches: list[tuple[RpoBreach, str]]) -> dict[str, Condition]:

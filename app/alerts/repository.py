@@ -21,6 +21,7 @@ from app.inventory.models import Datastore, VirtualMachine
 from app.jobs.models import Job
 from app.jobs.repository import JobRepository
 from app.pagination import PageRequest
+from app.policies.models import Policy
 from app.proxies.models import Proxy
 
 _CHUNK = 500
@@ -103,6 +104,8 @@ class WatchedVm:
     name: str
     tenant_id: uuid.UUID
     protected: bool
+    #: Its policy backs up applications through the guest agent too.
+    applications: bool = False
 
 
 @dataclass(frozen=True)
@@ -151,10 +154,14 @@ class ConditionRepository:
                     VirtualMachine.name,
                     VirtualMachine.tenant_id,
                     VirtualMachine.protection_status,
-                ).where(VirtualMachine.id.in_(ids[start : start + _CHUNK]), VirtualMachine.gone_at.is_(None))
+                    Policy.applications,
+                )
+                .outerjoin(Policy, Policy.id == VirtualMachine.protection_policy_id)
+                .where(VirtualMachine.id.in_(ids[start : start + _CHUNK]), VirtualMachine.gone_at.is_(None))
             )
-            for vm_id, name, tenant_id, status in rows.tuples():
-                out[vm_id] = WatchedVm(vm_id, name, tenant_id, status == ProtectionStatus.PROTECTED.value)
+            for vm_id, name, tenant_id, status, applications in rows.tuples():
+                protected = status == ProtectionStatus.PROTECTED.value
+                out[vm_id] = WatchedVm(vm_id, name, tenant_id, protected, protected and bool(applications))
         return out
 
     async def latest_backup_outcomes(self, since: datetime) -> list[BackupOutcome]:

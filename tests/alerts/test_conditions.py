@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from app.alerts.conditions import snapshots_left
-from app.alerts.repository import SnapshotEvidence, WatchedVm
+from app.alerts.conditions import failed_backups, snapshots_left
+from app.alerts.models import Alert
+from app.alerts.repository import BackupOutcome, SnapshotEvidence, WatchedVm
 from app.jobs.job_params import snapshot_name
 
 T0 = datetime(2026, 6, 1, 22, 0, tzinfo=UTC)
@@ -51,3 +52,32 @@ def test_a_clean_up_of_one_snapshot_does_not_clear_another_left_since() -> None:
     # S2's own clean-up succeeding clears the VM.
     done = [*evidence, cleanup(s2, b2, "succeeded", now)]
     assert snapshots_left(done, {VM.id: VM}, [], set(), now) == ({}, [])
+
+
+def test_an_application_backup_alert_ends_when_the_policy_stops_backing_up_applications() -> None:
+    """The image backups go on (the VM stays protected), the application ones were removed from the
+    policy: their last failure is no longer a condition, the image one still is."""
+    with_apps = WatchedVm(VM.id, VM.name, VM.tenant_id, protected=True, applications=True)
+    images_only = WatchedVm(VM.id, VM.name, VM.tenant_id, protected=True, applications=False)
+    outcomes = [
+        BackupOutcome(VM.id, "app_backup", uuid.uuid4(), "failed", "pg_dump failed", T0),
+        BackupOutcome(VM.id, "backup", uuid.uuid4(), "failed", "disk read failed", T0),
+    ]
+    app_key, image_key = f"backup_failed:{VM.id}:application", f"backup_failed:{VM.id}"
+    assert set(failed_backups(outcomes, {VM.id: with_apps}, [])) == {app_key, image_key}
+    assert set(failed_backups(outcomes, {VM.id: images_only}, [])) == {image_key}
+    # An open alert whose outcome left the evidence window is kept only while it still applies.
+    open_alert = Alert(
+        id=uuid.uuid4(),
+        key=app_key,
+        kind="backup_failed",
+        severity="warning",
+        tenant_id=VM.tenant_id,
+        subject_type="vm",
+        subject_id=str(VM.id),
+        message="Application backup of VM db failed",
+        detail={},
+        opened_at=T0,
+    )
+    assert set(failed_backups([], {VM.id: with_apps}, [open_alert])) == {app_key}
+    assert failed_backups([], {VM.id: images_only}, [open_alert]) == {}
