@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.errors import DomainError, InvalidInput
@@ -92,6 +92,26 @@ async def _integrity_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+#: SQLSTATEs of text PostgreSQL cannot store: a NUL character (22021), or one without a
+#: counterpart in the database's encoding (22P05). Both come from what the caller sent.
+_UNSTORABLE_TEXT = {"22021", "22P05"}
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DBAPIError)
+    if getattr(exc.orig, "sqlstate", None) in _UNSTORABLE_TEXT:
+        # The request's transaction was rolled back: nothing changed.
+        return problem(
+            request,
+            422,
+            "validation-error",
+            "Invalid request",
+            "Text in the request contains a character that cannot be stored (a NUL character, "
+            "\\u0000, most likely); remove it and send the request again.",
+        )
+    return await _unexpected(request, exc)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     incident = uuid.uuid4().hex[:12]
     log.exception("unhandled error on %s %s (incident %s)", request.method, request.url.path, incident)
@@ -110,4 +130,5 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(IntegrityError, _integrity_error)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(Exception, _unexpected)

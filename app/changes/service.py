@@ -29,6 +29,7 @@ from app.policies.models import Policy
 from app.policies.repository import PolicyRepository
 from app.policies.schemas import PolicyCreate, PolicyUpdate, VmSelection
 from app.policies.service import PolicyService
+from app.tenants.repository import TenantRepository
 
 PENDING, APPROVED, REJECTED, CANCELLED = "pending", "approved", "rejected", "cancelled"
 
@@ -77,6 +78,8 @@ class ChangeRequestService:
         tenant = principal.tenant_id if not principal.is_operator else tenant_id
         if tenant is None:
             raise InvalidInput("Say which tenant the request is for.", field=["query", "tenant_id"])
+        if principal.is_operator and await TenantRepository(self.session).get(tenant, None) is None:
+            raise InvalidInput(f"Tenant {tenant} does not exist.", field=["query", "tenant_id"])
         policy_id: uuid.UUID | None = None
         if isinstance(data, PolicyUpdateRequest | ProtectionRequest):
             policy = await self.policies.get(data.policy_id, tenant)
@@ -161,6 +164,11 @@ class ChangeRequestService:
                 principal, request.policy_id, PolicyUpdate.model_validate(payload["changes"])
             )
         policy = await policies.get(principal, request.policy_id)
+        # Read-modify-write of its lists: another approval adding or removing VMs waits for this
+        # one and starts from what it wrote (unlocked, one of the two changes was lost).
+        locked = await PolicyRepository(self.session).get_for_update(policy.id)
+        assert locked is not None
+        policy = locked
         selection = VmSelection.model_validate(policy.selection)
         exclusions = VmSelection.model_validate(policy.exclusions)
         vm_ids = [uuid.UUID(v) for v in payload["vm_ids"]]

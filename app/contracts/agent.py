@@ -6,7 +6,9 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from app.schemas import Instant
 
 #: Every snapshot the service takes is named ``<prefix><proxy id>-<job id>-<attempt>``.
 SNAPSHOT_NAME_PREFIX = "vmrecovery-"
@@ -285,7 +287,7 @@ class DiskResult(BaseModel):
 
 class BackupResult(BaseModel):
     restore_point_id: uuid.UUID
-    created_at: datetime
+    created_at: Instant
     consistency: str = Field(description="crash or application")
     disks: list[DiskResult]
 
@@ -310,8 +312,15 @@ class StreamResult(BaseModel):
 
 class AppBackupResult(BaseModel):
     restore_point_id: uuid.UUID
-    created_at: datetime
+    created_at: Instant
     streams: list[StreamResult] = Field(max_length=10000)
+
+    @model_validator(mode="after")
+    def _sizes_add_up(self) -> AppBackupResult:
+        # The point's size is their sum, in a 64-bit column.
+        if sum(stream.size for stream in self.streams) > COUNT_MAX:
+            raise ValueError(f"the streams' sizes add up to more than {COUNT_MAX} bytes")
+        return self
 
 
 class FileRestoreResult(BaseModel):

@@ -6,10 +6,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AnyUrl, AwareDatetime, Discriminator, Field, Tag, UrlConstraints, model_validator
+from pydantic import AnyUrl, Discriminator, Field, Tag, UrlConstraints, model_validator
 
 from app.restores.schemas import ApplicationRestoreCreate, FileRestoreCreate, VmRestoreCreate
-from app.schemas import InputModel, OutputModel
+from app.schemas import InputModel, Instant, OutputModel
 
 RestoreEventType = Literal[
     "restore.accepted",
@@ -115,14 +115,14 @@ class TicketFields(InputModel):
         max_length=255,
         description="The ticket's id: one restore per ticket, whatever the retries.",
     )
-    created_at: AwareDatetime = Field(
+    created_at: Instant = Field(
         description="When the ticket was opened: the restore's SLA clocks start then."
     )
     vm_id: uuid.UUID = Field(description="The VM to restore (from GET /api/v1/vms).")
     restore_point_id: uuid.UUID | None = Field(
         default=None, description="The restore point; or send point_in_time instead."
     )
-    point_in_time: AwareDatetime | None = Field(
+    point_in_time: Instant | None = Field(
         default=None,
         description="Restore the VM's latest restore point (of the kind the type needs) taken at or "
         "before this instant.",

@@ -7,6 +7,7 @@ import uuid
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from app.db.dialect import lock_for_decision
 from app.db.paging import fetch_page
 from app.inventory.models import VirtualMachine
 from app.pagination import PageRequest
@@ -22,6 +23,14 @@ class PolicyRepository:
         if scope is not None:
             stmt = stmt.where(Policy.tenant_id == scope)
         return (await self.session.execute(stmt)).scalar_one_or_none()
+
+    async def get_for_update(self, policy_id: uuid.UUID) -> Policy | None:
+        """Locked (PostgreSQL) and read afresh, for a change computed from its current value (a
+        VM added to its selection): two such changes take turns, the second sees the first."""
+        stmt = lock_for_decision(select(Policy).where(Policy.id == policy_id), self.session)
+        return (
+            await self.session.execute(stmt.execution_options(populate_existing=True))
+        ).scalar_one_or_none()
 
     async def get_by_name(self, tenant_id: uuid.UUID, name: str) -> Policy | None:
         stmt = select(Policy).where(Policy.tenant_id == tenant_id, Policy.name == name)

@@ -152,6 +152,21 @@ async def test_rejections_cancellations_and_validation(
     assert (await customer.get(f"{URL}/{stored['id']}")).json()["state"] == "pending"
 
 
+async def test_an_operator_request_for_a_tenant_that_does_not_exist_is_422(
+    operator: httpx.AsyncClient,
+) -> None:
+    asked = await operator.post(
+        URL,
+        params={"tenant_id": str(uuid.uuid4())},
+        json={"kind": "policy_create", "policy": {"name": "silver"}},
+    )
+    assert asked.status_code == 422, asked.text
+    assert (
+        asked.json()["errors"][0]["field"] == "query.tenant_id" and "does not exist" in asked.json()["detail"]
+    )
+    assert (await operator.get(URL)).json()["total"] == 0
+
+
 async def test_two_operators_deciding_at_once_take_turns(
     operator: httpx.AsyncClient, customer_of: CustomerFactory, vcsim: VcsimServer
 ) -> None:
@@ -173,3 +188,54 @@ async def test_two_operators_deciding_at_once_take_turns(
         if applied:
             reset = await operator.patch(f"/api/v1/policies/{policy['id']}", json={"rpo_hours": 24})
             assert reset.status_code == 200
+
+
+async def test_two_protect_approvals_at_once_keep_both_vms(
+    ctx: AppContext, operator: httpx.AsyncClient, customer_of: CustomerFactory, vcsim: VcsimServer
+) -> None:
+    """PostgreSQL: two approvals add a VM each to one policy's selection. The second waits for the
+    first's lock and starts from what it wrote; unlocked, both read the old list and the second
+    write dropped the first VM. (SQLite runs the two transactions one after the other.)"""
+    if ctx.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite runs one writing transaction at a time")
+    from sqlalchemy import text
+
+    from app.auth.principal import Principal, Role
+    from app.changes.service import ChangeRequestService
+
+    customer, tenant_id, vms = await synced_tenant(operator, customer_of, vcsim)
+    policy = await create_policy(operator, tenant_id, name="gold", selection={"vm_ids": [vms[0]["id"]]})
+    requests = []
+    for vm in vms[1:3]:
+        asked = await customer.post(
+            URL, json={"kind": "protect", "policy_id": policy["id"], "vm_ids": [vm["id"]]}
+        )
+        assert asked.status_code == 201, asked.text
+        requests.append(uuid.UUID(asked.json()["id"]))
+    operator_principal = Principal(key_id=None, role=Role.OPERATOR, tenant_id=None)
+
+    async with ctx.sessionmaker.begin() as first:
+        await ChangeRequestService(first, ctx.clock).approve(operator_principal, requests[0], None)
+        await first.flush()
+
+        async def approve_second() -> None:
+            async with ctx.sessionmaker.begin() as second:
+                await ChangeRequestService(second, ctx.clock).approve(operator_principal, requests[1], None)
+
+        racing = asyncio.create_task(approve_second())
+        # Until the second waits on a row lock the first holds (the policy, with the fix).
+        async with ctx.engine.connect() as watcher:
+            for _ in range(600):
+                waiting = await watcher.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND datname = current_database()"
+                    )
+                )
+                if waiting or racing.done():
+                    break
+                await asyncio.sleep(0.05)
+        assert not racing.done()
+    await racing
+    selection = (await operator.get(f"/api/v1/policies/{policy['id']}")).json()["selection"]["vm_ids"]
+    assert sorted(selection) == sorted(vm["id"] for vm in vms[:3])

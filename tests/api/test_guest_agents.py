@@ -146,6 +146,25 @@ async def test_application_jobs_are_planned_on_their_own_schedule_and_only_the_v
     assert params["previous_restore_point_id"] is None
     assert await claim(guest) == []
 
+    # A guest agent's token is the customer's: its report is input like any other. A naive or
+    # out-of-range time, or sizes whose sum no column holds, are 422 and the job runs on.
+    url = f"/api/v1/agent/jobs/{mine[0]['job_id']}/complete"
+    stream = {"name": "postgresql/sales", "engine": "postgresql", "size": 2**52}
+    for created_at, streams in (
+        ("2026-01-05T23:05:00", [stream]),
+        ("0001-01-01T00:00:00+01:00", [stream]),
+        ("2026-01-05T23:05:00Z", [stream] * 2),
+    ):
+        report = {
+            "restore_point_id": params["restore_point_id"],
+            "created_at": created_at,
+            "streams": streams,
+        }
+        refused = await guest.post(url, json={"outcome": "succeeded", "app_backup": report})
+        assert refused.status_code == 422, refused.text
+    job = (await operator.get(f"/api/v1/jobs/{mine[0]['job_id']}")).json()
+    assert job["state"] == "running"
+
 
 async def test_quiesce_is_asked_by_the_proxy_frozen_by_the_guest_and_released(
     operator: httpx.AsyncClient,

@@ -102,3 +102,27 @@ async def test_pagination_is_stable_and_counts_everything(operator: httpx.AsyncC
     assert first["total"] == 7
     assert (await operator.get("/api/v1/tenants", params={"limit": 0})).status_code == 422
     assert (await operator.get("/api/v1/tenants", params={"q": "t0"})).json()["total"] == 7
+
+
+async def test_a_nul_character_is_refused_not_a_server_error(
+    operator: httpx.AsyncClient, customer_of: CustomerFactory
+) -> None:
+    """PostgreSQL cannot store NUL in text: the request is a 422 and nothing is written. SQLite
+    stores it as given (nothing to refuse there); neither answers 500."""
+    customer, _ = await customer_of("Acme")
+    dialect_refuses = None
+    for client, method, url, kwargs in (
+        (operator, "POST", "/api/v1/tenants", {"json": {"name": "a\u0000b"}}),
+        (customer, "GET", "/api/v1/vms", {"params": {"q": "\u0000"}}),
+        (customer, "POST", "/api/v1/integrations", {"json": {"name": "a\u0000b"}}),
+    ):
+        response = await client.request(method, url, **kwargs)
+        assert response.status_code != 500, (url, response.text)
+        refused = response.status_code == 422
+        dialect_refuses = refused if dialect_refuses is None else dialect_refuses
+        assert refused == dialect_refuses, (url, response.text)  # one rule per database
+        if refused:
+            assert response.headers["content-type"] == PROBLEM and "NUL" in response.json()["detail"]
+    if dialect_refuses:
+        names = [t["name"] for t in (await operator.get("/api/v1/tenants")).json()["items"]]
+        assert names == ["Acme"]

@@ -262,6 +262,10 @@ async def test_malformed_tickets_are_422_and_unknown_objects_404(
     assert await field_of({**good, "restore_point_id": str(acme.points[0][0])}) == "body.vm"  # both given
     future = {**good, "created_at": (now + timedelta(hours=1)).isoformat()}
     assert await field_of(future) == "body.created_at"
+    # Instants out of range (an SLA starting in year 1 could never be reported) are refused.
+    assert await field_of({**good, "created_at": "0001-01-01T00:00:00+01:00"}) == "body.vm.created_at"
+    assert await field_of({**good, "created_at": "0001-01-01T00:00:00Z"}) == "body.vm.created_at"
+    assert await field_of({**good, "point_in_time": "9999-12-31T23:30:00-05:00"}) == "body.vm.point_in_time"
     bad_host = {**good, "new_vm": {**good["new_vm"], "host_id": str(uuid.uuid4())}}
     assert await field_of(bad_host) == "body.new_vm.host_id"  # the restore's own rules apply
 
