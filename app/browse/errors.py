@@ -19,6 +19,7 @@ from app.files import (
     UnsupportedFilesystem,
     VolumeNotFound,
 )
+from app.files.names import printable
 
 
 class DataDamaged(DomainError):
@@ -35,7 +36,7 @@ def domain_error(exc: FilesError | ChunkstoreError, field: list[str | int] | Non
             f"The restore point's data cannot be read back ({exc}); run 'vmrecovery repository verify' "
             "and use another restore point."
         )
-    message = exc.message
+    message = printable(exc.message)  # it may quote names that are not UTF-8
     if isinstance(exc, PathNotFound | VolumeNotFound):
         return NotFound(message)
     if isinstance(exc, InvalidPath):

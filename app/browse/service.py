@@ -32,6 +32,7 @@ from app.chunkstore import RestorePoint as RestorePointManifest
 from app.chunkstore.streamread import StreamReader
 from app.errors import InvalidInput, NotFound
 from app.files import DiskBrowser, Entry, EntryType, FilesError, FileStream, paths
+from app.files.names import shown, unshown
 from app.restore_points.models import RestorePoint
 from app.restores.schemas import FileRef
 
@@ -49,9 +50,10 @@ class FileDownload:
 
 
 def entry_read(entry: Entry) -> FileEntry:
+    """What the API shows of an entry: names as ``app.files.names`` shows them."""
     return FileEntry(
-        path=entry.path,
-        name=entry.name,
+        path=shown(entry.path),
+        name=shown(entry.name),
         type=entry.type.value,
         size=entry.size,
         mtime=entry.mtime,
@@ -60,7 +62,7 @@ def entry_read(entry: Entry) -> FileEntry:
         gid=entry.gid,
         owner=entry.owner,
         attributes=entry.attributes,
-        symlink_target=entry.symlink_target,
+        symlink_target=None if entry.symlink_target is None else shown(entry.symlink_target),
     )
 
 
@@ -186,9 +188,9 @@ class FileBrowser:
                                 size=v.size,
                                 filesystem=v.filesystem.value,
                                 browsable=v.filesystem.browsable and not v.problem,
-                                label=v.label,
+                                label=None if v.label is None else shown(v.label),
                                 type_name=v.type_name,
-                                name=v.name,
+                                name=None if v.name is None else shown(v.name),
                                 problem=v.problem,
                             )
                         )
@@ -207,14 +209,15 @@ class FileBrowser:
 
         def run() -> FileListing:
             with as_domain_errors(["query", "path"]):
-                page = self._browser(point, disk).filesystem(partition).list(path, cursor=cursor, limit=limit)
+                fs = self._browser(point, disk).filesystem(partition)
+                page = fs.list(unshown(path), cursor=None if cursor is None else unshown(cursor), limit=limit)
             return FileListing(
                 disk=disk,
                 partition=partition,
-                path=page.path,
+                path=shown(page.path),
                 items=[entry_read(e) for e in page.entries],
                 total=page.total,
-                next_cursor=page.next_cursor,
+                next_cursor=None if page.next_cursor is None else shown(page.next_cursor),
             )
 
         return await asyncio.to_thread(run)
@@ -225,7 +228,7 @@ class FileBrowser:
 
         def run() -> Entry:
             with as_domain_errors(["query", "path"]):
-                return self._browser(point, disk).filesystem(partition).stat(path)
+                return self._browser(point, disk).filesystem(partition).stat(unshown(path))
 
         return await asyncio.to_thread(run)
 
@@ -238,8 +241,8 @@ class FileBrowser:
         def open_file() -> tuple[Entry, FileStream]:
             with as_domain_errors(["query", "path"]):
                 fs = self._browser(point, disk).filesystem(partition)
-                entry = fs.stat(path)
-                return entry, fs.open(path)
+                entry = fs.stat(unshown(path))
+                return entry, fs.open(unshown(path))
 
         entry, stream = await asyncio.to_thread(open_file)
         return FileDownload(entry, _pieces(lambda: stream.read(DOWNLOAD_PIECE), stream.close))
@@ -254,15 +257,17 @@ class FileBrowser:
 
             def run(disk: int = disk, partition: str = partition, path: str = path, at: int = index) -> Entry:
                 with as_domain_errors(["body", "files", at, "path"]):
-                    return self._browser(point, disk).filesystem(partition).stat(path)
+                    return self._browser(point, disk).filesystem(partition).stat(unshown(path))
 
             entry = await asyncio.to_thread(run)
             if entry.type is EntryType.OTHER:
                 raise InvalidInput(
-                    f"'{entry.path}' is a device, FIFO or socket: there is nothing to restore",
+                    f"'{shown(entry.path)}' is a device, FIFO or socket: there is nothing to restore",
                     field=["body", "files", index, "path"],
                 )
-            normalized.append(paths.normalize(path))
+            # Kept in the job as shown (JSON and the catalog hold only valid Unicode); the agent
+            # unshows it again.
+            normalized.append(shown(paths.normalize(unshown(path))))
         return normalized
 
     async def export_stream(self, export_id: str, name: str) -> tuple[int, AsyncIterator[bytes]]:

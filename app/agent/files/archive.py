@@ -22,6 +22,7 @@ from app.agent.files.selection import Item, Selection
 from app.chunkstore.errors import BackupCancelled
 from app.chunkstore.streams import StreamBackup
 from app.files import EntryType, FileStream
+from app.files.names import printable
 
 COPY_BUFFER = 1 << 20
 #: The earliest time a zip entry can carry.
@@ -113,7 +114,8 @@ def write_zip(
         for item in selection.items():
             entry = item.entry
             when = max(datetime.fromtimestamp(_mtime(item), UTC), _ZIP_EPOCH)
-            name = item.name + "/" if entry.type is EntryType.DIR else item.name
+            # Zip names are UTF-8: a byte that is not is written as \xNN (tar keeps the bytes).
+            name = printable(item.name + "/" if entry.type is EntryType.DIR else item.name)
             info = zipfile.ZipInfo(name, date_time=when.timetuple()[:6])
             if entry.type is EntryType.DIR:
                 info.external_attr = (stat.S_IFDIR | (entry.mode or 0o755)) << 16 | 0x10

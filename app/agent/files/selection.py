@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from app.chunkstore import DiskImageReader, Repository, RestorePoint
 from app.contracts.agent import FileSelection
 from app.files import DiskBrowser, Entry, EntryType, Filesystem
+from app.files.names import shown, unshown
 
 #: Chunk cache per disk while a restore reads it (the file streams read ahead on top of it).
 CACHE_BYTES = 32 << 20
@@ -59,7 +60,7 @@ class Selection:
         seen: set[str] = set()
         for selection in self.files:
             fs = self._fs(selection)
-            top = fs.stat(selection.path)
+            top = fs.stat(unshown(selection.path))  # as the API showed it (app.files.names)
             entries = _with_top(top, fs.walk(top.path)) if top.type is EntryType.DIR else iter((top,))
             for entry in entries:
                 name = self._name(selection, entry.path)
@@ -69,7 +70,7 @@ class Selection:
                     continue  # a path selected twice, or inside a selected directory
                 seen.add(name)
                 if entry.type is EntryType.OTHER:
-                    self.skipped.append(f"{entry.path}: device, FIFO or socket, not restored")
+                    self.skipped.append(f"{shown(entry.path)}: device, FIFO or socket, not restored")
                     continue
                 yield Item(name, entry, fs)
 

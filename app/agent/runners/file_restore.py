@@ -23,6 +23,7 @@ from app.chunkstore import ChunkstoreError, ExportExists, ExportNotFound, Reposi
 from app.chunkstore.errors import BackupCancelled
 from app.contracts.agent import CompleteRequest, FileRestoreParams, FileRestoreResult, JobAssignment
 from app.files import EntryType, FilesError
+from app.files.names import printable
 from app.vadp.errors import VCenterError, VCenterErrorKind
 from app.vadp.guest_files import GuestFiles, VimGuestFiles
 from app.vadp.session import open_session
@@ -172,7 +173,9 @@ class FileRestoreRunner:
                 if runtime.cancel.is_set():
                     raise BackupCancelled("restore cancelled")
                 entry = item.entry
-                target = (
+                # vCenter's guest operations take names as text: a byte that is not UTF-8 is
+                # written as \xNN (app.files.names).
+                target = printable(
                     posixpath.join(p.guest.target_directory, item.name)
                     if p.guest.target_directory
                     else entry.path
@@ -180,8 +183,9 @@ class FileRestoreRunner:
                 if entry.type is EntryType.DIR:
                     guest.files.make_directory(target)
                 elif entry.type is EntryType.SYMLINK:
+                    link = printable(entry.symlink_target or "")
                     selection.skipped.append(
-                        f"{entry.path}: a symbolic link to {entry.symlink_target}; "
+                        f"{printable(entry.path)}: a symbolic link to {link}; "
                         "guest operations cannot create links"
                     )
                 else:
@@ -192,7 +196,7 @@ class FileRestoreRunner:
                         )
                     files += 1
                     done += entry.size
-                    runtime.report(f"restoring {entry.name}", bytes_read=done)
+                    runtime.report(f"restoring {printable(entry.name)}", bytes_read=done)
         finally:
             guest.close()
         return FileRestoreResult(delivery="guest", files=files, bytes=done)
