@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.clock import Clock
-from app.compliance.models import RestoreSla
+from app.domain.compliance import restore_clocks
 from app.integrations.events import ACTIVE_STATES, RestoreFacts, admits, restore_events, restore_payload
 from app.integrations.models import Integration
 from app.integrations.outbox import Message, enqueue, restore_subject
@@ -33,22 +33,32 @@ from app.scheduler.loop import LoopService
 log = logging.getLogger(__name__)
 
 
-def _sla(sla: RestoreSla | None) -> dict[str, dict[str, Any]]:
-    if sla is None:
-        return {}
+def _sla(restore: Restore, rto_hours: int | None, now: datetime) -> dict[str, dict[str, Any]]:
+    """Both clocks as of ``now``, computed here rather than read from the recorder's rows (which
+    lag by up to its interval): an at-risk or breached instant is queued at the first tick past
+    it, so it never follows a later event of the restore in the delivery order."""
+    clocks = restore_clocks(
+        requested_at=restore.requested_at,
+        initiated_at=restore.initiated_at,
+        completed_at=restore.completed_at,
+        state=restore.state,
+        source_location=restore.source_location,
+        rto_hours=rto_hours,
+        now=now,
+    )
     return {
-        clock: {
-            "status": getattr(sla, f"{clock}_status"),
-            "deadline_at": getattr(sla, f"{clock}_deadline_at"),
-            "at_risk_at": getattr(sla, f"{clock}_at_risk_at"),
-            "breached_at": getattr(sla, f"{clock}_breached_at"),
+        name: {
+            "status": clock.status.value,
+            "deadline_at": clock.deadline_at,
+            "at_risk_at": clock.at_risk_at,
+            "breached_at": clock.breached_at,
         }
-        for clock in ("initiation", "completion")
+        for name, clock in (("initiation", clocks.initiation), ("completion", clocks.completion))
     }
 
 
 def restore_facts(
-    restore: Restore, vm_name: str, sla: RestoreSla | None, job: Job | None, now: datetime
+    restore: Restore, vm_name: str, rto_hours: int | None, job: Job | None, now: datetime
 ) -> RestoreFacts:
     return RestoreFacts(
         restore_id=restore.id,
@@ -67,7 +77,7 @@ def restore_facts(
         ticket_id=restore.ticket_id,
         percent=job_progress(job, now).percent if job is not None else None,
         progress_at=job.progress_at if job is not None else None,
-        sla=_sla(sla),
+        sla=_sla(restore, rto_hours, now),
     )
 
 
@@ -119,11 +129,11 @@ class EventEmitterLoop(LoopService):
         jobs = await RestoreRepository(session).jobs_for([r.id for r, _, _ in rows])
         seen: dict[uuid.UUID, tuple[Any, ...]] = {}
         todo: list[tuple[RestoreFacts, list[Integration]]] = []
-        for restore, vm_name, sla in rows:
+        for restore, vm_name, rto_hours in rows:
             targets = [i for i in by_tenant[restore.tenant_id] if _follows(i, restore)]
             if not targets:
                 continue
-            facts = restore_facts(restore, vm_name, sla, jobs.get(restore.id), now)
+            facts = restore_facts(restore, vm_name, rto_hours, jobs.get(restore.id), now)
             fingerprint = (facts.fingerprint(), tuple((i.id, tuple(i.events)) for i in targets))
             seen[restore.id] = fingerprint
             if self._seen.get(restore.id) != fingerprint:

@@ -20,6 +20,7 @@ from app.db.warmup import hot_statement
 from app.integrations.models import Delivery, Integration, WebhookReceipt
 from app.inventory.models import VirtualMachine
 from app.pagination import PageRequest
+from app.policies.models import Policy
 from app.restore_points.models import RestorePoint
 from app.restore_points.repository import POINT_WITH_VM
 from app.restores.models import Restore
@@ -208,22 +209,24 @@ class IntegrationRepository:
 
     async def restores_to_follow(
         self, tenant_ids: Sequence[uuid.UUID], active_states: Sequence[str], ended_since: datetime
-    ) -> list[tuple[Restore, str, RestoreSla | None]]:
+    ) -> list[tuple[Restore, str, int | None]]:
         """Active restores of these tenants and those that ended since ``ended_since``, with the
-        VM's name and the SLA clocks the recorder last wrote."""
-        out: list[tuple[Restore, str, RestoreSla | None]] = []
+        VM's name and their RTO (the one their clocks were recorded with, else their policy's)."""
+        out: list[tuple[Restore, str, int | None]] = []
         for part in _chunks(list(tenant_ids)):
             stmt = (
-                select(Restore, VirtualMachine.name, RestoreSla)
+                select(Restore, VirtualMachine.name, func.coalesce(RestoreSla.rto_hours, Policy.rto_hours))
                 .join(VirtualMachine, VirtualMachine.id == Restore.vm_id)
                 .outerjoin(RestoreSla, RestoreSla.restore_id == Restore.id)
+                .outerjoin(RestorePoint, RestorePoint.id == Restore.restore_point_id)
+                .outerjoin(Policy, Policy.id == RestorePoint.policy_id)
                 .where(
                     Restore.tenant_id.in_(part),
                     or_(Restore.state.in_(active_states), Restore.completed_at >= ended_since),
                 )
                 .order_by(Restore.requested_at, Restore.id)
             )
-            out.extend((r, name, sla) for r, name, sla in (await self.session.execute(stmt)).tuples())
+            out.extend((r, name, rto) for r, name, rto in (await self.session.execute(stmt)).tuples())
         return out
 
 

@@ -501,3 +501,47 @@ async def test_a_url_no_request_can_be_built_for_fails_its_own_message_only(
     assert len(receiver.requests) == 1
     (delivered,) = await deliveries(operator, good["id"])
     assert delivered["attempts"] == 1
+
+
+async def test_sla_events_are_queued_in_the_order_they_happened(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    anonymous: httpx.AsyncClient,
+    make_client: ClientFactory,
+    receiver: Receiver,
+    clock: ManualClock,
+) -> None:
+    """A ticket opened three hours ago: its restore's initiation clock (2 h, onsite) was at risk
+    and breached before the restore existed. A proxy starts it at once. The emitter's first look
+    queues the clock's events before 'initiated', without waiting for the SLA recorder."""
+    acme = await ticket_tenant(ctx, operator, customer_of, vcsim)
+    integration = await create_integration(acme.customer, url=receiver.url)
+    emitter, sender = loops(ctx)
+    now = clock.now()
+    vm = acme.vms[0]
+    opened = now - timedelta(hours=3)
+    created = await send_ticket(
+        anonymous, integration, new_vm_ticket(vm, "INC-7", opened, point_in_time=now.isoformat()), now
+    )
+    assert created.status_code == 202, created.text
+    proxy = make_client((await register_proxy(operator, "p", [vm["host"]["id"]]))["token"])
+    assert [j["kind"] for j in await claim(proxy)] == ["restore"]
+    await emitter.run_once()
+    await sender.run_once()
+    assert receiver.types() == [
+        "restore.accepted",
+        "restore.sla_at_risk",
+        "restore.sla_breached",
+        "restore.initiated",
+    ]
+    at_risk, breached = receiver.requests[1].json, receiver.requests[2].json
+    assert at_risk["data"]["clock"] == breached["data"]["clock"] == "initiation"
+    assert iso(at_risk["timestamp"]) == opened + timedelta(minutes=96)
+    assert iso(breached["timestamp"]) == opened + timedelta(hours=2)
+    # The recorder's own rows, when it runs, change nothing of what was sent.
+    await RestoreSlaRecorder(ctx.sessionmaker, clock).run_once()
+    await emitter.run_once()
+    await sender.run_once()
+    assert len(receiver.requests) == 4
