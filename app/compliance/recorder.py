@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.clock import Clock
+from app.compliance.clocks import clocks_of
 from app.compliance.models import ProtectionSpan, RpoBreach
 from app.compliance.repository import EPOCH_MARGIN_S, ComplianceRepository, TrackedVm
 from app.domain.compliance import (
@@ -24,7 +25,6 @@ from app.domain.compliance import (
     BreachEvidence,
     BreachResolution,
     breach_cause,
-    restore_clocks,
     rpo_anchor,
     rpo_due,
 )
@@ -309,15 +309,7 @@ class RestoreSlaRecorder(LoopService):
         changed = 0
         for restore, _, rto_hours, _ in rows:
             rto = rto_hours if rto_hours is not None else DEFAULT_RTO_HOURS
-            clocks = restore_clocks(
-                requested_at=restore.requested_at,
-                initiated_at=restore.initiated_at,
-                completed_at=restore.completed_at,
-                state=restore.state,
-                source_location=restore.source_location,
-                rto_hours=rto,
-                now=now,
-            )
+            clocks = clocks_of(restore, rto, now)
             values: dict[str, object] = {
                 "restore_id": restore.id,
                 "tenant_id": restore.tenant_id,

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.auth.principal import Principal
 from app.clock import Clock
+from app.compliance.clocks import clocks_of
 from app.compliance.models import RpoBreach
 from app.compliance.repository import ComplianceRepository, GroupPeriodRow, ReportFilter, VmPeriodRow
 from app.compliance.schemas import (
@@ -36,7 +37,6 @@ from app.domain.compliance import (
     SlaClock,
     compliant_percent,
     initiation_window,
-    restore_clocks,
     rpo_anchor,
     rpo_due,
     rpo_status,
@@ -368,15 +368,7 @@ class ComplianceService:
         reads = []
         for restore, point_policy_id, rto_hours, vm_name in rows:
             rto = rto_hours if rto_hours is not None else DEFAULT_RTO_HOURS
-            clocks = restore_clocks(
-                requested_at=restore.requested_at,
-                initiated_at=restore.initiated_at,
-                completed_at=restore.completed_at,
-                state=restore.state,
-                source_location=restore.source_location,
-                rto_hours=rto,
-                now=now,
-            )
+            clocks = clocks_of(restore, rto, now)
             if status is not None and status not in (clocks.initiation.status, clocks.completion.status):
                 continue
             sla = recorded.get(restore.id)

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.clock import Clock
-from app.domain.compliance import restore_clocks
+from app.compliance.clocks import clocks_of
 from app.integrations.events import ACTIVE_STATES, RestoreFacts, admits, restore_events, restore_payload
 from app.integrations.models import Integration
 from app.integrations.outbox import Message, enqueue, restore_subject
@@ -37,15 +37,7 @@ def _sla(restore: Restore, rto_hours: int | None, now: datetime) -> dict[str, di
     """Both clocks as of ``now``, computed here rather than read from the recorder's rows (which
     lag by up to its interval): an at-risk or breached instant is queued at the first tick past
     it, so it never follows a later event of the restore in the delivery order."""
-    clocks = restore_clocks(
-        requested_at=restore.requested_at,
-        initiated_at=restore.initiated_at,
-        completed_at=restore.completed_at,
-        state=restore.state,
-        source_location=restore.source_location,
-        rto_hours=rto_hours,
-        now=now,
-    )
+    clocks = clocks_of(restore, rto_hours, now)
     return {
         name: {
             "status": clock.status.value,

@@ -12,10 +12,12 @@ from sqlalchemy import delete, select, update
 from app.chunkstore import FsBackend, Repository
 from app.chunkstore.copy import copy_restore_point
 from app.clock import ManualClock
+from app.policies.models import Policy
 from app.restore_points.models import RestorePoint
 from app.retention.offsite_loop import OffsiteLoop
 from app.retention.onsite import OffsiteRepository, OnsiteRepository
 from app.retention.pruner import Pruner
+from app.settings import Settings
 from tests.retention.conftest import World, berlin_evening
 
 
@@ -23,30 +25,37 @@ def day(i: int) -> datetime:
     return berlin_evening(datetime(2026, 6, 10) - timedelta(days=i))
 
 
-async def test_onsite_and_offsite_retention_each_keep_their_own(
-    world: World, tmp_path: Path, clock: ManualClock
-) -> None:
+async def copied_offsite(
+    world: World, tmp_path: Path, onsite_daily: int
+) -> tuple[Repository, Settings, uuid.UUID, list[uuid.UUID]]:
+    """A VM with six daily points (newest first), all copied to an offsite repository; its policy
+    keeps ``onsite_daily`` dailies onsite and 4 offsite. Returns the offsite repository, the
+    settings naming it, the VM and the points."""
     offsite_root = tmp_path / "offsite"
     offsite_repo = Repository.create_copy_target(FsBackend(offsite_root, durable=False), world.repo)
     settings = world.ctx.settings.model_copy(update={"offsite_repository": str(offsite_root)})
-
     vm = await world.vm("db")
-    policy = await world.policy([vm], daily=2, weekly=0, monthly=0)
+    policy = await world.policy([vm], daily=onsite_daily, weekly=0, monthly=0)
     async with world.ctx.sessionmaker.begin() as session:
-        from app.policies.models import Policy
-
         await session.execute(
             update(Policy)
             .where(Policy.id == policy)
             .values(offsite_copy=True, offsite_retention={"daily": 4, "weekly": 0, "monthly": 0})
         )
-    points = [await world.point(vm, day(i), policy) for i in range(6)]  # newest first
+    points = [await world.point(vm, day(i), policy) for i in range(6)]
     for point in points:
         copy_restore_point(world.repo, offsite_repo, str(point))
     async with world.ctx.sessionmaker.begin() as session:
         await session.execute(
             update(RestorePoint).where(RestorePoint.id.in_(points)).values(copy_status="offsite")
         )
+    return offsite_repo, settings, vm, points
+
+
+async def test_onsite_and_offsite_retention_each_keep_their_own(
+    world: World, tmp_path: Path, clock: ManualClock
+) -> None:
+    offsite_repo, settings, vm, points = await copied_offsite(world, tmp_path, onsite_daily=2)
 
     # Onsite keeps 2: the other 4 leave the onsite repository, their rows stay (copies exist).
     result = await Pruner(world.ctx.sessionmaker, OnsiteRepository(world.ctx.settings)).prune_vm(vm)
@@ -81,26 +90,8 @@ async def test_offsite_manifests_the_catalog_no_longer_wants_are_reconciled(
     manifest deletion failed, and copies whose rows went (a copy ending after onsite retention
     deleted its row). The daily reconcile removes the first, and those of the second that offsite
     retention would prune; it keeps an orphan retention keeps."""
-    offsite_root = tmp_path / "offsite"
-    offsite_repo = Repository.create_copy_target(FsBackend(offsite_root, durable=False), world.repo)
-    settings = world.ctx.settings.model_copy(update={"offsite_repository": str(offsite_root)})
-    vm = await world.vm("db")
-    policy = await world.policy([vm], daily=7, weekly=0, monthly=0)
+    offsite_repo, settings, _, points = await copied_offsite(world, tmp_path, onsite_daily=7)
     async with world.ctx.sessionmaker.begin() as session:
-        from app.policies.models import Policy
-
-        await session.execute(
-            update(Policy)
-            .where(Policy.id == policy)
-            .values(offsite_copy=True, offsite_retention={"daily": 4, "weekly": 0, "monthly": 0})
-        )
-    points = [await world.point(vm, day(i), policy) for i in range(6)]  # newest first
-    for point in points:
-        copy_restore_point(world.repo, offsite_repo, str(point))
-    async with world.ctx.sessionmaker.begin() as session:
-        await session.execute(
-            update(RestorePoint).where(RestorePoint.id.in_(points)).values(copy_status="offsite")
-        )
         await session.execute(
             update(RestorePoint).where(RestorePoint.id == points[1]).values(copy_status="pruned")
         )
