@@ -69,7 +69,8 @@ def _check_address(address: IPAddress, allowed: Sequence[IPNetwork]) -> None:
 
 def check_literal(url: str, allowed: Sequence[IPNetwork]) -> None:
     """Refuse at once a URL whose host is an IP address (or ``localhost``) that is not allowed."""
-    host = httpx.URL(url).host
+    parsed = httpx.URL(url)
+    host = parsed.host
     if host.lower() == "localhost" or host.lower().endswith(".localhost"):
         if not is_allowed(ipaddress.ip_address("127.0.0.1"), allowed):
             raise DestinationRefused(f"'{host}' is this machine; {ALLOW_HINT}.")
@@ -78,7 +79,7 @@ def check_literal(url: str, allowed: Sequence[IPNetwork]) -> None:
     if literal is not None:  # a name is checked when it is resolved, at each delivery
         _check_address(literal, allowed)
         return
-    _check_name(httpx.URL(url).raw_host)
+    _check_name(parsed.raw_host)
 
 
 def _check_name(raw_host: bytes) -> None:

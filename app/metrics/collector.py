@@ -19,8 +19,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.clock import Clock
+from app.compliance.clocks import clocks_of
 from app.compliance.repository import ComplianceRepository
-from app.domain.compliance import DEFAULT_RTO_HOURS, restore_clocks
 from app.domain.proxy_status import ProxyStatus, proxy_status
 from app.metrics.repository import DurationStats, MetricsRepository
 from app.scheduler.loop import LoopService
@@ -65,15 +65,7 @@ async def read_catalog(
             for restore, _, rto, _ in await ComplianceRepository(session).restores_with_rto(
                 None, active_only=True
             ):
-                clocks = restore_clocks(
-                    requested_at=restore.requested_at,
-                    initiated_at=restore.initiated_at,
-                    completed_at=restore.completed_at,
-                    state=restore.state,
-                    source_location=restore.source_location,
-                    rto_hours=rto if rto is not None else DEFAULT_RTO_HOURS,
-                    now=now,
-                )
+                clocks = clocks_of(restore, rto, now)
                 snap.restore_clocks["initiation", clocks.initiation.status.value] += 1
                 snap.restore_clocks["completion", clocks.completion.status.value] += 1
             await session.rollback()
