@@ -8,7 +8,9 @@
 #   bash scripts/test.sh                      # everything
 #   bash scripts/test.sh -k proxies -x        # extra arguments go to pytest
 #   VMR_TEST_DATABASE_URL=postgresql+asyncpg://user:pw@db:5432/test bash scripts/test.sh
-#                                             # use that PostgreSQL, touch no local server
+#                                             # use that PostgreSQL, touch no local server (each
+#                                             # worker creates test_gw0, test_gw1... beside it)
+#   VMR_TEST_WORKERS=0 bash scripts/test.sh   # pytest in one process (default: 2 workers)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -243,7 +245,10 @@ step "mypy"
 step "import contracts"
 "$VENV/bin/lint-imports" --no-cache
 
+# Two workers by default (VMR_TEST_WORKERS=0 runs in this process): the suite waits on
+# subprocesses, PostgreSQL and the simulators as much as it computes. Tests of one module stay
+# on one worker, so module-scoped fixtures start once.
 step "pytest"
-"$PY" -m pytest "$@"
+"$PY" -m pytest -n "${VMR_TEST_WORKERS:-2}" --dist loadscope "$@"
 
 finish_step

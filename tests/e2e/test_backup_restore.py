@@ -236,7 +236,7 @@ def test_datastore_below_ten_percent_skips_the_backup(
         filler = next(p for p in small_datastore.iterdir() if p.is_dir())
         (filler / "ballast").write_bytes(b"\1" * (60 * MIB))
         # vCenter (here the simulator, every 2 s) refreshes datastore figures on its own.
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while True:
             stack.sync()
             vm = stack.vm(VM)

@@ -3,6 +3,9 @@
 Migrations run once per session and dialect. Each test gets a clean catalog: on SQLite a copy
 of the migrated template file, on PostgreSQL the same database with every table truncated
 after the test.
+
+Under pytest-xdist each worker has a PostgreSQL database of its own (``test_gw0``, ...), created
+next to the configured one, so that workers never truncate each other's tables.
 """
 
 from __future__ import annotations
@@ -28,8 +31,19 @@ DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 DIALECTS = ["sqlite", "postgresql"]
 
 
-def pg_url() -> str:
+def base_pg_url() -> str:
+    """The database the run was given (``VMR_TEST_DATABASE_URL``, or the local default)."""
     return os.environ.get("VMR_TEST_DATABASE_URL", DEFAULT_PG_URL)
+
+
+def pg_url() -> str:
+    """This process's database: the given one, or under xdist the worker's own beside it."""
+    url = base_pg_url()
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return url
+    parsed = make_url(url)
+    return parsed.set(database=f"{parsed.database}_{worker}").render_as_string(hide_password=False)
 
 
 def _in_thread(fn: object, *args: object) -> None:
@@ -38,11 +52,26 @@ def _in_thread(fn: object, *args: object) -> None:
         pool.submit(fn, *args).result()  # type: ignore[arg-type]
 
 
-async def _reset_pg_schema(url: str) -> None:
+async def _connect(url: str) -> asyncpg.Connection:
     u = make_url(url)
-    conn = await asyncpg.connect(
+    return await asyncpg.connect(
         host=u.host, port=u.port or 5432, user=u.username, password=u.password, database=u.database
     )
+
+
+async def _create_database(base: str, url: str) -> None:
+    """Create ``url``'s database through ``base``'s server when it does not exist yet."""
+    name = make_url(url).database
+    conn = await _connect(base)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+async def _reset_pg_schema(url: str) -> None:
+    conn = await _connect(url)
     try:
         await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
     finally:
@@ -50,6 +79,8 @@ async def _reset_pg_schema(url: str) -> None:
 
 
 def _prepare_pg(url: str) -> None:
+    if url != base_pg_url():
+        asyncio.run(_create_database(base_pg_url(), url))
     asyncio.run(_reset_pg_schema(url))
     upgrade_to_head(url)
 
