@@ -11,6 +11,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -65,6 +66,11 @@ class Usage:
         self.total = 0
         self.hosts: Counter[uuid.UUID] = Counter()
         self.datastores: Counter[uuid.UUID] = Counter()
+        # A backup's snapshot of a VM whose disks a restore is overwriting would hold half old,
+        # half new data (and be labelled consistent: the VM is off); a restore over a VM under
+        # a backup's snapshot would fail. Neither starts while the other runs on that VM.
+        self.backed_up: set[uuid.UUID] = set()
+        self.overwritten: set[uuid.UUID] = set()
 
     def admits(self, host_id: uuid.UUID | None, datastore_ids: set[uuid.UUID]) -> bool:
         if self.total >= self.limits.total:
@@ -133,8 +139,8 @@ class AgentChannel:
         if proxy.kind == AgentKind.GUEST.value:
             return await self._reserve_for_guest(proxy, capacity, now)
         await serialize_claims(self.session)
-        own, running_backups = await self.jobs.running_load(proxy.id, now)
-        free = min(capacity, proxy.max_concurrent_jobs - own)
+        load = await self.jobs.running_load(proxy.id)
+        free = min(capacity, proxy.max_concurrent_jobs - load.own)
         if free <= 0:
             return []
         window = free * 4 + 16
@@ -143,10 +149,12 @@ class AgentChannel:
             return []
         # One look-up places the running backups (what the limits count) and the candidates.
         placement = await self.jobs.placement(
-            [*running_backups, *(j.vm_id for j in candidates if j.kind == JobKind.BACKUP.value)]
+            [*load.backups, *(j.vm_id for j in candidates if j.kind == JobKind.BACKUP.value)]
         )
         usage = Usage(self.limits)
-        for vm_id in dict.fromkeys(running_backups):
+        usage.backed_up.update(load.backups)
+        usage.overwritten.update(load.overwritten)
+        for vm_id in dict.fromkeys(load.backups):
             if vm_id in placement:
                 usage.add(*placement[vm_id])
         chosen: list[ClaimCandidate] = []
@@ -185,19 +193,29 @@ class AgentChannel:
         for job in candidates:
             if len(chosen) >= free:
                 break
-            where = placement.get(job.vm_id) if job.kind == JobKind.BACKUP.value else None
-            if where is not None:
-                if not usage.admits(*where):
+            if job.kind == JobKind.BACKUP.value:
+                if job.vm_id in usage.overwritten:
                     refused += 1
                     continue
-                usage.add(*where)
+                where = placement.get(job.vm_id)
+                if where is not None:
+                    if not usage.admits(*where):
+                        refused += 1
+                        continue
+                    usage.add(*where)
+                usage.backed_up.add(job.vm_id)
+            elif job.overwrites_vm:
+                if job.vm_id in usage.backed_up:
+                    refused += 1
+                    continue
+                usage.overwritten.add(job.vm_id)
             chosen.append(job)
         return refused
 
     async def _reserve_for_guest(self, agent: Proxy, capacity: int, now: datetime) -> list[uuid.UUID]:
         """A guest agent takes its own VM's jobs: no shared limits, so no claim lock (rows are still
         locked, skip locked, so two claims of one agent never take the same job)."""
-        free = min(capacity, agent.max_concurrent_jobs - await self.jobs.running_for_proxy(agent.id, now))
+        free = min(capacity, agent.max_concurrent_jobs - await self.jobs.running_for_proxy(agent.id))
         if free <= 0:
             return []
         candidates = await self.jobs.claimable(agent, now, free)
@@ -281,7 +299,7 @@ class AgentChannel:
         job = await self._owned_running(proxy, job_id, attempt)
         now = self.clock.now()
         warnings = list(dict.fromkeys([*(job.warnings or []), *request.warnings]))
-        final: dict[str, object] = {}
+        final: dict[str, Any] = {}
         if request.progress is not None:
             final = request.progress.model_dump(
                 include={"bytes_total", "bytes_read", "bytes_new", "bytes_stored"}

@@ -72,6 +72,15 @@ class JobFilter:
     state: str | None = None
 
 
+@dataclass
+class RunningLoad:
+    """What runs, as a claim counts it (see :meth:`JobRepository.running_load`)."""
+
+    own: int
+    backups: list[uuid.UUID]
+    overwritten: set[uuid.UUID]
+
+
 @dataclass(frozen=True)
 class Saturation:
     """What the concurrency limits admit no further backup on, during a claim."""
@@ -90,9 +99,27 @@ class ClaimCandidate(NamedTuple):
     restore_id: uuid.UUID | None
     priority: int
     created_at: datetime
+    target_host_id: uuid.UUID | None
+
+    @property
+    def overwrites_vm(self) -> bool:
+        return overwrites_vm(self.kind, self.target_host_id)
 
 
-_CANDIDATE_COLUMNS = (Job.id, Job.kind, Job.vm_id, Job.restore_id, Job.priority, Job.created_at)
+def overwrites_vm(kind: str, target_host_id: uuid.UUID | None) -> bool:
+    """A whole-VM restore over the VM itself (one to a new VM names its target host)."""
+    return kind == JobKind.RESTORE.value and target_host_id is None
+
+
+_CANDIDATE_COLUMNS = (
+    Job.id,
+    Job.kind,
+    Job.vm_id,
+    Job.restore_id,
+    Job.priority,
+    Job.created_at,
+    Job.target_host_id,
+)
 
 # The agent channel's statements are built once, with bound parameters, on first use: a claim
 # or a completion runs a dozen of them, and building one and computing its cache key cost more
@@ -117,21 +144,27 @@ def _jobs_by_ids() -> Select[tuple[Job]]:
     )
 
 
+# A running job counts against the limits until it ends or the reaper takes it back, also once
+# its lease lapsed: its proxy may only be late (a report after the lapse keeps the job going), and
+# a slot given away at the lapse would run two backups where the limit allows one.
+
+
 @functools.cache
 def _running_on_proxy() -> Select[tuple[int]]:
     return select(func.count()).where(
         Job.proxy_id == bindparam("proxy_id"),
         Job.state == JobState.RUNNING.value,
-        Job.lease_expires_at >= bindparam("now"),
     )
 
 
 @functools.cache
-def _running_load() -> Select[tuple[uuid.UUID, str, uuid.UUID | None]]:
-    return select(Job.vm_id, Job.kind, Job.proxy_id).where(
+def _running_load() -> Select[tuple[uuid.UUID, str, uuid.UUID | None, uuid.UUID | None]]:
+    return select(Job.vm_id, Job.kind, Job.proxy_id, Job.target_host_id).where(
         Job.state == JobState.RUNNING.value,
-        Job.lease_expires_at >= bindparam("now"),
-        or_(Job.kind == JobKind.BACKUP.value, Job.proxy_id == bindparam("proxy_id")),
+        or_(
+            Job.kind.in_([JobKind.BACKUP.value, JobKind.RESTORE.value]),
+            Job.proxy_id == bindparam("proxy_id"),
+        ),
     )
 
 
@@ -191,14 +224,19 @@ def _start_claimed() -> Update:
 
 
 @functools.lru_cache(maxsize=64)
-def _transition(current: str, target: str, expect_proxy: bool, columns: tuple[str, ...]) -> Update:
+def _transition(
+    current: str, target: str, expect_proxy: bool, expect_lapsed: bool, columns: tuple[str, ...]
+) -> Update:
     """A compare-and-set of a job's state, by the columns it sets (few combinations: one per call
-    site). Parameters: ``job_id``, ``from_attempt``, ``expect_proxy`` and ``set_<column>``."""
+    site). Parameters: ``job_id``, ``from_attempt``, ``expect_proxy``, ``lapsed_by`` and
+    ``set_<column>``."""
     stmt = update(Job).where(
         Job.id == bindparam("job_id"), Job.state == current, Job.attempt == bindparam("from_attempt")
     )
     if expect_proxy:
         stmt = stmt.where(Job.proxy_id == bindparam("expect_proxy"))
+    if expect_lapsed:
+        stmt = stmt.where(Job.lease_expires_at < bindparam("lapsed_by"))
     # RETURNING the row refreshes the job in place (populate_existing): no SELECT after.
     return (
         stmt.values(state=target, **{c: bindparam(f"set_{c}") for c in columns})
@@ -273,21 +311,24 @@ class JobRepository:
         )
         return (await self.session.execute(stmt)).scalar_one_or_none()
 
-    async def running_for_proxy(self, proxy_id: uuid.UUID, now: datetime) -> int:
-        """Jobs holding a live lease on this proxy (a lapsed one is not running anywhere)."""
-        params = {"proxy_id": proxy_id, "now": now}
+    async def running_for_proxy(self, proxy_id: uuid.UUID) -> int:
+        """Jobs running on this proxy (a lapsed lease too, until the reaper takes the job back)."""
+        params = {"proxy_id": proxy_id}
         return int((await self.session.execute(_running_on_proxy(), params)).scalar_one())
 
-    async def running_load(self, proxy_id: uuid.UUID, now: datetime) -> tuple[int, list[uuid.UUID]]:
-        """What a claim counts, in one statement: jobs holding a live lease on this proxy, and the
-        VMs of every backup holding one anywhere (per host and datastore limits)."""
-        rows = await self.session.execute(_running_load(), {"proxy_id": proxy_id, "now": now})
-        own, backups = 0, []
-        for vm_id, kind, on_proxy in rows.tuples():
-            own += on_proxy == proxy_id
+    async def running_load(self, proxy_id: uuid.UUID) -> RunningLoad:
+        """What a claim counts, in one statement: jobs running on this proxy, the VMs of every
+        backup running anywhere (per host and datastore limits) and of every restore running
+        over its VM (no backup of a VM whose disks are being overwritten, nor the reverse)."""
+        rows = await self.session.execute(_running_load(), {"proxy_id": proxy_id})
+        load = RunningLoad(0, [], set())
+        for vm_id, kind, on_proxy, target_host_id in rows.tuples():
+            load.own += on_proxy == proxy_id
             if kind == JobKind.BACKUP.value:
-                backups.append(vm_id)
-        return own, backups
+                load.backups.append(vm_id)
+            elif overwrites_vm(kind, target_host_id):
+                load.overwritten.add(vm_id)
+        return load
 
     @staticmethod
     def _claim_scope(proxy: Proxy) -> tuple[str, dict[str, Any]]:
@@ -422,22 +463,27 @@ class JobRepository:
         target: JobState,
         *,
         expect_proxy: uuid.UUID | None = None,
+        lapsed_by: datetime | None = None,
         **values: Any,
     ) -> bool:
         """Compare-and-set ``job`` from the state it was read in to ``target``.
 
         Zero rows updated means someone else changed it first (another claimer, the reaper,
-        a cancel): the caller lost and must not act as if it had won.
+        a cancel): the caller lost and must not act as if it had won. ``lapsed_by``: only if the
+        lease is still lapsed at that time (a report of its proxy that came in meanwhile wins).
         """
         current = JobState(job.state)
         if not can_transition(current, target):
             return False
         columns = tuple(sorted(values))
-        stmt = _transition(current.value, target.value, expect_proxy is not None, columns)
+        stmt = _transition(
+            current.value, target.value, expect_proxy is not None, lapsed_by is not None, columns
+        )
         params = {
             "job_id": job.id,
             "from_attempt": job.attempt,
             "expect_proxy": expect_proxy,
+            "lapsed_by": lapsed_by,
             **{f"set_{c}": values[c] for c in columns},
         }
         return (await self.session.execute(stmt, params)).scalar_one_or_none() is not None

@@ -100,19 +100,23 @@ class JobService:
     async def cancel(self, principal: Principal, job_id: uuid.UUID) -> Job:
         principal.require_operator("cancel jobs")
         job = await self.get(principal, job_id)
-        state = JobState(job.state)
-        if state is JobState.QUEUED:
-            if await self.repo.transition(
-                job, JobState.CANCELLED, finished_at=self.clock.now(), error="cancelled before it started"
-            ):
-                await follow_job(self.session, job)
-                return job
-            job = await self.get(principal, job_id)
+        for _ in range(3):
             state = JobState(job.state)
-        if state is JobState.RUNNING:
-            # The proxy sees the request on its next progress report, stops, removes its
-            # snapshot and reports the job cancelled.
-            job.cancel_requested = True
-            await self.session.flush()
-            return job
-        raise Conflict(f"Job {job_id} already ended ({job.state}); there is nothing to cancel.")
+            if state is JobState.QUEUED:
+                if await self.repo.transition(
+                    job, JobState.CANCELLED, finished_at=self.clock.now(), error="cancelled before it started"
+                ):
+                    await follow_job(self.session, job)
+                    return job
+            elif state is JobState.RUNNING:
+                # The proxy sees the request on its next progress report, stops, removes its
+                # snapshot and reports the job cancelled. Set on the attempt read, in the row: a
+                # job the reaper re-queued meanwhile is cancelled as queued on the next turn.
+                if await self.repo.transition(job, JobState.RUNNING, cancel_requested=True):
+                    return job
+            else:
+                raise Conflict(f"Job {job_id} already ended ({job.state}); there is nothing to cancel.")
+            # A claim or the reaper moved it between the read and the write: read it again
+            # from the catalog (the session's copy is the one read before).
+            await self.session.refresh(job)
+        raise Conflict(f"Job {job_id} changed state while it was being cancelled; send the cancel again.")

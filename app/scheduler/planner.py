@@ -33,7 +33,7 @@ from app.policies.models import Policy
 from app.policies.schemas import BackupWindow
 from app.policies.service import application_protection, latest_app_slot, latest_slot
 from app.scheduler.loop import LoopService
-from app.scheduler.reaper import miss_overdue
+from app.scheduler.reaper import reap
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +98,12 @@ class PlannerLoop(LoopService):
                 continue
             due += [(policy, plan) for plan in plans if plan is not None]
         if due:
-            # After downtime the previous slot's jobs may still be queued past their window (the
-            # reaper has not run yet): they would hold their VMs' places and the new slot's jobs,
-            # the catch-up ones included, would be skipped as duplicates. One statement per tick
-            # that has slots to plan, before any of them.
+            # After downtime the previous slot's jobs may still be queued past their window, or
+            # running on proxies long gone (the reaper has not run yet): they would hold their
+            # VMs' places and the new slot's jobs, the catch-up ones included, would be skipped
+            # as duplicates. One reaper pass per tick that has slots to plan, before any of them.
             async with self.sessionmaker.begin() as session:
-                await miss_overdue(session, now)
+                await reap(session, now)
         for policy, plan in due:
             try:
                 async with self.sessionmaker.begin() as session:

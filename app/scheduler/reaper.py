@@ -2,8 +2,9 @@
 
 - A running job whose lease lapsed (its proxy stopped reporting) goes back to the queue while
   it has attempts left (the first retry at once: a crashed proxy is not the job's fault, later
-  ones with backoff), else fails. For a backup, a clean-up job is queued to remove the
-  snapshot the lost proxy may have left on the VM.
+  ones with backoff), else fails; one an operator asked to cancel ends cancelled. For a backup,
+  a clean-up job is queued to remove the snapshot the lost proxy may have left on the VM. A
+  report of the proxy that lands first keeps the job where it is.
 - A queued backup not started by the end of its backup window ends as ``missed``; so does a
   retry that the window's end overtook (retries keep to the window that protects production
   hours), with the failure that made it retry as its cause.
@@ -32,10 +33,15 @@ log = logging.getLogger(__name__)
 LEASE_RETRY_BACKOFF = (timedelta(0), timedelta(minutes=1), timedelta(minutes=5), timedelta(minutes=15))
 
 
+#: Jobs read per statement; every pass goes on to the last batch.
+BATCH = 5000
+
+
 @dataclass
 class ReapReport:
     requeued: int = 0
     failed: int = 0
+    cancelled: int = 0
     missed: int = 0
     cleanups: int = 0
 
@@ -48,17 +54,52 @@ async def miss_overdue(session: AsyncSession, now: datetime) -> int:
     (``uq_jobs_active_backup``) and the new slot's job would be skipped as a duplicate.
     """
     jobs = JobRepository(session)
-    overdue = (
-        await session.execute(
-            select(Job).where(Job.state == JobState.QUEUED.value, Job.window_end < now).limit(5000)
-        )
-    ).scalars()
     missed = 0
-    for job in list(overdue):
-        missed += await jobs.transition(
-            job, JobState.MISSED, finished_at=now, error=_missed_because(job), error_kind="permanent"
+    while True:  # in batches, to the last one: each job left holds its VM's catch-up back
+        overdue = list(
+            (
+                await session.execute(
+                    select(Job).where(Job.state == JobState.QUEUED.value, Job.window_end < now).limit(BATCH)
+                )
+            ).scalars()
         )
-    return missed
+        won = 0
+        for job in overdue:
+            won += await jobs.transition(
+                job, JobState.MISSED, finished_at=now, error=_missed_because(job), error_kind="permanent"
+            )
+        missed += won
+        if len(overdue) < BATCH or won == 0:
+            return missed
+
+
+async def reap(session: AsyncSession, now: datetime) -> ReapReport:
+    """Take back the jobs whose lease lapsed, then end the overdue ones as missed.
+
+    The reaper runs it every few seconds; the planner runs it before it queues a new slot's jobs,
+    so that after downtime the VMs whose backups were running (their proxies gone with the
+    service) get their catch-up jobs too: their old jobs first go back to the queue and then,
+    their windows past, end as missed.
+    """
+    report = ReapReport()
+    jobs = JobRepository(session)
+    while True:
+        lapsed = list(
+            (
+                await session.execute(
+                    select(Job)
+                    .where(Job.state == JobState.RUNNING.value, Job.lease_expires_at < now)
+                    .limit(BATCH)
+                )
+            ).scalars()
+        )
+        before = report.requeued + report.failed + report.cancelled
+        for job in lapsed:
+            await _lapsed(session, jobs, job, report, now)
+        if len(lapsed) < BATCH or report.requeued + report.failed + report.cancelled == before:
+            break
+    report.missed += await miss_overdue(session, now)
+    return report
 
 
 def _missed_because(job: Job) -> str:
@@ -85,81 +126,87 @@ class ReaperLoop(LoopService):
         self.last_report = ReapReport()
 
     async def run_once(self) -> None:
-        report = ReapReport()
-        now = self.clock.now()
         async with self.sessionmaker.begin() as session:
-            jobs = JobRepository(session)
-            lapsed = (
-                await session.execute(
-                    select(Job)
-                    .where(Job.state == JobState.RUNNING.value, Job.lease_expires_at < now)
-                    .limit(500)
-                )
-            ).scalars()
-            for job in list(lapsed):
-                await self._lapsed(session, jobs, job, report)
-            report.missed += await miss_overdue(session, now)
+            report = await reap(session, self.clock.now())
         self.last_report = report
-        if report.requeued or report.failed or report.missed:
+        if report.requeued or report.failed or report.cancelled or report.missed:
             log.info(
-                "reaper: %d re-queued, %d failed, %d missed, %d snapshot clean-ups",
+                "reaper: %d re-queued, %d failed, %d cancelled, %d missed, %d snapshot clean-ups",
                 report.requeued,
                 report.failed,
+                report.cancelled,
                 report.missed,
                 report.cleanups,
             )
 
-    async def _lapsed(self, session: AsyncSession, jobs: JobRepository, job: Job, report: ReapReport) -> None:
-        now = self.clock.now()
-        lost_proxy = job.proxy_id
-        message = "the proxy stopped reporting and its lease expired"
-        if job.attempt < job.max_attempts:
-            delay = LEASE_RETRY_BACKOFF[min(job.attempt - 1, len(LEASE_RETRY_BACKOFF) - 1)]
-            won = await jobs.transition(
-                job,
-                JobState.QUEUED,
-                not_before=now + delay,
-                proxy_id=None,
-                lease_expires_at=None,
-                error=f"{message}; retrying",
-                error_kind="transient",
-                phase="waiting to retry",
-            )
-            report.requeued += int(won)
-        else:
-            won = await jobs.transition(
-                job,
-                JobState.FAILED,
-                finished_at=now,
-                lease_expires_at=None,
-                error=f"{message} and all {job.max_attempts} attempts are used",
-                error_kind="transient",
-            )
-            report.failed += int(won)
-        if won:
-            # Re-queued too: its restore goes back to "requested" (as after a transient
-            # failure the agent reports), so no one reads it as running on a proxy that is gone.
-            await follow_job(session, job)
-        if won and job.state == JobState.QUEUED.value:
-            await jobs.refresh_dispatch_hosts([job.vm_id])  # the VM may have moved meanwhile
-        if won and job.kind == JobKind.BACKUP.value and lost_proxy is not None:
-            report.cleanups += await insert_ignoring_conflicts(
-                session,
-                Job.__table__,
-                [
-                    queued_job_row(
-                        JobKind.SNAPSHOT_CLEANUP,
-                        JobTrigger.CLEANUP,
-                        job.tenant_id,
-                        job.vm_id,
-                        now,
-                        5,
-                        policy_id=job.policy_id,
-                        params={
-                            "snapshot_name": snapshot_name(lost_proxy, job.id, job.attempt),
-                            "for_job_id": str(job.id),
-                        },
-                    )
-                ],
-            )
-            await jobs.refresh_dispatch_hosts([job.vm_id])
+
+async def _lapsed(
+    session: AsyncSession, jobs: JobRepository, job: Job, report: ReapReport, now: datetime
+) -> None:
+    lost_proxy = job.proxy_id
+    message = "the proxy stopped reporting and its lease expired"
+    if job.cancel_requested:
+        # Cancelled while it ran and its proxy never confirmed: re-queued, no proxy would take
+        # it (cancel-requested jobs are not claimed) and it would hold its VM's place forever.
+        won = await jobs.transition(
+            job,
+            JobState.CANCELLED,
+            lapsed_by=now,
+            finished_at=now,
+            lease_expires_at=None,
+            error=f"cancelled; {message} before it confirmed",
+        )
+        report.cancelled += int(won)
+    elif job.attempt < job.max_attempts:
+        delay = LEASE_RETRY_BACKOFF[min(job.attempt - 1, len(LEASE_RETRY_BACKOFF) - 1)]
+        won = await jobs.transition(
+            job,
+            JobState.QUEUED,
+            lapsed_by=now,
+            not_before=now + delay,
+            proxy_id=None,
+            lease_expires_at=None,
+            error=f"{message}; retrying",
+            error_kind="transient",
+            phase="waiting to retry",
+        )
+        report.requeued += int(won)
+    else:
+        won = await jobs.transition(
+            job,
+            JobState.FAILED,
+            lapsed_by=now,
+            finished_at=now,
+            lease_expires_at=None,
+            error=f"{message} and all {job.max_attempts} attempts are used",
+            error_kind="transient",
+        )
+        report.failed += int(won)
+    if not won:
+        return
+    # Re-queued too: its restore goes back to "requested" (as after a transient failure the
+    # agent reports), so no one reads it as running on a proxy that is gone.
+    await follow_job(session, job)
+    if job.state == JobState.QUEUED.value:
+        await jobs.refresh_dispatch_hosts([job.vm_id])  # the VM may have moved meanwhile
+    if job.kind == JobKind.BACKUP.value and lost_proxy is not None:
+        report.cleanups += await insert_ignoring_conflicts(
+            session,
+            Job.__table__,
+            [
+                queued_job_row(
+                    JobKind.SNAPSHOT_CLEANUP,
+                    JobTrigger.CLEANUP,
+                    job.tenant_id,
+                    job.vm_id,
+                    now,
+                    5,
+                    policy_id=job.policy_id,
+                    params={
+                        "snapshot_name": snapshot_name(lost_proxy, job.id, job.attempt),
+                        "for_job_id": str(job.id),
+                    },
+                )
+            ],
+        )
+        await jobs.refresh_dispatch_hosts([job.vm_id])

@@ -10,8 +10,12 @@ from typing import Any
 import httpx
 import pytest
 
+from app.auth.principal import Principal, Role
 from app.clock import ManualClock
 from app.context import AppContext
+from app.domain.jobs import JobState
+from app.jobs.repository import JobRepository
+from app.jobs.service import JobService
 from app.scheduler.reaper import ReaperLoop
 from tests.api.test_isolation import record_restore_point
 from tests.api.test_policies import create_policy, synced_tenant
@@ -22,10 +26,11 @@ from tests.support.vcsim import VcsimServer
 pytestmark = pytest.mark.vcsim
 
 CLAIM = {"capacity": 4, "wait_s": 0}
+OPERATOR = Principal(key_id=None, role=Role.OPERATOR, tenant_id=None)
 
 
-async def claim(agent: httpx.AsyncClient) -> list[dict[str, Any]]:
-    response = await agent.post("/api/v1/agent/jobs/claim", json=CLAIM)
+async def claim(agent: httpx.AsyncClient, capacity: int = 4) -> list[dict[str, Any]]:
+    response = await agent.post("/api/v1/agent/jobs/claim", json={**CLAIM, "capacity": capacity})
     assert response.status_code == 200, response.text
     return response.json()["jobs"]  # type: ignore[no-any-return]
 
@@ -359,3 +364,180 @@ async def test_after_a_restore_over_the_vm_its_next_backup_reads_the_disks_whole
 
     clock.advance(timedelta(hours=1))
     assert (await next_backup())["backup"]["previous"] is None
+
+
+async def test_a_job_cancelled_while_its_proxy_died_ends_cancelled(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    make_client: ClientFactory,
+    clock: ManualClock,
+) -> None:
+    """Re-queued, it would never be claimed (a cancel-requested job is not) and would hold its
+    VM's place: every later backup of the VM would be answered with it."""
+    _, _, vms = await synced_tenant(operator, customer_of, vcsim)
+    vm = vms[0]
+    proxy = make_client((await register_proxy(operator, "p", [vm["host"]["id"]]))["token"])
+    (job,) = (await operator.post("/api/v1/jobs", json={"vm_ids": [vm["id"]]})).json()
+    assert [j["job_id"] for j in await claim(proxy)] == [job["id"]]
+    assert (await operator.post(f"/api/v1/jobs/{job['id']}/cancel")).json()["cancel_requested"] is True
+    clock.advance(timedelta(seconds=ctx.settings.job_lease_s + 1))  # the proxy died before it saw it
+    reaper = ReaperLoop(ctx.sessionmaker, clock)
+    await reaper.run_once()
+    assert reaper.last_report.cancelled == 1 and reaper.last_report.requeued == 0
+    assert reaper.last_report.cleanups == 1  # its snapshot may still be on the VM
+    ended = (await operator.get(f"/api/v1/jobs/{job['id']}")).json()
+    assert ended["state"] == "cancelled" and "lease expired" in ended["error"]
+    (again,) = (await operator.post("/api/v1/jobs", json={"vm_ids": [vm["id"]]})).json()
+    assert again["id"] != job["id"] and again["state"] == "queued"
+
+
+async def test_a_late_proxy_keeps_its_slot_until_the_reaper_takes_its_job_back(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    make_client: ClientFactory,
+    clock: ManualClock,
+) -> None:
+    """A lapsed lease still counts against the limits: the proxy may only be late, and a report
+    after the lapse keeps its job going; giving the slot away at the lapse ran two backups on a
+    host limited to one."""
+    _, _, vms = await synced_tenant(operator, customer_of, vcsim)
+    host, same_host = next(
+        (h, [vm for vm in vms if vm["host"]["id"] == h])
+        for h in (vm["host"]["id"] for vm in vms)
+        if sum(vm["host"]["id"] == h for vm in vms) >= 2
+    )
+    ctx.settings.limit_per_host = 1
+    proxy = make_client((await register_proxy(operator, "p", [host]))["token"])
+    await operator.post("/api/v1/jobs", json={"vm_ids": [same_host[0]["id"], same_host[1]["id"]]})
+    (first,) = await claim(proxy)
+    clock.advance(timedelta(seconds=ctx.settings.job_lease_s + 1))  # lapsed; the reaper has not run
+    assert await claim(proxy) == []  # the host's one slot is still the first backup's
+    late = await proxy.post(
+        f"/api/v1/agent/jobs/{first['job_id']}/progress",
+        params={"attempt": first["attempt"]},
+        json={"phase": "reading"},
+    )
+    assert late.status_code == 200, late.text
+    reaper = ReaperLoop(ctx.sessionmaker, clock)
+    await reaper.run_once()
+    assert reaper.last_report.requeued == 0  # the report renewed the lease
+    assert await claim(proxy) == []
+
+    clock.advance(timedelta(seconds=ctx.settings.job_lease_s + 1))  # now it really is gone
+    await reaper.run_once()
+    assert reaper.last_report.requeued == 1
+    claimed = [j for j in await claim(proxy) if j["kind"] == "backup"]
+    assert len(claimed) == 1  # one backup on the host again (the other VM's or the retry)
+
+
+async def test_the_reaper_leaves_a_job_whose_proxy_reported_after_it_looked(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    make_client: ClientFactory,
+    clock: ManualClock,
+) -> None:
+    """On PostgreSQL the reaper's read and its update are two statements; a progress report can
+    commit between them. Its update must then change nothing (acted out here in that order)."""
+    _, _, vms = await synced_tenant(operator, customer_of, vcsim)
+    proxy = make_client((await register_proxy(operator, "p", [vms[0]["host"]["id"]]))["token"])
+    await operator.post("/api/v1/jobs", json={"vm_ids": [vms[0]["id"]]})
+    (claimed,) = await claim(proxy)
+    clock.advance(timedelta(seconds=ctx.settings.job_lease_s + 1))
+    async with ctx.sessionmaker() as reaper_session:
+        job = await JobRepository(reaper_session).get(uuid.UUID(claimed["job_id"]))
+        assert job is not None and job.lease_expires_at is not None
+        await reaper_session.commit()  # the read is done; the report lands now
+        report = await proxy.post(
+            f"/api/v1/agent/jobs/{claimed['job_id']}/progress",
+            params={"attempt": claimed["attempt"]},
+            json={"phase": "reading"},
+        )
+        assert report.status_code == 200
+        won = await JobRepository(reaper_session).transition(
+            job, JobState.QUEUED, lapsed_by=clock.now(), proxy_id=None, lease_expires_at=None
+        )
+        await reaper_session.commit()
+    assert won is False
+    assert (await operator.get(f"/api/v1/jobs/{claimed['job_id']}")).json()["state"] == "running"
+
+
+async def test_a_cancel_that_loses_to_a_claim_asks_the_proxy_to_stop(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    make_client: ClientFactory,
+) -> None:
+    """The cancel reads the job queued, a claim commits, the cancel's update finds it running:
+    the cancel must read it again from the catalog (not the session's stale copy) and ask the
+    proxy to stop, not answer that a queued job "already ended"."""
+    _, _, vms = await synced_tenant(operator, customer_of, vcsim)
+    proxy = make_client((await register_proxy(operator, "p", [vms[0]["host"]["id"]]))["token"])
+    (job,) = (await operator.post("/api/v1/jobs", json={"vm_ids": [vms[0]["id"]]})).json()
+    async with ctx.sessionmaker() as session:
+        service = JobService(session, ctx.clock)
+        read = await service.get(OPERATOR, uuid.UUID(job["id"]))
+        assert read.state == "queued"
+        await session.commit()  # the cancel's read is done; the claim lands now
+        (claimed,) = await claim(proxy)
+        cancelled = await service.cancel(OPERATOR, uuid.UUID(job["id"]))
+        await session.commit()
+    assert cancelled.state == "running" and cancelled.cancel_requested is True
+    ack = await proxy.post(
+        f"/api/v1/agent/jobs/{claimed['job_id']}/progress",
+        params={"attempt": claimed["attempt"]},
+        json={"phase": "reading"},
+    )
+    assert ack.json()["cancel_requested"] is True
+
+
+async def _end(agent: httpx.AsyncClient, claimed: dict[str, Any]) -> None:
+    done = await agent.post(
+        f"/api/v1/agent/jobs/{claimed['job_id']}/complete",
+        params={"attempt": claimed["attempt"]},
+        json={"outcome": "failed", "error": "stopped by the test", "error_kind": "permanent"},
+    )
+    assert done.status_code == 204, done.text
+
+
+async def test_a_vm_is_not_backed_up_while_a_restore_writes_over_it_nor_the_reverse(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    make_client: ClientFactory,
+) -> None:
+    """A backup's snapshot taken while a restore overwrites the disks would hold half old, half
+    new data (labelled consistent: the VM is off); a restore over disks under a backup's snapshot
+    fails. Each waits for the other, on any proxy."""
+    _, _, vms = await synced_tenant(operator, customer_of, vcsim)
+    vm = vms[0]
+    first = make_client((await register_proxy(operator, "first", [vm["host"]["id"]]))["token"])
+    second = make_client((await register_proxy(operator, "second", [vm["host"]["id"]]))["token"])
+    (initial,) = (await operator.post("/api/v1/jobs", json={"vm_ids": [vm["id"]]})).json()
+    point_id = await record_restore_point(ctx, uuid.UUID(initial["id"]))
+
+    (backup,) = await claim(first)
+    assert backup["kind"] == "backup"
+    over = await operator.post(
+        "/api/v1/restores", json={"restore_point_id": str(point_id), "target": "original", "force": True}
+    )
+    assert over.status_code == 202, over.text
+    if over.json()["state"] == "awaiting_approval":
+        assert (await operator.post(f"/api/v1/restores/{over.json()['id']}/approve")).status_code == 200
+    assert await claim(second) == []  # the backup's snapshot is on the VM
+    await _end(first, backup)
+    (restore,) = await claim(second)
+    assert restore["kind"] == "restore"
+
+    (queued,) = (await operator.post("/api/v1/jobs", json={"vm_ids": [vm["id"]]})).json()
+    assert await claim(first) == []  # the restore is writing the disks
+    await _end(second, restore)
+    (after,) = await claim(first)
+    assert after["job_id"] == queued["id"]

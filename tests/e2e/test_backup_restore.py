@@ -181,7 +181,16 @@ def test_corrupted_and_missing_chunks_fail_the_restore_loudly(stack: Stack) -> N
     failed = stack.wait_restore(restore["id"])
     assert failed["state"] == "failed"
     assert victim.name in failed["error"] and point_id in failed["error"], failed["error"]
+    assert "damaged" in failed["error"], failed["error"]
     assert not stack.vm_exists("from-damaged")  # nothing half-restored left registered
+
+    # Over the VM itself, the disks are partly overwritten when the damaged chunk is reached:
+    # the user must hear that, not only that the point is damaged.
+    over = stack.post("/restores", {"restore_point_id": point_id, "target": "original", "force": True})
+    failed = stack.wait_restore(over["id"])
+    assert failed["state"] == "failed" and victim.name in failed["error"], failed["error"]
+    assert "left powered off with incompletely restored disks" in failed["error"], failed["error"]
+    assert "restore another point" in failed["error"]
 
     verify = subprocess.run(
         [VMRECOVERY, "repository", "verify"], env=stack.env, cwd=stack.workdir, capture_output=True, text=True

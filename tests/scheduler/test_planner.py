@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select, text, update
 
 import app.scheduler.planner as planner_module
+import app.scheduler.reaper as reaper_module
 from app.clock import ManualClock
 from app.context import AppContext
 from app.db.engine import create_engine, create_sessionmaker
@@ -93,21 +94,27 @@ async def test_after_downtime_the_planner_queues_the_catch_up_even_before_the_re
     customer_of: CustomerFactory,
     vcsim: VcsimServer,
     clock: ManualClock,
+    make_client: ClientFactory,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Both loops start together, so either may tick first after a restart."""
-    vms, _ = await protected_setup(operator, customer_of, vcsim, clock)
+    """Both loops start together, so either may tick first after a restart. The VM whose backup
+    was running when everything stopped gets its catch-up too, and so do VMs beyond the first
+    batch of overdue jobs (batches of one here)."""
+    monkeypatch.setattr(reaper_module, "BATCH", 1)
+    vms, proxy = await planned_night_with_a_proxy(ctx, operator, customer_of, vcsim, clock, make_client)
+    assert len(vms) > 2
     planner = PlannerLoop(ctx.sessionmaker, clock)
-    clock.set(MONDAY_2100 + timedelta(hours=1, seconds=30))
-    await planner.run_once()
-    assert len(await jobs_of(operator, state="queued")) == len(vms)
+    (running,) = await claim(proxy, capacity=1)  # the proxy went down with the service
 
     clock.set(MONDAY_2100 + timedelta(days=3, hours=10))
-    await planner.run_once()  # the last slot's jobs are still queued, their window long gone
+    await planner.run_once()  # the last slot's jobs are still queued or running, long overdue
     assert len(await jobs_of(operator, state="missed")) == len(vms)
-    catch_up = await jobs_of(operator, state="queued")
-    assert len(catch_up) == len(vms) and {j["trigger"] for j in catch_up} == {"catch-up"}
+    catch_up = await jobs_of(operator, state="queued", kind="backup")
+    assert sorted(j["vm_id"] for j in catch_up) == sorted(vm["id"] for vm in vms)
+    assert {j["trigger"] for j in catch_up} == {"catch-up"}
+    assert running["vm"]["id"] in {j["vm_id"] for j in catch_up}
     await ReaperLoop(ctx.sessionmaker, clock).run_once()
-    assert len(await jobs_of(operator, state="queued")) == len(vms)
+    assert len(await jobs_of(operator, state="queued", kind="backup")) == len(vms)
 
 
 async def planned_night_with_a_proxy(

@@ -193,7 +193,9 @@ class _Extractor:
     def regular(self, tar: tarfile.TarFile, name: str, dest: str, member: tarfile.TarInfo) -> None:
         """Written beside ``dest`` under a temporary name and renamed over it once complete: a
         damaged chunk, a cancel or a crash mid-file leaves the existing file as it was, never a
-        truncated one in its place."""
+        truncated one in its place. The data reaches the disk before the rename: after a power
+        loss XFS (and ext4 without its rename heuristic) could otherwise show the renamed file
+        empty, the old one gone."""
         if not self.free(dest, member.name):
             return
         source = tar.extractfile(member)
@@ -212,6 +214,7 @@ class _Extractor:
                     if self.progress is not None:
                         self.progress(self.result.bytes_written)
                 self.attributes(fd, member)
+                os.fsync(fd)
             finally:
                 os.close(fd)
             # rename() replaces a file or a link at dest (the link itself, never its target).
@@ -267,6 +270,7 @@ class _Extractor:
             fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
             try:
                 self.attributes(fd, member)
+                os.fsync(fd)
             finally:
                 os.close(fd)
 

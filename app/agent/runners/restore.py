@@ -139,6 +139,11 @@ class RestoreRunner:
                     f"the incomplete VM {params.new_name!r} could not be deleted ({cleanup_error.message}); "
                     "delete it by hand"
                 )
+            if isinstance(exc, ChunkError):  # the point is damaged: for good, unlike a repository down
+                raise RestoreFailed(
+                    f"restore point {point.id} is damaged ({exc}); the incomplete VM was deleted: "
+                    "restore another point"
+                ) from exc
             raise
         return RestoreResult(vm_moid=created.handle.moid, vm_name=created.name)
 
@@ -211,7 +216,8 @@ class RestoreRunner:
                     disk.size,
                 )
             except ChunkError as exc:
-                raise RestoreFailed(f"restore point {point.id}, disk {disk.label}: {exc}") from exc
+                # Still a ChunkError, so that each target says what it left behind.
+                raise ChunkError(exc.chunk_id, f"disk {disk.label}: {exc}") from exc
             finally:
                 pieces.close()
             written += disk.size

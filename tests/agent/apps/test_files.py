@@ -302,6 +302,38 @@ def test_a_file_whose_content_cannot_be_read_back_leaves_the_existing_one_as_it_
     assert sorted(p.name for p in existing.parent.iterdir()) == ["big.bin"]  # no temporary left
 
 
+def test_each_restored_file_reaches_the_disk_before_it_replaces_the_existing_one(
+    tmp_path: Path, repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rename the disk may see before the data (XFS, ext4 without auto_da_alloc) could leave
+    an empty file where the good one was after a power loss: every temporary file is flushed
+    (the real fsync, watched) before it is renamed over its destination."""
+    source = tmp_path / "src"
+    make_tree(source)
+    writer = repo.begin_restore_point("rp-1", vm_config={})
+    backup_files(writer, [source])
+    writer.commit()
+    events: list[tuple[str, str]] = []
+    real_fsync, real_rename = os.fsync, os.rename
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def rename(src: str, dst: str) -> None:
+        events.append(("rename", os.path.abspath(src)))
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "rename", rename)
+    result = restore_files(repo, "rp-1", "files/default", tmp_path / "restored")
+    monkeypatch.undo()
+    renamed = [path for what, path in events if what == "rename"]
+    assert len(renamed) == result.files > 0
+    for path in renamed:
+        assert events.index(("fsync", path)) < events.index(("rename", path)), path
+
+
 def test_a_cancelled_file_set_backup_says_so(tmp_path: Path, repo: Repository) -> None:
     """The cancel reaches the caller as such, not as the error of tarfile's last flush into the
     aborted stream (which said "stream ... is aborted" and hid the cause)."""
