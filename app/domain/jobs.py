@@ -63,7 +63,7 @@ TERMINAL = frozenset(
 
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset({JobState.RUNNING, JobState.CANCELLED, JobState.FAILED, JobState.MISSED}),
-    # running → running is a re-claim: the lease lapsed and another claim takes the job over.
+    # running → running: a change within the attempt (a cancel request), compare-and-set like the rest.
     JobState.RUNNING: frozenset(
         {
             JobState.RUNNING,
