@@ -326,6 +326,8 @@ def repository_gc(
         f"({report.bytes_freed / 2**20:.1f} MiB); kept {report.chunks_kept_young} unreferenced chunks "
         f"younger than {grace}; {report.indexes_deleted} orphan indexes"
     )
+    if report.sweeps_recovered:
+        typer.echo(f"put back {report.sweeps_recovered} objects an interrupted collection had moved aside")
 
 
 @cli.command()

@@ -85,6 +85,13 @@ class Backend(Protocol):
         """
         ...
 
+    def recover_interrupted_sweeps(self) -> int:
+        """Put back under their names the objects a sweep had moved aside when its process
+        stopped (only a backend whose ``delete_if_older`` moves objects aside leaves any); return
+        how many. Putting one back is always safe: a sweep that still wants it gone removes it
+        on its next pass, and one a backup touched meanwhile must stay."""
+        ...
+
     def list(self, prefix: str) -> Iterator[str]:
         """Yield every key starting with ``prefix`` (any depth, no particular order)."""
         ...

@@ -128,7 +128,7 @@ class FsBackend:
             found = os.stat(path)
             if _modified(found) > cutoff:
                 return ObjectStat(key=key, size=found.st_size, modified=_modified(found))
-            aside = os.path.join(os.path.dirname(path), f"{_SWEEP_PREFIX}{secrets.token_hex(8)}")
+            aside = os.path.join(os.path.dirname(path), _aside_name(os.path.basename(path)))
             os.rename(path, aside)
         except FileNotFoundError:
             return None
@@ -140,6 +140,26 @@ class FsBackend:
         else:
             os.unlink(aside)
         return ObjectStat(key=key, size=st.st_size, modified=_modified(st))
+
+    def recover_interrupted_sweeps(self) -> int:
+        recovered = 0
+        for directory, _, files in os.walk(self.root):
+            for name in files:
+                if not name.startswith(_SWEEP_PREFIX):
+                    continue
+                aside = os.path.join(directory, name)
+                path = os.path.join(directory, _name_of_aside(name))
+                if os.path.exists(path):
+                    # Stored again meanwhile: the same content, under a name derived from it.
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(aside)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.rename(aside, path)
+                        recovered += 1
+                if self._durable:
+                    _fsync_dir(directory)
+        return recovered
 
     def list(self, prefix: str) -> Iterator[str]:
         # Walk only the directory that can contain the prefix, not the whole root.
@@ -158,6 +178,16 @@ class FsBackend:
         except FileNotFoundError:
             raise ObjectMissing(key) from None
         return ObjectStat(key=key, size=st.st_size, modified=_modified(st))
+
+
+def _aside_name(name: str) -> str:
+    """A sweep's temporary name for ``name``: hidden from listings, and naming what it was so that
+    a sweep that stopped before its last step can be undone (:meth:`recover_interrupted_sweeps`)."""
+    return f"{_SWEEP_PREFIX}{secrets.token_hex(8)}-{name}"
+
+
+def _name_of_aside(aside: str) -> str:
+    return aside[len(_SWEEP_PREFIX) + 17 :]
 
 
 def _modified(st: os.stat_result) -> datetime:

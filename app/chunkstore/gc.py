@@ -57,6 +57,7 @@ class GcReport:
     dry_run: bool = False
     exports: int = 0
     streams: int = 0  # streams of restore points and exports whose chunks were marked
+    sweeps_recovered: int = 0  # objects an interrupted sweep had left aside, put back
 
 
 def gc(
@@ -70,6 +71,10 @@ def gc(
         raise ValueError("grace must not be negative")
     cutoff = (now or datetime.now(UTC)) - grace
     report = GcReport(dry_run=dry_run)
+    if not dry_run:
+        # A sweep that stopped between moving a chunk aside and its last look hid it; a backup
+        # may have touched it just before and reference it.
+        report.sweeps_recovered = repo.backend.recover_interrupted_sweeps()
 
     # Mark. Errors propagate (a strict walk): never sweep on an incomplete mark.
     referenced: set[bytes] = set()

@@ -413,6 +413,9 @@ class S3Backend:
                 if _is_key(key):  # foreign objects (folder markers, dot-files) are not ours
                     yield key
 
+    def recover_interrupted_sweeps(self) -> int:
+        return 0  # delete_if_older moves nothing aside here
+
     def delete_if_older(self, key: str, cutoff: datetime) -> ObjectStat | None:
         # S3 has no delete conditional on the modification time (and a touch keeps the ETag, the
         # content's): a touch between this HEAD and the DELETE is lost. GcLoop starts a

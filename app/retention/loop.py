@@ -160,3 +160,8 @@ class GcLoop(_QuietUntilMigrated):
             report.restore_points,
             report.chunks_referenced,
         )
+        if report.sweeps_recovered:
+            log.warning(
+                "garbage collection put back %d objects an interrupted collection had moved aside",
+                report.sweeps_recovered,
+            )

@@ -154,6 +154,45 @@ def test_a_filesystem_sweep_keeps_a_chunk_touched_between_its_look_and_its_remov
     assert os.listdir(path.parent) == []
 
 
+class _Stopped(BaseException):
+    """The sweep's process stops here (killed, power lost)."""
+
+
+def test_a_filesystem_sweep_that_stopped_midway_is_undone_by_the_next_collection(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sweep stopped after it moved a touched chunk aside, before it put it back: the chunk is
+    hidden from every reader until the next collection puts it back under its name. One that a
+    backup stored again meanwhile leaves only the copy under its name."""
+    backend = FsBackend(tmp_path / "store", durable=True)
+    for key in ("chunks/aa/1", "chunks/aa/2"):
+        backend.put(key, b"data of " + key.encode())
+    cutoff = datetime.now(UTC) + timedelta(minutes=1)  # both old enough: each is moved aside
+
+    def stop(*args: object) -> None:
+        raise _Stopped()
+
+    monkeypatch.setattr(fs_module.os, "unlink", stop)
+    for key in ("chunks/aa/1", "chunks/aa/2"):
+        with pytest.raises(_Stopped):
+            backend.delete_if_older(key, cutoff)
+    monkeypatch.undo()
+    assert not backend.exists("chunks/aa/1") and list(backend.list("chunks/")) == []
+    backend.put("chunks/aa/2", b"data of chunks/aa/2")  # a backup stored it again
+
+    assert backend.recover_interrupted_sweeps() == 1
+    assert backend.get("chunks/aa/1") == b"data of chunks/aa/1"
+    assert backend.get("chunks/aa/2") == b"data of chunks/aa/2"
+    assert sorted(os.listdir(tmp_path / "store" / "chunks" / "aa")) == ["1", "2"]  # nothing aside
+    assert backend.recover_interrupted_sweeps() == 0
+
+
+def test_recovering_interrupted_sweeps_finds_nothing_to_do_on_a_clean_store(backend: Backend) -> None:
+    backend.put("chunks/aa/1", b"x")
+    assert backend.recover_interrupted_sweeps() == 0
+    assert backend.get("chunks/aa/1") == b"x"
+
+
 @pytest.mark.parametrize(
     "key", ["", "/abs", "a//b", "../x", "a/../b", "a/./b", ".hidden", "a/.tmp", "sp ace"]
 )

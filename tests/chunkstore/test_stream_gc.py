@@ -217,3 +217,25 @@ def test_verify_names_the_stream_of_a_damaged_chunk(tmp_path: Path, repo: Reposi
     assert report.streams == 1  # the stream with the damaged segment is not counted as read
     [message] = report.damaged_objects
     assert record.segments[1].key in message and "stream 'postgresql/sales'" in message
+
+
+def test_a_collection_puts_back_what_an_interrupted_sweep_hid(tmp_path: Path, repo: Repository) -> None:
+    """A sweep stopped between moving a chunk aside and its last look (the chunk was old and
+    unreferenced when it looked; a backup touched it and now references it): the next collection
+    puts it back before it marks, and the point reads back whole."""
+    root = tmp_path / "repo"
+    disk = disk_bytes(3 * CHUNK, seed=7)
+    writer = repo.begin_restore_point("rp-1", vm_config={})
+    writer.add_disk(
+        key="2000", label="Hard disk 1", index=backup_disk(repo, BytesReader(disk), len(disk)).index
+    )
+    writer.commit()
+    victim = stored_chunk_files(root)[0]
+    aside = victim.with_name(f".gc-{'0' * 16}-{victim.name}")  # the name the sweep gives it
+    victim.rename(aside)
+    assert verify(repo).affected_restore_points == ["rp-1"]
+
+    report = gc(repo, grace=timedelta(0), now=LATER)
+    assert report.sweeps_recovered == 1 and report.chunks_deleted == 0
+    assert victim.is_file() and not aside.exists()
+    assert verify(repo).ok
