@@ -9,6 +9,10 @@ is the harmless side: the catalog never shows a point that cannot be restored, t
 chunks stay referenced (GC keeps them) until the manifest goes. The opposite order could leave a
 catalog row whose manifest is gone, which a user could pick for a restore that then fails.
 
+A point that lives on offsite keeps its row, marked as removed onsite, and its onsite manifest
+goes after the commit the same way; one whose deletion failed is removed by the next
+reconcile, whatever retention says now (the removal was committed).
+
 Orphan manifests are removed by :meth:`Pruner.reconcile`, part of every full pass: a manifest
 without a catalog row, whose metadata names a VM of the catalog, is removed when it is older
 than that VM's latest catalog point (so it is not a backup whose manifest is committed and whose
@@ -114,7 +118,8 @@ class Pruner:
             return await RetentionService(session).vms_backed_up_since(since)
 
     async def reconcile(self) -> int:
-        """Remove orphan manifests that retention would prune (see the module doc); return how many."""
+        """Remove the manifests of points whose onsite removal was committed, and orphan manifests
+        that retention would prune (see the module doc); return how many went."""
         manifest_ids = await self.onsite.list_restore_points()
         async with self.sessionmaker() as session:
             repo = RetentionRepository(session)
@@ -122,5 +127,11 @@ class Pruner:
             # queries is then either still active or already listed.
             busy = await repo.vms_with_active_backups()
             known = {str(pid) for pid in await repo.all_point_ids()}
+            removed_onsite = {str(pid) for pid in await repo.onsite_removed_ids()}
+        removed = await self.onsite.delete_restore_points(
+            [mid for mid in manifest_ids if mid in removed_onsite]
+        )
+        if removed:
+            log.info("removed %d onsite manifest(s) whose removal was committed earlier", len(removed))
         orphan_ids = [mid for mid in manifest_ids if mid not in known]
-        return await remove_orphans(self.sessionmaker, self.onsite, orphan_ids, busy_vms=busy)
+        return len(removed) + await remove_orphans(self.sessionmaker, self.onsite, orphan_ids, busy_vms=busy)

@@ -119,6 +119,15 @@ class RetentionRepository:
     async def all_point_ids(self) -> set[uuid.UUID]:
         return set((await self.session.execute(select(RestorePoint.id))).scalars())
 
+    async def onsite_removed_ids(self) -> set[uuid.UUID]:
+        """Points onsite retention removed from the onsite repository (their row stays for the
+        offsite copy). No restore reads them onsite: none did when they were marked, and none is
+        sent there since (``where`` skips them)."""
+        rows = await self.session.execute(
+            select(RestorePoint.id).where(RestorePoint.onsite_removed_at.is_not(None))
+        )
+        return set(rows.scalars())
+
     async def offsite_pruned_ids(self) -> set[uuid.UUID]:
         """Points whose offsite copy offsite retention removed (their row stays for the onsite copy)."""
         rows = await self.session.execute(select(RestorePoint.id).where(RestorePoint.copy_status == "pruned"))

@@ -114,3 +114,21 @@ async def test_offsite_manifests_the_catalog_no_longer_wants_are_reconciled(
     clock.advance(timedelta(hours=24))
     await loop.tick()
     assert loop.last_orphans == 1 and str(points[5]) not in offsite_repo.list_restore_points()
+
+
+async def test_an_onsite_manifest_whose_removal_was_committed_goes_with_the_next_reconcile(
+    world: World, tmp_path: Path
+) -> None:
+    """Onsite retention marked a copied point removed onsite and committed; deleting its manifest
+    then failed. Its row stays (it lives on offsite), so it is no orphan: the reconcile removes it
+    because its removal was committed, and leaves the points still onsite alone."""
+    _, _, _, points = await copied_offsite(world, tmp_path, onsite_daily=7)
+    async with world.ctx.sessionmaker.begin() as session:
+        await session.execute(
+            update(RestorePoint).where(RestorePoint.id == points[3]).values(onsite_removed_at=day(0))
+        )
+    pruner = Pruner(world.ctx.sessionmaker, OnsiteRepository(world.ctx.settings))
+    assert await pruner.reconcile() == 1
+    assert sorted(world.repo.list_restore_points()) == sorted(str(p) for i, p in enumerate(points) if i != 3)
+    assert set(await _rows(world)) == set(points)  # every row stays
+    assert await pruner.reconcile() == 0
