@@ -300,8 +300,9 @@ def repository_gc(
 ) -> None:
     """Delete chunks that no restore point references any more (mark and sweep).
 
-    Safe while backups run, as long as the grace period exceeds the longest backup: a running
-    backup's chunks are not referenced by a manifest yet, only their age protects them.
+    Safe while backups run, as long as the grace period exceeds the longest backup by 30 minutes:
+    a running backup's chunks are not referenced by a manifest yet, only their age protects them,
+    and a proxy touches a chunk it found stored again only after 30 minutes.
     """
     from datetime import timedelta
 

@@ -99,7 +99,10 @@ class Settings(BaseSettings):
     gc_grace_hours: float = Field(
         default=24.0,
         ge=1,
-        description="Unreferenced chunks younger than this survive GC; must exceed the longest backup.",
+        description=(
+            "Unreferenced chunks younger than this survive GC; must exceed the longest backup by "
+            "30 minutes (a proxy touches a chunk it found stored again only after 30 minutes)."
+        ),
     )
     archive_retention_hours: float = Field(
         default=168.0,
