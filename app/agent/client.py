@@ -115,14 +115,14 @@ class AgentClient:
     async def complete(self, job_id: uuid.UUID, request: CompleteRequest, attempt: int | None = None) -> None:
         await self._call("POST", f"/jobs/{job_id}/complete{_attempt(attempt)}", request, None)
 
-    async def quiesce(self, job_id: uuid.UUID, action: str) -> QuiesceStatus:
+    async def quiesce(self, job_id: uuid.UUID, action: str, attempt: int | None = None) -> QuiesceStatus:
         """``request``, ``status`` or ``release`` the guest freeze of a running backup."""
         method, path = {
             "request": ("POST", f"/jobs/{job_id}/quiesce"),
             "status": ("GET", f"/jobs/{job_id}/quiesce"),
             "release": ("POST", f"/jobs/{job_id}/quiesce/release"),
         }[action]
-        status = await self._call(method, path, None, QuiesceStatus)
+        status = await self._call(method, f"{path}{_attempt(attempt)}", None, QuiesceStatus)
         assert status is not None
         return status
 

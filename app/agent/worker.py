@@ -181,7 +181,7 @@ class ProxyAgent:
             loop.call_soon_threadsafe(wake.set)
 
         runtime.wake = wake_reporter
-        runtime.service = _ServiceCalls(self.client, loop, assignment.job_id)
+        runtime.service = _ServiceCalls(self.client, loop, assignment.job_id, assignment.attempt)
         self._running[assignment.job_id] = runtime
         log.info(
             "job %s: %s of VM %s (attempt %d)",
@@ -299,11 +299,16 @@ class ProxyAgent:
 class _ServiceCalls:
     """Service calls for a runner thread: run on the agent's event loop, waited for in the thread."""
 
-    def __init__(self, client: AgentClient, loop: asyncio.AbstractEventLoop, job_id: uuid.UUID) -> None:
+    def __init__(
+        self, client: AgentClient, loop: asyncio.AbstractEventLoop, job_id: uuid.UUID, attempt: int
+    ) -> None:
         self._client = client
         self._loop = loop
         self._job_id = job_id
+        self._attempt = attempt
 
     def quiesce(self, action: str) -> QuiesceStatus:
-        future = asyncio.run_coroutine_threadsafe(self._client.quiesce(self._job_id, action), self._loop)
+        future = asyncio.run_coroutine_threadsafe(
+            self._client.quiesce(self._job_id, action, self._attempt), self._loop
+        )
         return future.result(timeout=60)

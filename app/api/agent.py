@@ -143,9 +143,9 @@ async def complete(
     summary="Ask the VM's guest agent to freeze its applications for this backup's snapshot",
 )
 async def request_quiesce(
-    ctx: Ctx, session: Session, proxy: CurrentProxy, job_id: uuid.UUID
+    ctx: Ctx, session: Session, proxy: CurrentProxy, job_id: uuid.UUID, attempt: Attempt = None
 ) -> QuiesceStatus:
-    return await QuiesceCoordinator(session, ctx.clock).request(proxy, job_id)
+    return await QuiesceCoordinator(session, ctx.clock).request(proxy, job_id, attempt)
 
 
 @router.get(
@@ -154,8 +154,10 @@ async def request_quiesce(
     responses=CONFLICT,
     summary="Whether the guest agent has frozen its applications",
 )
-async def quiesce_status(ctx: Ctx, session: Session, proxy: CurrentProxy, job_id: uuid.UUID) -> QuiesceStatus:
-    return await QuiesceCoordinator(session, ctx.clock).status(proxy, job_id)
+async def quiesce_status(
+    ctx: Ctx, session: Session, proxy: CurrentProxy, job_id: uuid.UUID, attempt: Attempt = None
+) -> QuiesceStatus:
+    return await QuiesceCoordinator(session, ctx.clock).status(proxy, job_id, attempt)
 
 
 @router.post(
@@ -165,9 +167,9 @@ async def quiesce_status(ctx: Ctx, session: Session, proxy: CurrentProxy, job_id
     summary="The snapshot is taken: let the guest agent thaw",
 )
 async def release_quiesce(
-    ctx: Ctx, session: Session, proxy: CurrentProxy, job_id: uuid.UUID
+    ctx: Ctx, session: Session, proxy: CurrentProxy, job_id: uuid.UUID, attempt: Attempt = None
 ) -> QuiesceStatus:
-    return await QuiesceCoordinator(session, ctx.clock).release(proxy, job_id)
+    return await QuiesceCoordinator(session, ctx.clock).release(proxy, job_id, attempt)
 
 
 @router.get(

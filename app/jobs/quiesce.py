@@ -34,21 +34,29 @@ class QuiesceCoordinator:
         self.jobs = JobRepository(session)
         self.clock = clock
 
-    async def _backup(self, proxy: Proxy, backup_job_id: uuid.UUID) -> Job:
+    async def _backup(self, proxy: Proxy, backup_job_id: uuid.UUID, attempt: int | None) -> Job:
         job = await self.jobs.get(backup_job_id)
         if job is None or job.kind != JobKind.BACKUP.value or not agent_may_know(proxy, job):
             raise NotFound(f"Backup job {backup_job_id} does not exist.")
         if job.proxy_id != proxy.id or job.state != JobState.RUNNING.value:
             raise Conflict(f"Job {backup_job_id} is not running on this proxy any more; stop it.")
+        if attempt is not None and attempt != job.attempt:
+            # An earlier attempt's worker, still alive on the same proxy, must not thaw the
+            # guest under the snapshot of the attempt that superseded it.
+            raise Conflict(
+                f"Attempt {attempt} of job {backup_job_id} was superseded by attempt {job.attempt}; stop it."
+            )
         return job
 
     async def _quiesce_of(self, backup: Job) -> Job | None:
         quiesce_id = backup.params.get("quiesce_job_id")
         return await self.jobs.get(uuid.UUID(quiesce_id)) if quiesce_id else None
 
-    async def request(self, proxy: Proxy, backup_job_id: uuid.UUID) -> QuiesceStatus:
+    async def request(
+        self, proxy: Proxy, backup_job_id: uuid.UUID, attempt: int | None = None
+    ) -> QuiesceStatus:
         """Queue the quiesce job for this backup attempt (idempotent within an attempt)."""
-        backup = await self._backup(proxy, backup_job_id)
+        backup = await self._backup(proxy, backup_job_id, attempt)
         current = await self._quiesce_of(backup)
         if current is not None and current.params.get("backup_attempt") == backup.attempt:
             return self._status(current)
@@ -73,16 +81,20 @@ class QuiesceCoordinator:
         backup.params = {**backup.params, "quiesce_job_id": str(job.id)}
         return self._status(job)
 
-    async def status(self, proxy: Proxy, backup_job_id: uuid.UUID) -> QuiesceStatus:
-        backup = await self._backup(proxy, backup_job_id)
+    async def status(
+        self, proxy: Proxy, backup_job_id: uuid.UUID, attempt: int | None = None
+    ) -> QuiesceStatus:
+        backup = await self._backup(proxy, backup_job_id, attempt)
         job = await self._quiesce_of(backup)
         if job is None:
             raise NotFound(f"No quiesce was requested for job {backup_job_id}.")
         return self._status(job)
 
-    async def release(self, proxy: Proxy, backup_job_id: uuid.UUID) -> QuiesceStatus:
+    async def release(
+        self, proxy: Proxy, backup_job_id: uuid.UUID, attempt: int | None = None
+    ) -> QuiesceStatus:
         """The snapshot is taken (or abandoned): thaw now. A quiesce not yet claimed is cancelled."""
-        backup = await self._backup(proxy, backup_job_id)
+        backup = await self._backup(proxy, backup_job_id, attempt)
         job = await self._quiesce_of(backup)
         if job is None:
             raise NotFound(f"No quiesce was requested for job {backup_job_id}.")

@@ -197,7 +197,13 @@ async def test_quiesce_is_asked_by_the_proxy_frozen_by_the_guest_and_released(
     assert ack.status_code == 200 and ack.json()["release_requested"] is False
     assert (await proxy.get(base)).json()["frozen"] is True
 
-    assert (await proxy.post(f"{base}/release")).status_code == 200
+    # A worker of another attempt (one the lease moved past, alive on the same proxy) cannot
+    # thaw the guest under the current attempt's snapshot.
+    stale = await proxy.post(f"{base}/release", params={"attempt": backup["attempt"] + 1})
+    assert stale.status_code == 409 and "superseded" in stale.json()["detail"], stale.text
+    assert (await guest.post(progress, json={"phase": "frozen"})).json()["release_requested"] is False
+
+    assert (await proxy.post(f"{base}/release", params={"attempt": backup["attempt"]})).status_code == 200
     assert (await guest.post(progress, json={"phase": "frozen"})).json()["release_requested"] is True
     done = await guest.post(
         f"/api/v1/agent/jobs/{quiesce['job_id']}/complete",
