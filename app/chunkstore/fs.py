@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
+import re
 import secrets
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,9 +23,14 @@ from pathlib import Path
 from app.chunkstore.backend import BytesLike, ObjectStat, validate_key
 from app.chunkstore.errors import ObjectMissing
 
+log = logging.getLogger(__name__)
+
 _TMP_PREFIX = ".tmp-"
 #: Where a sweep moves an object while it checks that no touch reached it (see delete_if_older).
 _SWEEP_PREFIX = ".gc-"
+#: A sweep decides within microseconds: an object aside for longer was left by one that stopped
+#: (one aside for less belongs to a collection running now, which puts it back or removes it).
+SWEEP_SETTLED_S = 60.0
 
 
 class FsBackend:
@@ -132,23 +140,37 @@ class FsBackend:
             os.rename(path, aside)
         except FileNotFoundError:
             return None
-        st = os.stat(aside)
-        if _modified(st) > cutoff:
-            # Touched between the look and the move: in use. Back under its name (over a copy a
-            # backup may have stored meanwhile: the same chunk).
-            os.replace(aside, path)
-        else:
-            os.unlink(aside)
+        try:
+            st = os.stat(aside)
+            if _modified(st) > cutoff:
+                # Touched between the look and the move: in use. Back under its name (over a copy
+                # a backup may have stored meanwhile: the same chunk).
+                os.replace(aside, path)
+            else:
+                os.unlink(aside)
+        except FileNotFoundError:
+            # Another collection's recovery put it back meanwhile: kept, for this sweep.
+            return None
         return ObjectStat(key=key, size=st.st_size, modified=_modified(st))
 
     def recover_interrupted_sweeps(self) -> int:
         recovered = 0
+        settled = time.time() - SWEEP_SETTLED_S
         for directory, _, files in os.walk(self.root):
             for name in files:
                 if not name.startswith(_SWEEP_PREFIX):
                     continue
                 aside = os.path.join(directory, name)
-                path = os.path.join(directory, _name_of_aside(name))
+                original = _name_of_aside(name)
+                if original is None:
+                    log.warning("%s: not a name this repository gives; left alone", aside)
+                    continue
+                try:
+                    if os.stat(aside).st_ctime > settled:
+                        continue
+                except FileNotFoundError:
+                    continue
+                path = os.path.join(directory, original)
                 if os.path.exists(path):
                     # Stored again meanwhile: the same content, under a name derived from it.
                     with contextlib.suppress(FileNotFoundError):
@@ -186,8 +208,12 @@ def _aside_name(name: str) -> str:
     return f"{_SWEEP_PREFIX}{secrets.token_hex(8)}-{name}"
 
 
-def _name_of_aside(aside: str) -> str:
-    return aside[len(_SWEEP_PREFIX) + 17 :]
+_ASIDE = re.compile(rf"{re.escape(_SWEEP_PREFIX)}[0-9a-f]{{16}}-(?P<name>[^/]+)")
+
+
+def _name_of_aside(aside: str) -> str | None:
+    found = _ASIDE.fullmatch(aside)
+    return found["name"] if found else None
 
 
 def _modified(st: os.stat_result) -> datetime:

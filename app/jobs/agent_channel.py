@@ -34,7 +34,7 @@ from app.jobs.agent_scope import agent_may_know
 from app.jobs.job_params import GUEST_FREEZE_TIMEOUT_S, AssignmentBuilder, JobNotRunnable, snapshot_prefix
 from app.jobs.job_results import JobResults, follow_job, result_of
 from app.jobs.models import Job
-from app.jobs.repository import ClaimCandidate, JobRepository, Saturation
+from app.jobs.repository import ClaimCandidate, JobRepository, Saturation, VmHolds
 from app.proxies.models import Proxy
 from app.restore_points.repository import RestorePointRepository
 from app.restores.repository import RestoreRepository
@@ -68,9 +68,14 @@ class Usage:
         self.datastores: Counter[uuid.UUID] = Counter()
         # A backup's snapshot of a VM whose disks a restore is overwriting would hold half old,
         # half new data (and be labelled consistent: the VM is off); a restore over a VM under
-        # a backup's snapshot would fail. Neither starts while the other runs on that VM.
+        # a backup's snapshot, or a lost proxy's snapshot not yet cleaned up, would fail.
         self.backed_up: set[uuid.UUID] = set()
         self.overwritten: set[uuid.UUID] = set()
+        self.cleaning: set[uuid.UUID] = set()
+
+    def hold(self, holds: VmHolds) -> None:
+        self.overwritten |= holds.overwritten
+        self.cleaning |= holds.cleaning
 
     def admits(self, host_id: uuid.UUID | None, datastore_ids: set[uuid.UUID]) -> bool:
         if self.total >= self.limits.total:
@@ -93,6 +98,12 @@ class Usage:
             hosts={h for h, n in self.hosts.items() if n >= self.limits.per_host},
             datastores={d for d, n in self.datastores.items() if n >= self.limits.per_datastore},
         )
+
+
+def _held_vms(candidates: list[ClaimCandidate]) -> set[uuid.UUID]:
+    """The candidates' VMs whose jobs another job on the VM can hold back: backups and restores
+    over the VM."""
+    return {j.vm_id for j in candidates if j.kind == JobKind.BACKUP.value or j.overwrites_vm}
 
 
 class AgentChannel:
@@ -139,8 +150,8 @@ class AgentChannel:
         if proxy.kind == AgentKind.GUEST.value:
             return await self._reserve_for_guest(proxy, capacity, now)
         await serialize_claims(self.session)
-        load = await self.jobs.running_load(proxy.id)
-        free = min(capacity, proxy.max_concurrent_jobs - load.own)
+        own, running_backups = await self.jobs.running_load(proxy.id)
+        free = min(capacity, proxy.max_concurrent_jobs - own)
         if free <= 0:
             return []
         window = free * 4 + 16
@@ -149,12 +160,12 @@ class AgentChannel:
             return []
         # One look-up places the running backups (what the limits count) and the candidates.
         placement = await self.jobs.placement(
-            [*load.backups, *(j.vm_id for j in candidates if j.kind == JobKind.BACKUP.value)]
+            [*running_backups, *(j.vm_id for j in candidates if j.kind == JobKind.BACKUP.value)]
         )
         usage = Usage(self.limits)
-        usage.backed_up.update(load.backups)
-        usage.overwritten.update(load.overwritten)
-        for vm_id in dict.fromkeys(load.backups):
+        usage.backed_up.update(running_backups)
+        usage.hold(await self.jobs.vm_holds(_held_vms(candidates)))
+        for vm_id in dict.fromkeys(running_backups):
             if vm_id in placement:
                 usage.add(*placement[vm_id])
         chosen: list[ClaimCandidate] = []
@@ -171,6 +182,7 @@ class AgentChannel:
             placement |= await self.jobs.placement(
                 [j.vm_id for j in candidates if j.kind == JobKind.BACKUP.value and j.vm_id not in placement]
             )
+            usage.hold(await self.jobs.vm_holds(_held_vms(candidates)))
             skipped = self._admit(candidates, placement, usage, chosen, free)
         started = set(await self.jobs.start_claimed([j.id for j in chosen], proxy.id, now, now + self.lease))
         await self.restores.mark_initiated(
@@ -205,7 +217,7 @@ class AgentChannel:
                     usage.add(*where)
                 usage.backed_up.add(job.vm_id)
             elif job.overwrites_vm:
-                if job.vm_id in usage.backed_up:
+                if job.vm_id in usage.backed_up or job.vm_id in usage.cleaning:
                     refused += 1
                     continue
                 usage.overwritten.add(job.vm_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -73,12 +73,13 @@ class JobFilter:
 
 
 @dataclass
-class RunningLoad:
-    """What runs, as a claim counts it (see :meth:`JobRepository.running_load`)."""
+class VmHolds:
+    """What holds work on VMs back, besides the limits (see :meth:`JobRepository.vm_holds`)."""
 
-    own: int
-    backups: list[uuid.UUID]
     overwritten: set[uuid.UUID]
+    """A restore over the VM runs, or failed midway and waits to retry (its disks half written)."""
+    cleaning: set[uuid.UUID]
+    """A clean-up of a lost proxy's snapshot is queued or runs (a restore over it would fail)."""
 
 
 @dataclass(frozen=True)
@@ -158,13 +159,20 @@ def _running_on_proxy() -> Select[tuple[int]]:
 
 
 @functools.cache
-def _running_load() -> Select[tuple[uuid.UUID, str, uuid.UUID | None, uuid.UUID | None]]:
-    return select(Job.vm_id, Job.kind, Job.proxy_id, Job.target_host_id).where(
+def _running_load() -> Select[tuple[uuid.UUID, str, uuid.UUID | None]]:
+    return select(Job.vm_id, Job.kind, Job.proxy_id).where(
         Job.state == JobState.RUNNING.value,
-        or_(
-            Job.kind.in_([JobKind.BACKUP.value, JobKind.RESTORE.value]),
-            Job.proxy_id == bindparam("proxy_id"),
-        ),
+        or_(Job.kind == JobKind.BACKUP.value, Job.proxy_id == bindparam("proxy_id")),
+    )
+
+
+@functools.cache
+def _vm_holds() -> Select[tuple[uuid.UUID, str, str, uuid.UUID | None, int]]:
+    # By ix_jobs_vm_state: the candidates' VMs only, never a scan of the queue.
+    return select(Job.vm_id, Job.kind, Job.state, Job.target_host_id, Job.attempt).where(
+        Job.vm_id.in_(bindparam("vm_ids", expanding=True)),
+        Job.state.in_([JobState.QUEUED.value, JobState.RUNNING.value]),
+        Job.kind.in_([JobKind.RESTORE.value, JobKind.SNAPSHOT_CLEANUP.value]),
     )
 
 
@@ -316,19 +324,30 @@ class JobRepository:
         params = {"proxy_id": proxy_id}
         return int((await self.session.execute(_running_on_proxy(), params)).scalar_one())
 
-    async def running_load(self, proxy_id: uuid.UUID) -> RunningLoad:
-        """What a claim counts, in one statement: jobs running on this proxy, the VMs of every
-        backup running anywhere (per host and datastore limits) and of every restore running
-        over its VM (no backup of a VM whose disks are being overwritten, nor the reverse)."""
+    async def running_load(self, proxy_id: uuid.UUID) -> tuple[int, list[uuid.UUID]]:
+        """What a claim counts, in one statement: jobs running on this proxy, and the VMs of every
+        backup running anywhere (per host and datastore limits)."""
         rows = await self.session.execute(_running_load(), {"proxy_id": proxy_id})
-        load = RunningLoad(0, [], set())
-        for vm_id, kind, on_proxy, target_host_id in rows.tuples():
-            load.own += on_proxy == proxy_id
+        own, backups = 0, []
+        for vm_id, kind, on_proxy in rows.tuples():
+            own += on_proxy == proxy_id
             if kind == JobKind.BACKUP.value:
-                load.backups.append(vm_id)
-            elif overwrites_vm(kind, target_host_id):
-                load.overwritten.add(vm_id)
-        return load
+                backups.append(vm_id)
+        return own, backups
+
+    async def vm_holds(self, vm_ids: Collection[uuid.UUID]) -> VmHolds:
+        """Of these VMs, those a restore is overwriting (no backup may snapshot them) and those
+        with a snapshot clean-up to come (no restore may write over them yet)."""
+        holds = VmHolds(set(), set())
+        if not vm_ids:
+            return holds
+        rows = await self.session.execute(_vm_holds(), {"vm_ids": list(vm_ids)})
+        for vm_id, kind, state, target_host_id, attempt in rows.tuples():
+            if kind == JobKind.SNAPSHOT_CLEANUP.value:
+                holds.cleaning.add(vm_id)
+            elif overwrites_vm(kind, target_host_id) and (state == JobState.RUNNING.value or attempt > 0):
+                holds.overwritten.add(vm_id)
+        return holds
 
     @staticmethod
     def _claim_scope(proxy: Proxy) -> tuple[str, dict[str, Any]]:

@@ -140,7 +140,7 @@ class GcLoop(_QuietUntilMigrated):
         if self._due_since is None:
             self._due_since = now
         async with self.sessionmaker() as session:
-            running = await RetentionRepository(session).running_writers(now, self.writers)
+            running = await RetentionRepository(session).running_writers(self.writers)
         if running and now - self._due_since < self.every:
             self.deferred += 1
             log.info("garbage collection waits: %d job(s) writing to the repository", running)

@@ -102,8 +102,22 @@ class PlannerLoop(LoopService):
             # running on proxies long gone (the reaper has not run yet): they would hold their
             # VMs' places and the new slot's jobs, the catch-up ones included, would be skipped
             # as duplicates. One reaper pass per tick that has slots to plan, before any of them.
-            async with self.sessionmaker.begin() as session:
-                await reap(session, now)
+            try:
+                async with self.sessionmaker.begin() as session:
+                    reaped = await reap(session, now)
+            except Exception:
+                # The reaper loop runs the same pass; planning goes on (a leftover job only
+                # means that VM's catch-up waits for the next tick).
+                log.exception("the planner's reaper pass failed; planning goes on")
+            else:
+                if reaped.requeued or reaped.failed or reaped.cancelled or reaped.missed:
+                    log.info(
+                        "before planning: %d re-queued, %d failed, %d cancelled, %d missed",
+                        reaped.requeued,
+                        reaped.failed,
+                        reaped.cancelled,
+                        reaped.missed,
+                    )
         for policy, plan in due:
             try:
                 async with self.sessionmaker.begin() as session:

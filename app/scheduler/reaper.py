@@ -59,7 +59,10 @@ async def miss_overdue(session: AsyncSession, now: datetime) -> int:
         overdue = list(
             (
                 await session.execute(
-                    select(Job).where(Job.state == JobState.QUEUED.value, Job.window_end < now).limit(BATCH)
+                    select(Job)
+                    .where(Job.state == JobState.QUEUED.value, Job.window_end < now)
+                    .order_by(Job.id)  # replicas take rows in one order: no deadlocks
+                    .limit(BATCH)
                 )
             ).scalars()
         )
@@ -89,6 +92,7 @@ async def reap(session: AsyncSession, now: datetime) -> ReapReport:
                 await session.execute(
                     select(Job)
                     .where(Job.state == JobState.RUNNING.value, Job.lease_expires_at < now)
+                    .order_by(Job.id)
                     .limit(BATCH)
                 )
             ).scalars()
@@ -98,8 +102,40 @@ async def reap(session: AsyncSession, now: datetime) -> ReapReport:
             await _lapsed(session, jobs, job, report, now)
         if len(lapsed) < BATCH or report.requeued + report.failed + report.cancelled == before:
             break
+    report.cancelled += await _cancel_requeued(session, jobs, now)
     report.missed += await miss_overdue(session, now)
     return report
+
+
+async def _cancel_requeued(session: AsyncSession, jobs: JobRepository, now: datetime) -> int:
+    """End as cancelled the queued jobs an operator asked to cancel while they ran.
+
+    A cancel that lands between a re-queue's read and its write (the reaper's, or a transient
+    failure's retry) leaves the job queued with the request set: no proxy takes such a job, and
+    one without a window would hold its VM's place for ever.
+    """
+    cancelled = 0
+    while True:
+        stuck = list(
+            (
+                await session.execute(
+                    select(Job)
+                    .where(Job.state == JobState.QUEUED.value, Job.cancel_requested.is_(True))
+                    .order_by(Job.id)
+                    .limit(BATCH)
+                )
+            ).scalars()
+        )
+        won = 0
+        for job in stuck:
+            if await jobs.transition(
+                job, JobState.CANCELLED, finished_at=now, error="cancelled before its retry started"
+            ):
+                won += 1
+                await follow_job(session, job)
+        cancelled += won
+        if len(stuck) < BATCH or won == 0:
+            return cancelled
 
 
 def _missed_because(job: Job) -> str:

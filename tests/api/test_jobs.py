@@ -9,11 +9,13 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from app.auth.principal import Principal, Role
 from app.clock import ManualClock
 from app.context import AppContext
 from app.domain.jobs import JobState
+from app.jobs.models import Job
 from app.jobs.repository import JobRepository
 from app.jobs.service import JobService
 from app.scheduler.reaper import ReaperLoop
@@ -512,10 +514,12 @@ async def test_a_vm_is_not_backed_up_while_a_restore_writes_over_it_nor_the_reve
     customer_of: CustomerFactory,
     vcsim: VcsimServer,
     make_client: ClientFactory,
+    clock: ManualClock,
 ) -> None:
     """A backup's snapshot taken while a restore overwrites the disks would hold half old, half
     new data (labelled consistent: the VM is off); a restore over disks under a backup's snapshot
-    fails. Each waits for the other, on any proxy."""
+    fails. Each waits for the other, on any proxy, and a backup also waits while a restore that
+    failed midway waits to retry."""
     _, _, vms = await synced_tenant(operator, customer_of, vcsim)
     vm = vms[0]
     first = make_client((await register_proxy(operator, "first", [vm["host"]["id"]]))["token"])
@@ -538,6 +542,76 @@ async def test_a_vm_is_not_backed_up_while_a_restore_writes_over_it_nor_the_reve
 
     (queued,) = (await operator.post("/api/v1/jobs", json={"vm_ids": [vm["id"]]})).json()
     assert await claim(first) == []  # the restore is writing the disks
-    await _end(second, restore)
+    failed = await second.post(
+        f"/api/v1/agent/jobs/{restore['job_id']}/complete",
+        params={"attempt": restore["attempt"]},
+        json={"outcome": "failed", "error": "datastore went away", "error_kind": "transient"},
+    )
+    assert failed.status_code == 204, failed.text
+    assert await claim(first) == []  # its disks are half written until the retry finishes
+    clock.advance(timedelta(minutes=10))
+    (retry,) = await claim(second)
+    assert retry["job_id"] == restore["job_id"] and retry["attempt"] == 2
+    await _end(second, retry)
     (after,) = await claim(first)
     assert after["job_id"] == queued["id"]
+
+
+async def test_a_restore_over_a_vm_waits_for_the_clean_up_of_a_lost_proxys_snapshot(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    make_client: ClientFactory,
+    clock: ManualClock,
+) -> None:
+    """A restore over a VM that still carries a lost backup's snapshot fails for good ("has
+    snapshots"): it waits until the clean-up the reaper queued has run."""
+    _, _, vms = await synced_tenant(operator, customer_of, vcsim)
+    vm = vms[0]
+    lost = make_client((await register_proxy(operator, "lost", [vm["host"]["id"]]))["token"])
+    proxy = make_client((await register_proxy(operator, "p", [vm["host"]["id"]]))["token"])
+    (backup,) = (await operator.post("/api/v1/jobs", json={"vm_ids": [vm["id"]]})).json()
+    point_id = await record_restore_point(ctx, uuid.UUID(backup["id"]))
+    assert [j["job_id"] for j in await claim(lost)] == [backup["id"]]
+    clock.advance(timedelta(seconds=ctx.settings.job_lease_s + 1))
+    reaper = ReaperLoop(ctx.sessionmaker, clock)
+    await reaper.run_once()
+    assert reaper.last_report.cleanups == 1
+    assert (await operator.post(f"/api/v1/jobs/{backup['id']}/cancel")).status_code == 200
+    over = await operator.post(
+        "/api/v1/restores", json={"restore_point_id": str(point_id), "target": "original", "force": True}
+    )
+    if over.json()["state"] == "awaiting_approval":
+        assert (await operator.post(f"/api/v1/restores/{over.json()['id']}/approve")).status_code == 200
+
+    (cleanup,) = await claim(proxy)
+    assert cleanup["kind"] == "snapshot_cleanup"
+    assert await claim(proxy) == []  # the restore waits for the clean-up
+    await _end(proxy, cleanup)
+    (restore,) = await claim(proxy)
+    assert restore["kind"] == "restore"
+
+
+async def test_a_job_re_queued_while_a_cancel_was_asked_ends_cancelled(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    clock: ManualClock,
+) -> None:
+    """A cancel that lands between a re-queue's read and its write leaves the job queued with the
+    request set (acted out here): no proxy takes it, so the reaper ends it."""
+    _, _, vms = await synced_tenant(operator, customer_of, vcsim)
+    (job,) = (await operator.post("/api/v1/jobs", json={"vm_ids": [vms[0]["id"]]})).json()
+    async with ctx.sessionmaker.begin() as session:
+        await session.execute(
+            update(Job).where(Job.id == uuid.UUID(job["id"])).values(cancel_requested=True, attempt=1)
+        )
+    reaper = ReaperLoop(ctx.sessionmaker, clock)
+    await reaper.run_once()
+    assert reaper.last_report.cancelled == 1
+    ended = (await operator.get(f"/api/v1/jobs/{job['id']}")).json()
+    assert ended["state"] == "cancelled" and "cancelled" in ended["error"]
+    (again,) = (await operator.post("/api/v1/jobs", json={"vm_ids": [vms[0]["id"]]})).json()
+    assert again["id"] != job["id"]

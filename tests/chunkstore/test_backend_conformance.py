@@ -179,12 +179,35 @@ def test_a_filesystem_sweep_that_stopped_midway_is_undone_by_the_next_collection
     monkeypatch.undo()
     assert not backend.exists("chunks/aa/1") and list(backend.list("chunks/")) == []
     backend.put("chunks/aa/2", b"data of chunks/aa/2")  # a backup stored it again
+    aa = tmp_path / "store" / "chunks" / "aa"
+    (aa / ".gc-0123").write_bytes(b"not ours")  # an aside name this backend never gives
 
+    assert backend.recover_interrupted_sweeps() == 0  # just moved: a collection may be running
+    monkeypatch.setattr(fs_module, "SWEEP_SETTLED_S", 0.0)
     assert backend.recover_interrupted_sweeps() == 1
     assert backend.get("chunks/aa/1") == b"data of chunks/aa/1"
     assert backend.get("chunks/aa/2") == b"data of chunks/aa/2"
-    assert sorted(os.listdir(tmp_path / "store" / "chunks" / "aa")) == ["1", "2"]  # nothing aside
+    assert sorted(os.listdir(aa)) == [".gc-0123", "1", "2"]  # nothing of ours aside
     assert backend.recover_interrupted_sweeps() == 0
+
+
+def test_a_sweep_whose_chunk_another_collection_put_back_keeps_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two collections at once: one's recovery puts back what the other's sweep had just moved
+    aside. The sweep then finds nothing aside and keeps the chunk (no FileNotFoundError)."""
+    backend = FsBackend(tmp_path / "store", durable=False)
+    backend.put("chunks/aa/1", b"data")
+    real_rename = os.rename
+
+    def move_then_recovered(src: str, dst: str) -> None:
+        real_rename(src, dst)
+        real_rename(dst, src)  # the other collection's recovery, at once
+
+    monkeypatch.setattr(fs_module.os, "rename", move_then_recovered)
+    assert backend.delete_if_older("chunks/aa/1", datetime.now(UTC) + timedelta(minutes=1)) is None
+    monkeypatch.undo()
+    assert backend.get("chunks/aa/1") == b"data"
 
 
 def test_recovering_interrupted_sweeps_finds_nothing_to_do_on_a_clean_store(backend: Backend) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import app.chunkstore.fs as fs_module
 from app.chunkstore import (
     AffectedStream,
     Repository,
@@ -219,7 +220,9 @@ def test_verify_names_the_stream_of_a_damaged_chunk(tmp_path: Path, repo: Reposi
     assert record.segments[1].key in message and "stream 'postgresql/sales'" in message
 
 
-def test_a_collection_puts_back_what_an_interrupted_sweep_hid(tmp_path: Path, repo: Repository) -> None:
+def test_a_collection_puts_back_what_an_interrupted_sweep_hid(
+    tmp_path: Path, repo: Repository, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A sweep stopped between moving a chunk aside and its last look (the chunk was old and
     unreferenced when it looked; a backup touched it and now references it): the next collection
     puts it back before it marks, and the point reads back whole."""
@@ -235,6 +238,7 @@ def test_a_collection_puts_back_what_an_interrupted_sweep_hid(tmp_path: Path, re
     victim.rename(aside)
     assert verify(repo).affected_restore_points == ["rp-1"]
 
+    monkeypatch.setattr(fs_module, "SWEEP_SETTLED_S", 0.0)  # the sweep stopped long ago
     report = gc(repo, grace=timedelta(0), now=LATER)
     assert report.sweeps_recovered == 1 and report.chunks_deleted == 0
     assert victim.is_file() and not aside.exists()

@@ -181,7 +181,7 @@ def test_corrupted_and_missing_chunks_fail_the_restore_loudly(stack: Stack) -> N
     failed = stack.wait_restore(restore["id"])
     assert failed["state"] == "failed"
     assert victim.name in failed["error"] and point_id in failed["error"], failed["error"]
-    assert "damaged" in failed["error"], failed["error"]
+    assert "the incomplete VM was deleted; restore another point" in failed["error"], failed["error"]
     assert not stack.vm_exists("from-damaged")  # nothing half-restored left registered
 
     # Over the VM itself, the disks are partly overwritten when the damaged chunk is reached:

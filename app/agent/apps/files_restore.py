@@ -270,7 +270,6 @@ class _Extractor:
             fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
             try:
                 self.attributes(fd, member)
-                os.fsync(fd)
             finally:
                 os.close(fd)
 

@@ -132,17 +132,18 @@ class RestoreRunner:
             log.warning(
                 "restore into new VM %s failed (%s); deleting the incomplete VM", params.new_name, exc
             )
+            left = "the incomplete VM was deleted"
             try:
                 destroy_vm(session, created.handle)
             except VCenterError as cleanup_error:
+                left = f"the incomplete VM {params.new_name!r} could not be deleted: delete it by hand"
                 runtime.warn(
                     f"the incomplete VM {params.new_name!r} could not be deleted ({cleanup_error.message}); "
                     "delete it by hand"
                 )
             if isinstance(exc, ChunkError):  # the point is damaged: for good, unlike a repository down
                 raise RestoreFailed(
-                    f"restore point {point.id} is damaged ({exc}); the incomplete VM was deleted: "
-                    "restore another point"
+                    f"restore point {point.id} is damaged ({exc}); {left}; restore another point"
                 ) from exc
             raise
         return RestoreResult(vm_moid=created.handle.moid, vm_name=created.name)
