@@ -286,9 +286,11 @@ class JobRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def add(self, job: Job) -> None:
+    async def add(self, job: Job, *, flush: bool = True) -> None:
+        """``flush=False``: the caller flushes it with what it adds next (one flush, not two)."""
         self.session.add(job)
-        await self.session.flush()
+        if flush:
+            await self.session.flush()
 
     async def get(self, job_id: uuid.UUID, scope: uuid.UUID | None = None) -> Job | None:
         params = {"job_id": job_id, "scope": scope}
