@@ -13,10 +13,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.clock import Clock
@@ -49,35 +50,24 @@ class ReapReport:
 async def miss_overdue(session: AsyncSession, now: datetime) -> int:
     """End as ``missed`` the queued jobs whose window has passed; return how many.
 
-    The reaper runs it every few seconds; the planner runs it before it queues new slots' jobs,
-    because an overdue job still queued holds its VM's one active-backup place
-    (``uq_jobs_active_backup``) and the new slot's job would be skipped as a duplicate.
+    Part of every reaper pass (:func:`reap`): an overdue job still queued holds its VM's one
+    active-backup place (``uq_jobs_active_backup``) and the new slot's job would be skipped as a
+    duplicate.
     """
     jobs = JobRepository(session)
-    missed = 0
-    while True:  # in batches, to the last one: each job left holds its VM's catch-up back
-        overdue = list(
-            (
-                await session.execute(
-                    select(Job)
-                    .where(Job.state == JobState.QUEUED.value, Job.window_end < now)
-                    .order_by(Job.id)  # replicas take rows in one order: no deadlocks
-                    .limit(BATCH)
-                )
-            ).scalars()
+
+    async def miss(job: Job) -> bool:
+        return await jobs.transition(
+            job, JobState.MISSED, finished_at=now, error=_missed_because(job), error_kind="permanent"
         )
-        won = 0
-        for job in overdue:
-            won += await jobs.transition(
-                job, JobState.MISSED, finished_at=now, error=_missed_because(job), error_kind="permanent"
-            )
-        missed += won
-        if len(overdue) < BATCH or won == 0:
-            return missed
+
+    overdue = select(Job).where(Job.state == JobState.QUEUED.value, Job.window_end < now)
+    return await _each_in_batches(session, overdue, miss)
 
 
 async def reap(session: AsyncSession, now: datetime) -> ReapReport:
-    """Take back the jobs whose lease lapsed, then end the overdue ones as missed.
+    """Take back the jobs whose lease lapsed, end those whose cancel raced a re-queue, then end
+    the overdue ones as missed.
 
     The reaper runs it every few seconds; the planner runs it before it queues a new slot's jobs,
     so that after downtime the VMs whose backups were running (their proxies gone with the
@@ -86,56 +76,45 @@ async def reap(session: AsyncSession, now: datetime) -> ReapReport:
     """
     report = ReapReport()
     jobs = JobRepository(session)
-    while True:
-        lapsed = list(
-            (
-                await session.execute(
-                    select(Job)
-                    .where(Job.state == JobState.RUNNING.value, Job.lease_expires_at < now)
-                    .order_by(Job.id)
-                    .limit(BATCH)
-                )
-            ).scalars()
+
+    async def take_back(job: Job) -> bool:
+        return await _lapsed(session, jobs, job, report, now)
+
+    async def cancel(job: Job) -> bool:
+        won = await jobs.transition(
+            job, JobState.CANCELLED, finished_at=now, error="cancelled before its retry started"
         )
-        before = report.requeued + report.failed + report.cancelled
-        for job in lapsed:
-            await _lapsed(session, jobs, job, report, now)
-        if len(lapsed) < BATCH or report.requeued + report.failed + report.cancelled == before:
-            break
-    report.cancelled += await _cancel_requeued(session, jobs, now)
+        if won:
+            await follow_job(session, job)
+        return won
+
+    lapsed = select(Job).where(Job.state == JobState.RUNNING.value, Job.lease_expires_at < now)
+    await _each_in_batches(session, lapsed, take_back)
+    # A cancel that lands between a re-queue's read and its write (the reaper's, or a transient
+    # failure's retry) leaves the job queued with the request set: no proxy takes such a job,
+    # and one without a window would hold its VM's place for ever.
+    stuck = select(Job).where(Job.state == JobState.QUEUED.value, Job.cancel_requested.is_(True))
+    report.cancelled += await _each_in_batches(session, stuck, cancel)
     report.missed += await miss_overdue(session, now)
     return report
 
 
-async def _cancel_requeued(session: AsyncSession, jobs: JobRepository, now: datetime) -> int:
-    """End as cancelled the queued jobs an operator asked to cancel while they ran.
-
-    A cancel that lands between a re-queue's read and its write (the reaper's, or a transient
-    failure's retry) leaves the job queued with the request set: no proxy takes such a job, and
-    one without a window would hold its VM's place for ever.
-    """
-    cancelled = 0
+async def _each_in_batches(
+    session: AsyncSession, jobs: Select[tuple[Job]], act: Callable[[Job], Awaitable[bool]]
+) -> int:
+    """``act`` on every job ``jobs`` selects, ``BATCH`` at a time and to the last batch (a job
+    left behind holds its VM's place); stops early when a batch changed nothing (what is left,
+    another replica changes). Replicas take rows in one order, so they never deadlock. Returns
+    how many ``act`` changed."""
+    changed = 0
     while True:
-        stuck = list(
-            (
-                await session.execute(
-                    select(Job)
-                    .where(Job.state == JobState.QUEUED.value, Job.cancel_requested.is_(True))
-                    .order_by(Job.id)
-                    .limit(BATCH)
-                )
-            ).scalars()
-        )
+        batch = list((await session.execute(jobs.order_by(Job.id).limit(BATCH))).scalars())
         won = 0
-        for job in stuck:
-            if await jobs.transition(
-                job, JobState.CANCELLED, finished_at=now, error="cancelled before its retry started"
-            ):
-                won += 1
-                await follow_job(session, job)
-        cancelled += won
-        if len(stuck) < BATCH or won == 0:
-            return cancelled
+        for job in batch:
+            won += await act(job)
+        changed += won
+        if len(batch) < BATCH or won == 0:
+            return changed
 
 
 def _missed_because(job: Job) -> str:
@@ -178,7 +157,7 @@ class ReaperLoop(LoopService):
 
 async def _lapsed(
     session: AsyncSession, jobs: JobRepository, job: Job, report: ReapReport, now: datetime
-) -> None:
+) -> bool:
     lost_proxy = job.proxy_id
     message = "the proxy stopped reporting and its lease expired"
     if job.cancel_requested:
@@ -219,7 +198,7 @@ async def _lapsed(
         )
         report.failed += int(won)
     if not won:
-        return
+        return False
     # Re-queued too: its restore goes back to "requested" (as after a transient failure the
     # agent reports), so no one reads it as running on a proxy that is gone.
     await follow_job(session, job)
@@ -246,3 +225,4 @@ async def _lapsed(
             ],
         )
         await jobs.refresh_dispatch_hosts([job.vm_id])
+    return True

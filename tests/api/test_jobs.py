@@ -31,6 +31,19 @@ CLAIM = {"capacity": 4, "wait_s": 0}
 OPERATOR = Principal(key_id=None, role=Role.OPERATOR, tenant_id=None)
 
 
+async def restore_over_the_vm(operator: httpx.AsyncClient, point_id: uuid.UUID) -> str:
+    """An operator restores the point over its VM (powered off first), approved if the tenant
+    asks for approvals; returns the restore's id."""
+    restore = await operator.post(
+        "/api/v1/restores", json={"restore_point_id": str(point_id), "target": "original", "force": True}
+    )
+    assert restore.status_code == 202, restore.text
+    restore_id: str = restore.json()["id"]
+    if restore.json()["state"] == "awaiting_approval":
+        assert (await operator.post(f"/api/v1/restores/{restore_id}/approve")).status_code == 200
+    return restore_id
+
+
 async def claim(agent: httpx.AsyncClient, capacity: int = 4) -> list[dict[str, Any]]:
     response = await agent.post("/api/v1/agent/jobs/claim", json={**CLAIM, "capacity": capacity})
     assert response.status_code == 200, response.text
@@ -350,13 +363,7 @@ async def test_after_a_restore_over_the_vm_its_next_backup_reads_the_disks_whole
     previous = (await next_backup())["backup"]["previous"]
     assert previous is not None and previous["id"] == str(point_id)
 
-    restore = await operator.post(
-        "/api/v1/restores", json={"restore_point_id": str(point_id), "target": "original", "force": True}
-    )
-    assert restore.status_code == 202, restore.text
-    restore_id = restore.json()["id"]
-    if restore.json()["state"] == "awaiting_approval":
-        assert (await operator.post(f"/api/v1/restores/{restore_id}/approve")).status_code == 200
+    restore_id = await restore_over_the_vm(operator, point_id)
     [restore_job] = [j for j in await claim(proxy) if j["kind"] == "restore"]
     clock.advance(timedelta(minutes=10))
     done = {"outcome": "succeeded", "restore": {"vm_moid": vm["moid"], "vm_name": vm["name"]}}
@@ -529,12 +536,7 @@ async def test_a_vm_is_not_backed_up_while_a_restore_writes_over_it_nor_the_reve
 
     (backup,) = await claim(first)
     assert backup["kind"] == "backup"
-    over = await operator.post(
-        "/api/v1/restores", json={"restore_point_id": str(point_id), "target": "original", "force": True}
-    )
-    assert over.status_code == 202, over.text
-    if over.json()["state"] == "awaiting_approval":
-        assert (await operator.post(f"/api/v1/restores/{over.json()['id']}/approve")).status_code == 200
+    await restore_over_the_vm(operator, point_id)
     assert await claim(second) == []  # the backup's snapshot is on the VM
     await _end(first, backup)
     (restore,) = await claim(second)
@@ -579,11 +581,7 @@ async def test_a_restore_over_a_vm_waits_for_the_clean_up_of_a_lost_proxys_snaps
     await reaper.run_once()
     assert reaper.last_report.cleanups == 1
     assert (await operator.post(f"/api/v1/jobs/{backup['id']}/cancel")).status_code == 200
-    over = await operator.post(
-        "/api/v1/restores", json={"restore_point_id": str(point_id), "target": "original", "force": True}
-    )
-    if over.json()["state"] == "awaiting_approval":
-        assert (await operator.post(f"/api/v1/restores/{over.json()['id']}/approve")).status_code == 200
+    await restore_over_the_vm(operator, point_id)
 
     (cleanup,) = await claim(proxy)
     assert cleanup["kind"] == "snapshot_cleanup"
