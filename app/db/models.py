@@ -13,6 +13,7 @@ from app.policies.models import Policy
 from app.proxies.models import Proxy, proxy_hosts
 from app.restore_points.models import RestorePoint
 from app.restores.models import Restore
+from app.scheduler.models import MaintenanceRun
 from app.tenants.models import Tenant
 from app.vcenters.models import VCenter
 
@@ -27,6 +28,7 @@ __all__ = [
     "Host",
     "Integration",
     "Job",
+    "MaintenanceRun",
     "Policy",
     "ProtectionSpan",
     "Proxy",

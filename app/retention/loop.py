@@ -12,7 +12,9 @@ covers everything, and with several replicas each prunes (pruning twice is harml
 (at start, then on schedule). The grace period is what makes it safe while backups run: a
 running backup's chunks are young and no manifest references them yet. Reusing an *old*
 unreferenced chunk is the one case the grace period does not cover (see app/chunkstore/gc.py),
-so a due GC waits while backups run, but never longer than one more ``every``.
+so a due GC waits while backups run, but never longer than one more ``every``. With several
+replicas one of them collects each period (``app.scheduler.maintenance``); the others wait a
+period from its start.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from app.retention.onsite import OnsiteRepository
 from app.retention.pruner import Pruner, PruneReport
 from app.retention.repository import ONSITE_WRITING_KINDS, RetentionRepository
 from app.scheduler.loop import LoopService
+from app.scheduler.maintenance import claim_run
 
 log = logging.getLogger(__name__)
 
@@ -145,9 +148,15 @@ class GcLoop(_QuietUntilMigrated):
             self.deferred += 1
             log.info("garbage collection waits: %d job(s) writing to the repository", running)
             return
+        async with self.sessionmaker.begin() as session:
+            other = await claim_run(session, self.name, now, self.every)
+        self._due_since = None
+        if other is not None:
+            # Another replica collects this period (or did): the next is due a period after it.
+            self.last_gc_at = other
+            return
         report = await self.onsite.gc(self.grace)
         self.last_gc_at = now
-        self._due_since = None
         self.last_report = report
         log.info(
             "garbage collection: %d chunks (%d bytes) freed, %d unreferenced chunks younger than %s kept, "

@@ -87,6 +87,29 @@ async def test_gc_loop_waits_for_running_backups_but_not_forever(world: World) -
     assert loop.last_gc_at == clock.now() - timedelta(hours=1)
 
 
+async def test_one_replica_collects_each_period(world: World) -> None:
+    """Every replica runs a GC loop; one collects the repository per period, the others wait a
+    period from its start (they would read every manifest and list every chunk again)."""
+    clock = world.ctx.clock
+    assert isinstance(clock, ManualClock)
+    onsite = OnsiteRepository(world.ctx.settings)
+    replicas = [GcLoop(world.ctx.sessionmaker, onsite, clock, grace=timedelta(0)) for _ in range(2)]
+    await replicas[0].run_once()
+    await replicas[1].run_once()
+    assert replicas[0].last_report is not None and replicas[1].last_report is None
+    assert replicas[1].last_gc_at == clock.now()  # it waits a period from the other's start
+
+    clock.advance(timedelta(hours=12))
+    for loop in replicas:
+        await loop.run_once()
+    assert replicas[1].last_report is None  # not due yet for anyone
+    clock.advance(timedelta(hours=12))
+    await replicas[1].run_once()
+    await replicas[0].run_once()
+    assert replicas[1].last_report is not None  # the first to tick once it is due collects
+    assert replicas[0].last_gc_at == replicas[1].last_gc_at == clock.now()
+
+
 def test_gc_command_reports_bytes_freed(tmp_path: Path) -> None:
     root = tmp_path / "var" / "repository"
     root.mkdir(parents=True)
