@@ -30,6 +30,7 @@ from app.retention.onsite import OffsiteRepository
 from app.retention.orphans import remove_orphans
 from app.retention.repository import RetentionRepository
 from app.retention.service import RetentionService
+from app.scheduler.maintenance import claim_run
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,12 @@ class OffsiteLoop(_QuietUntilMigrated):
         self.last_pruned = await self.prune()
         now = self.clock.now()
         if self.reconciled_at is None or now - self.reconciled_at >= RECONCILE_EVERY:
-            self.last_orphans = await self.reconcile()
-            self.reconciled_at = now
+            # One replica lists the offsite repository per day; the others wait a day from then.
+            async with self.sessionmaker.begin() as session:
+                other = await claim_run(session, "offsite-reconcile", now, RECONCILE_EVERY)
+            if other is None:
+                self.last_orphans = await self.reconcile()
+            self.reconciled_at = other or now
         if self.last_pruned or self.last_requeued:
             log.info(
                 "offsite: %d copies pruned, %d copies queued again", self.last_pruned, self.last_requeued

@@ -111,6 +111,11 @@ async def test_offsite_manifests_the_catalog_no_longer_wants_are_reconciled(
     clock.advance(timedelta(hours=1))
     await loop.tick()
     assert str(points[5]) in offsite_repo.list_restore_points()
+    # Nor does another replica's loop: one replica lists it per day.
+    replica = OffsiteLoop(world.ctx.sessionmaker, OffsiteRepository(settings), clock)
+    await replica.tick()
+    assert str(points[5]) in offsite_repo.list_restore_points()
+    assert replica.reconciled_at == loop.reconciled_at
     clock.advance(timedelta(hours=24))
     await loop.tick()
     assert loop.last_orphans == 1 and str(points[5]) not in offsite_repo.list_restore_points()
