@@ -76,6 +76,6 @@ async def rotate_proxy_token(
     return ProxyCreated.model_validate({**read.model_dump(), "token": token})
 
 
-@router.delete("/{proxy_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
+@router.delete("/{proxy_id}", status_code=status.HTTP_204_NO_CONTENT, responses={**NOT_FOUND, **CONFLICT})
 async def delete_proxy(ctx: Ctx, session: Session, principal: CurrentPrincipal, proxy_id: uuid.UUID) -> None:
     await ProxyService(session, ctx.clock, ctx.liveness).delete(principal, proxy_id)

@@ -10,8 +10,10 @@ from app.auth import tokens
 from app.auth.principal import Principal
 from app.clock import Clock
 from app.contracts.agent import Heartbeat, HeartbeatAck, ServedHost
+from app.db.dialect import serialize_claims
 from app.domain.jobs import AgentKind
 from app.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from app.jobs.repository import JobRepository
 from app.pagination import PageRequest
 from app.proxies.liveness import ProxyLiveness
 from app.proxies.models import Proxy
@@ -23,6 +25,7 @@ _TOKEN_KINDS = {tokens.PROXY_TOKEN_PREFIX: AgentKind.PROXY, tokens.GUEST_TOKEN_P
 
 class ProxyService:
     def __init__(self, session: AsyncSession, clock: Clock, liveness: ProxyLiveness) -> None:
+        self.session = session
         self.repo = ProxyRepository(session)
         self.clock = clock
         self.liveness = liveness
@@ -81,7 +84,18 @@ class ProxyService:
         return proxy, issued.secret
 
     async def delete(self, principal: Principal, proxy_id: uuid.UUID) -> None:
+        """Refused (409) while jobs run on the proxy: a deleted proxy's jobs would lose the name
+        of the snapshot they may leave (it carries the proxy's id), so the reaper could not queue
+        its clean-up. Under the claim lock, so no claim hands it a job between count and delete."""
         proxy = await self.get(principal, proxy_id)
+        await serialize_claims(self.session)
+        running = await JobRepository(self.session).running_for_proxy(proxy.id)
+        if running:
+            raise Conflict(
+                f"Proxy '{proxy.name}' still runs {running} job(s). Stop its agent: each job goes back "
+                "to the queue when its lease lapses (two minutes after its last report by default), "
+                "with a clean-up of the snapshot it may have left. Then delete the proxy."
+            )
         await self.repo.delete(proxy)
 
     async def to_read(self, proxies: list[Proxy]) -> list[ProxyRead]:

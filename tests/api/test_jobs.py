@@ -613,3 +613,31 @@ async def test_a_job_re_queued_while_a_cancel_was_asked_ends_cancelled(
     assert ended["state"] == "cancelled" and "cancelled" in ended["error"]
     (again,) = (await operator.post("/api/v1/jobs", json={"vm_ids": [vms[0]["id"]]})).json()
     assert again["id"] != job["id"]
+
+
+async def test_a_proxy_with_running_jobs_is_deleted_only_once_they_are_taken_back(
+    ctx: AppContext,
+    operator: httpx.AsyncClient,
+    customer_of: CustomerFactory,
+    vcsim: VcsimServer,
+    make_client: ClientFactory,
+    clock: ManualClock,
+) -> None:
+    """Deleted while its backup ran, the proxy's id would leave the job (ON DELETE SET NULL) and
+    with it the name of the snapshot the reaper queues a clean-up for."""
+    _, _, vms = await synced_tenant(operator, customer_of, vcsim)
+    registered = await register_proxy(operator, "doomed", [vms[0]["host"]["id"]])
+    proxy = make_client(registered["token"])
+    await operator.post("/api/v1/jobs", json={"vm_ids": [vms[0]["id"]]})
+    (job,) = await claim(proxy)
+    refused = await operator.delete(f"/api/v1/proxies/{registered['id']}")
+    assert refused.status_code == 409 and "lease lapses" in refused.json()["detail"], refused.text
+    assert (await operator.get(f"/api/v1/proxies/{registered['id']}")).status_code == 200
+
+    clock.advance(timedelta(seconds=ctx.settings.job_lease_s + 1))  # the agent was stopped
+    reaper = ReaperLoop(ctx.sessionmaker, clock)
+    await reaper.run_once()
+    assert reaper.last_report.requeued == 1 and reaper.last_report.cleanups == 1
+    assert (await operator.delete(f"/api/v1/proxies/{registered['id']}")).status_code == 204
+    requeued = (await operator.get(f"/api/v1/jobs/{job['job_id']}")).json()
+    assert requeued["state"] == "queued"
