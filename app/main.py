@@ -150,8 +150,8 @@ def offsite_loops(ctx: AppContext) -> list[LoopService]:
         grace=timedelta(hours=settings.gc_grace_hours),
         every=timedelta(hours=settings.gc_interval_hours),
         writers=OFFSITE_WRITING_KINDS,
+        name="offsite-gc",
     )
-    gc_loop.name = "offsite-gc"
     return [OffsiteLoop(ctx.sessionmaker, ctx.offsite, ctx.clock), gc_loop]
 
 

@@ -33,7 +33,7 @@ from app.retention.onsite import OnsiteRepository
 from app.retention.pruner import Pruner, PruneReport
 from app.retention.repository import ONSITE_WRITING_KINDS, RetentionRepository
 from app.scheduler.loop import LoopService
-from app.scheduler.maintenance import claim_run
+from app.scheduler.maintenance import claim_run, last_run, release_run
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +122,11 @@ class GcLoop(_QuietUntilMigrated):
         every: timedelta = timedelta(hours=24),
         interval_s: float = 300.0,
         writers: Collection[str] = ONSITE_WRITING_KINDS,
+        name: str = "gc",
     ) -> None:
         super().__init__(interval_s)
+        #: The loop's name in logs, and its claim's among the replicas (one per repository).
+        self.name = name
         self.sessionmaker = sessionmaker
         self.onsite = onsite
         #: The job kinds that write into this repository: the collection waits while they run.
@@ -140,22 +143,32 @@ class GcLoop(_QuietUntilMigrated):
         now = self.clock.now()
         if self.last_gc_at is not None and now - self.last_gc_at < self.every:
             return
+        async with self.sessionmaker() as session:
+            started = await last_run(session, self.name)
+            running = await RetentionRepository(session).running_writers(self.writers)
+        if started is not None and now - started < self.every:
+            # Another replica collected this period (or this one, before a restart).
+            self.last_gc_at = started
+            self._due_since = None
+            return
         if self._due_since is None:
             self._due_since = now
-        async with self.sessionmaker() as session:
-            running = await RetentionRepository(session).running_writers(self.writers)
         if running and now - self._due_since < self.every:
             self.deferred += 1
             log.info("garbage collection waits: %d job(s) writing to the repository", running)
             return
         async with self.sessionmaker.begin() as session:
-            other = await claim_run(session, self.name, now, self.every)
+            won, seen = await claim_run(session, self.name, now, self.every)
         self._due_since = None
-        if other is not None:
-            # Another replica collects this period (or did): the next is due a period after it.
-            self.last_gc_at = other
+        if not won:
+            self.last_gc_at = seen  # another replica claimed it a moment ago
             return
-        report = await self.onsite.gc(self.grace)
+        try:
+            report = await self.onsite.gc(self.grace)
+        except Exception:
+            async with self.sessionmaker.begin() as session:
+                await release_run(session, self.name, now, seen)
+            raise
         self.last_gc_at = now
         self.last_report = report
         log.info(

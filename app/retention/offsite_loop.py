@@ -30,7 +30,7 @@ from app.retention.onsite import OffsiteRepository
 from app.retention.orphans import remove_orphans
 from app.retention.repository import RetentionRepository
 from app.retention.service import RetentionService
-from app.scheduler.maintenance import claim_run
+from app.scheduler.maintenance import claim_run, release_run
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,8 @@ RETRY_AFTER = timedelta(hours=1)
 #: How often the offsite repository's manifests are listed against the catalog (a listing of an
 #: object store costs a request per thousand manifests).
 RECONCILE_EVERY = timedelta(hours=24)
+#: The reconcile's claim among the replicas (app.scheduler.maintenance).
+RECONCILE_RUN = "offsite-reconcile"
 #: Points older than this that were never copied are left alone (a policy that gained offsite
 #: copies gets new points copied, not years of history at once).
 BACKFILL = timedelta(days=2)
@@ -72,10 +74,15 @@ class OffsiteLoop(_QuietUntilMigrated):
         if self.reconciled_at is None or now - self.reconciled_at >= RECONCILE_EVERY:
             # One replica lists the offsite repository per day; the others wait a day from then.
             async with self.sessionmaker.begin() as session:
-                other = await claim_run(session, "offsite-reconcile", now, RECONCILE_EVERY)
-            if other is None:
-                self.last_orphans = await self.reconcile()
-            self.reconciled_at = other or now
+                won, seen = await claim_run(session, RECONCILE_RUN, now, RECONCILE_EVERY)
+            if won:
+                try:
+                    self.last_orphans = await self.reconcile()
+                except Exception:
+                    async with self.sessionmaker.begin() as session:
+                        await release_run(session, RECONCILE_RUN, now, seen)
+                    raise
+            self.reconciled_at = now if won else seen
         if self.last_pruned or self.last_requeued:
             log.info(
                 "offsite: %d copies pruned, %d copies queued again", self.last_pruned, self.last_requeued

@@ -4,6 +4,8 @@ Every replica runs the same loops; without a shared claim each would collect the
 repository once a period, reading every manifest and listing every chunk again (on S3, paid
 requests). The claim is a compare-and-set on the job's row: the replica that moves its
 ``started_at`` forward runs it; the others learn when it started and wait a period from then.
+A run that fails gives its claim back (:func:`release_run`), so the next tick of any replica
+tries again; one whose process dies keeps it, and the job runs a period later.
 """
 
 from __future__ import annotations
@@ -18,11 +20,21 @@ from app.db.dialect import insert_ignoring_conflicts
 from app.scheduler.models import MaintenanceRun
 
 
-async def claim_run(session: AsyncSession, name: str, now: datetime, every: timedelta) -> datetime | None:
-    """Claim this period's run of ``name`` (due ``every`` after the last start): None when this
-    replica won it, else when the run that another replica claimed started."""
+async def last_run(session: AsyncSession, name: str) -> datetime | None:
+    """When the last run of ``name`` (by any replica) started; None if none did."""
+    started = await session.execute(select(MaintenanceRun.started_at).where(MaintenanceRun.name == name))
+    return started.scalar_one_or_none()
+
+
+async def claim_run(
+    session: AsyncSession, name: str, now: datetime, every: timedelta
+) -> tuple[bool, datetime | None]:
+    """Claim this period's run of ``name`` (due ``every`` after the last start). Returns whether
+    this replica won it and, if it did, when the previous run started (for :func:`release_run`),
+    else when the run another replica claimed started."""
     table = cast(Table, MaintenanceRun.__table__)
     await insert_ignoring_conflicts(session, table, [{"name": name, "started_at": None}])
+    previous = await last_run(session, name)
     won = await session.execute(
         update(MaintenanceRun)
         .where(
@@ -34,6 +46,18 @@ async def claim_run(session: AsyncSession, name: str, now: datetime, every: time
         .execution_options(synchronize_session=False)
     )
     if won.first() is not None:
-        return None
-    started = await session.execute(select(MaintenanceRun.started_at).where(MaintenanceRun.name == name))
-    return started.scalar_one()
+        return True, previous
+    return False, await last_run(session, name)
+
+
+async def release_run(
+    session: AsyncSession, name: str, claimed_at: datetime, previous: datetime | None
+) -> None:
+    """Give back a claim whose run failed: the row says ``previous`` again (unless another
+    replica claimed a later run meanwhile), so the job is due at once."""
+    await session.execute(
+        update(MaintenanceRun)
+        .where(MaintenanceRun.name == name, MaintenanceRun.started_at == claimed_at)
+        .values(started_at=previous)
+        .execution_options(synchronize_session=False)
+    )

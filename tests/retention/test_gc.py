@@ -13,7 +13,16 @@ import pytest
 from sqlalchemy import update
 from typer.testing import CliRunner
 
-from app.chunkstore import ChunkMissing, DiskIndex, FsBackend, Repository, backup_disk, gc, iter_disk
+from app.chunkstore import (
+    ChunkMissing,
+    DiskIndex,
+    FsBackend,
+    GcReport,
+    Repository,
+    backup_disk,
+    gc,
+    iter_disk,
+)
 from app.cli import cli
 from app.clock import ManualClock
 from app.jobs.models import Job
@@ -87,27 +96,50 @@ async def test_gc_loop_waits_for_running_backups_but_not_forever(world: World) -
     assert loop.last_gc_at == clock.now() - timedelta(hours=1)
 
 
+class _FailsOnce(OnsiteRepository):
+    """The real onsite repository, whose first collection fails (a disk gone, S3 answering 503)."""
+
+    failed = False
+
+    async def gc(self, grace: timedelta, *, dry_run: bool = False) -> GcReport:
+        if not self.failed:
+            self.failed = True
+            raise OSError("the repository's disk went away")
+        return await super().gc(grace, dry_run=dry_run)
+
+
 async def test_one_replica_collects_each_period(world: World) -> None:
     """Every replica runs a GC loop; one collects the repository per period, the others wait a
-    period from its start (they would read every manifest and list every chunk again)."""
+    period from its start (they would read every manifest and list every chunk again). A replica
+    that starts while backups run learns of the collection instead of waiting for its own. A
+    collection that fails gives its claim back: the next tick of any replica tries again."""
     clock = world.ctx.clock
     assert isinstance(clock, ManualClock)
-    onsite = OnsiteRepository(world.ctx.settings)
-    replicas = [GcLoop(world.ctx.sessionmaker, onsite, clock, grace=timedelta(0)) for _ in range(2)]
-    await replicas[0].run_once()
-    await replicas[1].run_once()
-    assert replicas[0].last_report is not None and replicas[1].last_report is None
-    assert replicas[1].last_gc_at == clock.now()  # it waits a period from the other's start
+    first = GcLoop(world.ctx.sessionmaker, _FailsOnce(world.ctx.settings), clock, grace=timedelta(0))
+    second = GcLoop(world.ctx.sessionmaker, OnsiteRepository(world.ctx.settings), clock, grace=timedelta(0))
+    with pytest.raises(OSError, match="disk went away"):
+        await first.tick()
+    await second.tick()
+    assert second.last_report is not None and second.last_gc_at == clock.now()
 
-    clock.advance(timedelta(hours=12))
-    for loop in replicas:
-        await loop.run_once()
-    assert replicas[1].last_report is None  # not due yet for anyone
-    clock.advance(timedelta(hours=12))
-    await replicas[1].run_once()
-    await replicas[0].run_once()
-    assert replicas[1].last_report is not None  # the first to tick once it is due collects
-    assert replicas[0].last_gc_at == replicas[1].last_gc_at == clock.now()
+    clock.advance(timedelta(minutes=5))
+    vm = await world.vm("web")
+    async with world.ctx.sessionmaker.begin() as session:  # a backup runs from now on
+        session.add(backup_job(uuid.uuid4(), world.tenant_id, vm, clock.now(), "running"))
+    late = GcLoop(world.ctx.sessionmaker, OnsiteRepository(world.ctx.settings), clock, grace=timedelta(0))
+    await late.tick()  # a replica started now: collected minutes ago, nothing to wait for
+    assert late.deferred == 0 and late.last_report is None
+    assert late.last_gc_at == second.last_gc_at
+    await first.tick()
+    assert first.last_report is None and first.last_gc_at == second.last_gc_at
+
+    async with world.ctx.sessionmaker.begin() as session:
+        await session.execute(update(Job).values(state="succeeded"))
+    clock.advance(timedelta(hours=24))
+    await first.tick()
+    await second.tick()
+    assert first.last_report is not None  # the first to tick once it is due collects
+    assert second.last_report is not None and second.last_gc_at == first.last_gc_at == clock.now()
 
 
 def test_gc_command_reports_bytes_freed(tmp_path: Path) -> None:

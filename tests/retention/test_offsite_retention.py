@@ -7,6 +7,7 @@ import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import delete, select, update
 
 from app.chunkstore import FsBackend, Repository
@@ -137,3 +138,24 @@ async def test_an_onsite_manifest_whose_removal_was_committed_goes_with_the_next
     assert sorted(world.repo.list_restore_points()) == sorted(str(p) for i, p in enumerate(points) if i != 3)
     assert set(await _rows(world)) == set(points)  # every row stays
     assert await pruner.reconcile() == 0
+
+
+async def test_a_failed_reconcile_is_tried_again_by_the_next_tick_of_any_replica(
+    world: World, tmp_path: Path, clock: ManualClock
+) -> None:
+    """The reconcile's claim is given back when it fails (the offsite store down): the next tick,
+    here another replica's, lists the repository instead of everyone waiting a day."""
+    offsite_repo, settings, _, points = await copied_offsite(world, tmp_path, onsite_daily=7)
+    async with world.ctx.sessionmaker.begin() as session:
+        await session.execute(delete(RestorePoint).where(RestorePoint.id == points[5]))
+    failing = OffsiteLoop(world.ctx.sessionmaker, OffsiteRepository(settings), clock)
+
+    async def store_down() -> int:
+        raise OSError("offsite store unreachable")
+
+    failing.reconcile = store_down  # type: ignore[method-assign]
+    with pytest.raises(OSError, match="unreachable"):
+        await failing.tick()
+    replica = OffsiteLoop(world.ctx.sessionmaker, OffsiteRepository(settings), clock)
+    await replica.tick()
+    assert replica.last_orphans == 1 and str(points[5]) not in offsite_repo.list_restore_points()
