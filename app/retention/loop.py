@@ -33,7 +33,7 @@ from app.retention.onsite import OnsiteRepository
 from app.retention.pruner import Pruner, PruneReport
 from app.retention.repository import ONSITE_WRITING_KINDS, RetentionRepository
 from app.scheduler.loop import LoopService
-from app.scheduler.maintenance import claim_run, last_run, release_run
+from app.scheduler.maintenance import claimed, last_run
 
 log = logging.getLogger(__name__)
 
@@ -157,18 +157,12 @@ class GcLoop(_QuietUntilMigrated):
             self.deferred += 1
             log.info("garbage collection waits: %d job(s) writing to the repository", running)
             return
-        async with self.sessionmaker.begin() as session:
-            won, seen = await claim_run(session, self.name, now, self.every)
         self._due_since = None
-        if not won:
-            self.last_gc_at = seen  # another replica claimed it a moment ago
-            return
-        try:
+        async with claimed(self.sessionmaker, self.name, now, self.every) as claim:
+            if not claim.won:
+                self.last_gc_at = claim.other_started_at  # another replica claimed it a moment ago
+                return
             report = await self.onsite.gc(self.grace)
-        except Exception:
-            async with self.sessionmaker.begin() as session:
-                await release_run(session, self.name, now, seen)
-            raise
         self.last_gc_at = now
         self.last_report = report
         log.info(

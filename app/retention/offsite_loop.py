@@ -30,7 +30,7 @@ from app.retention.onsite import OffsiteRepository
 from app.retention.orphans import remove_orphans
 from app.retention.repository import RetentionRepository
 from app.retention.service import RetentionService
-from app.scheduler.maintenance import claim_run, release_run
+from app.scheduler.maintenance import claimed
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +73,10 @@ class OffsiteLoop(_QuietUntilMigrated):
         now = self.clock.now()
         if self.reconciled_at is None or now - self.reconciled_at >= RECONCILE_EVERY:
             # One replica lists the offsite repository per day; the others wait a day from then.
-            async with self.sessionmaker.begin() as session:
-                won, seen = await claim_run(session, RECONCILE_RUN, now, RECONCILE_EVERY)
-            if won:
-                try:
+            async with claimed(self.sessionmaker, RECONCILE_RUN, now, RECONCILE_EVERY) as claim:
+                if claim.won:
                     self.last_orphans = await self.reconcile()
-                except Exception:
-                    async with self.sessionmaker.begin() as session:
-                        await release_run(session, RECONCILE_RUN, now, seen)
-                    raise
-            self.reconciled_at = now if won else seen
+            self.reconciled_at = now if claim.won else claim.other_started_at
         if self.last_pruned or self.last_requeued:
             log.info(
                 "offsite: %d copies pruned, %d copies queued again", self.last_pruned, self.last_requeued
